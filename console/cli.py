@@ -1,0 +1,334 @@
+"""The `tablesync` command. Exit status: 0 success, 1 a job failed or was refused, 2 bad usage/config."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from console.render import console, error_object, job_object, jobs_table, print_json, table, ago, iso
+from store.config_load import ConfigError, load_config
+from store.db import create_engine, utcnow
+from store.jobs import FINISHED, errors_of, get_job, last_runs, list_jobs
+from store.settings import Settings, SettingsError, get_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit status 2."""
+
+
+def _store(settings: Settings) -> sa.Engine:
+    from store.migrate import is_up_to_date
+
+    engine = create_engine(settings.store_url)
+    try:
+        ok = is_up_to_date(engine)
+    except sa.exc.OperationalError as exc:
+        raise UsageError(f"cannot reach the store {settings.store_url.split('@')[-1]}: {str(exc.orig).strip().splitlines()[0]}") from None
+    if not ok:
+        raise UsageError("the store's schema is missing or outdated: run `tablesync db upgrade`")
+    return engine
+
+
+def _operator(args: argparse.Namespace, settings: Settings) -> str:
+    return getattr(args, "operator", None) or settings.operator or getpass.getuser()
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from store.migrate import current_revision, upgrade
+
+    engine = create_engine(settings.store_url)
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    print(f"store at revision {after}" + ("" if before != after else " (already up to date)"))
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from store.config_live import check_live
+
+    path = args.config or settings.config
+    cfg = load_config(path)
+    problems = [] if args.offline else check_live(cfg)
+    if problems:
+        raise ConfigError(path, problems)
+    print(f"{path}: OK ({len(cfg.mappings)} mapping(s), {len(cfg.apps)} app(s)"
+          + (", live tables not checked" if args.offline else ", live tables checked") + ")")
+    return EXIT_OK
+
+
+def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from store.config_live import check_live
+    from store.mappings import apply_config
+
+    path = args.config or settings.config
+    cfg = load_config(path)
+    if not args.skip_live_check:
+        problems = check_live(cfg)
+        if problems:
+            raise ConfigError(path, problems)
+    result = apply_config(_store(settings), cfg, applied_by=_operator(args, settings))
+    for label, names in (("created", result.created), ("updated", result.updated),
+                         ("unchanged", result.unchanged), ("deactivated", result.deactivated)):
+        if names:
+            print(f"{label}: {', '.join(names)}")
+    return EXIT_OK
+
+
+def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
+    from store.mappings import active_mappings
+    from store.schema import couplings
+
+    engine = _store(settings)
+    now = utcnow()
+    with engine.connect() as conn:
+        stored = active_mappings(conn)
+        runs = last_runs(conn)
+        skipped = dict(conn.execute(sa.select(couplings.c.mapping, sa.func.count()).where(couplings.c.skipped.is_(True))
+                                    .group_by(couplings.c.mapping)).all())
+    out = []
+    for s in stored:
+        run = runs.get(s.spec.name)
+        out.append({
+            "name": s.spec.name, "direction": s.spec.direction, "schedule": s.spec.schedule,
+            "last_run_at": iso(run.finished_at) if run else None, "last_status": run.status if run else None,
+            "next_run_at": iso(s.spec.parsed_schedule().next_tick(now)), "skipped": int(skipped.get(s.spec.name, 0)),
+        })
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+    from datetime import datetime
+
+    def when(v: str | None) -> str:
+        return ago(datetime.fromisoformat(v.replace("Z", "+00:00")), now) if v else "never"
+
+    console().print(table("Mappings", ["name", "direction", "schedule", "last run", "status", "next run", "skipped"],
+                          [[m["name"], m["direction"], m["schedule"], when(m["last_run_at"]), m["last_status"] or "—",
+                            when(m["next_run_at"]), m["skipped"]] for m in out]))
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    with _store(settings).connect() as conn:
+        rows = [job_object(r) for r in list_jobs(conn, mapping=args.mapping, status=args.status, limit=args.limit)]
+    if args.json:
+        print_json(rows)
+    else:
+        console().print(jobs_table(rows))
+    return EXIT_OK
+
+
+def _job_with_errors(engine: sa.Engine, job_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = get_job(conn, job_id)
+        if row is None:
+            return None
+        obj = job_object(row)
+        obj["errors"] = [error_object(e) for e in errors_of(conn, job_id)]
+    return obj
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    obj = _job_with_errors(_store(settings), args.id)
+    if obj is None:
+        raise UsageError(f"job {args.id} does not exist (see `tablesync jobs`)")
+    if args.json:
+        print_json(obj)
+        return EXIT_OK
+    _print_job(obj)
+    return EXIT_OK
+
+
+def _print_job(obj: dict[str, Any]) -> None:
+    out = console()
+    out.print(jobs_table([obj], title=f"Job {obj['id']}"))
+    if obj["errors"]:
+        out.print(table(f"Errors ({len(obj['errors'])})", ["direction", "source key", "destination key", "message"],
+                        [[e["direction"], e["source_key"], e["destination_key"], e["message"]] for e in obj["errors"]]))
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from store.mappings import get_mapping
+    from workers.broker import setup_broker
+    from workers.enqueue import enqueue_sync
+
+    engine = _store(settings)
+    with engine.connect() as conn:
+        if get_mapping(conn, args.mapping) is None:
+            raise UsageError(f"unknown mapping {args.mapping!r} (see `tablesync mappings`)")
+    try:
+        broker = setup_broker(settings)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=_operator(args, settings))
+    if not args.wait:
+        print(job_id)
+        return EXIT_OK
+    return _wait_and_print(engine, job_id, args.timeout, args.json)
+
+
+def _wait_and_print(engine: sa.Engine, job_id: int, timeout: float, as_json: bool) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = _job_with_errors(engine, job_id)
+        assert obj is not None
+        if obj["status"] in FINISHED:
+            break
+        if time.monotonic() > deadline:
+            print(f"job {job_id} still {obj['status']} after {timeout:.0f}s", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.2)
+    if as_json:
+        print_json(obj)
+    else:
+        _print_job(obj)
+    return EXIT_OK if obj["status"] == "succeeded" else EXIT_FAILED
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.broker_url is None:
+        raise UsageError("TABLESYNC_BROKER_URL is not set: workers need redis://… or amqp://… "
+                         "(use `tablesync run` for the all-in-one process)")
+    _store(settings)
+    argv = [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", str(args.processes),
+            "--threads", str(args.threads), "--queues", settings.queue]
+    os.execv(sys.executable, argv)
+    return EXIT_OK  # pragma: no cover - execv does not return
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from scheduler.loop import run_scheduler
+    from workers.broker import setup_broker
+
+    engine = _store(settings)
+    try:
+        broker = setup_broker(settings)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_scheduler(engine, broker, settings, stop)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from console.inprocess import InProcess
+
+    engine = _store(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with InProcess(engine, settings, threads=args.threads) as app:
+        app.start_scheduler(stop)
+        print(f"tablesync running: scheduler + {args.threads} worker thread(s); Ctrl-C to stop")
+        stop.wait()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from console.demo import run_demo
+
+    return run_demo(args.dir, rows=args.rows)
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tablesync", description="Keep tables of two applications in sync.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace, Settings], int], help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    db = sub.add_parser("db", help="store schema").add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    add("upgrade", cmd_db_upgrade, "create or upgrade the store's tables (idempotent)", db)
+
+    cfg = sub.add_parser("config", help="validate and store mappings").add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    sp = add("check", cmd_config_check, "validate tablesync.yaml against the live tables", cfg)
+    sp.add_argument("--config", help="file (default: $TABLESYNC_CONFIG or tablesync.yaml)")
+    sp.add_argument("--offline", action="store_true", help="check the file only, do not connect to the apps")
+    sp = add("apply", cmd_config_apply, "validate and store the mappings (new version per changed mapping)", cfg)
+    sp.add_argument("--config")
+    sp.add_argument("--skip-live-check", action="store_true", help="do not reflect the apps' tables first")
+    sp.add_argument("--operator")
+
+    sp = add("mappings", cmd_mappings, "list mappings with their last and next run")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("jobs", cmd_jobs, "list jobs, newest first")
+    sp.add_argument("--mapping")
+    sp.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "abandoned", "dropped"])
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("job", cmd_job, "one job with its errors")
+    sp.add_argument("id", type=int)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("sync", cmd_sync, "enqueue a sync run of a mapping now")
+    sp.add_argument("mapping")
+    sp.add_argument("--full", action="store_true", help="ignore watermarks: compare every row")
+    sp.add_argument("--wait", action="store_true", help="block until the job ends; exit 1 if it failed")
+    sp.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--operator")
+
+    sp = add("worker", cmd_worker, "run Dramatiq worker processes")
+    sp.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    sp.add_argument("--threads", type=int, default=4)
+
+    add("scheduler", cmd_scheduler, "enqueue due syncs and reap abandoned jobs (safe as several replicas)")
+
+    sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
+    sp.add_argument("--threads", type=int, default=2)
+
+    sp = add("demo", cmd_demo, "run a self-contained demo on SQLite apps (no server needed)")
+    sp.add_argument("--dir", default="tablesync-demo", help="where the demo's databases go (default ./tablesync-demo)")
+    sp.add_argument("--rows", type=int, default=300)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        settings = get_settings()
+        return int(args.fn(args, settings))
+    except SettingsError as exc:
+        print(f"tablesync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"tablesync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Readable tables for people, exact JSON for machines (SPEC §5 objects)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from store.jobs import COUNTERS
+
+JOB_FIELDS = ("id", "mapping", "kind", "direction", "status", "operator", "enqueued_at", "started_at", "finished_at",
+              *COUNTERS, "message")
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    if value is None:
+        return "—"
+    seconds = ((now or datetime.now(timezone.utc)) - value).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            text = f"{int(seconds // size)} {unit}"
+            break
+    else:
+        text = f"{int(seconds)} s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def job_object(row: Any) -> dict[str, Any]:
+    m = row._mapping
+    out = {k: m[k] for k in JOB_FIELDS}
+    for k in ("enqueued_at", "started_at", "finished_at"):
+        out[k] = iso(out[k])
+    return out
+
+
+def error_object(row: Any) -> dict[str, Any]:
+    m = row._mapping
+    return {"id": m["id"], "direction": m["direction"], "source_key": m["source_key"],
+            "destination_key": m["destination_key"], "message": m["message"], "detail": m["detail"],
+            "created_at": iso(m["created_at"])}
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def console() -> Console:
+    """Wide enough for a jobs table when piped (rich would assume 80 columns)."""
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    return t
+
+
+def jobs_table(jobs: list[dict[str, Any]], title: str | None = "Jobs") -> Table:
+    rows = []
+    for j in jobs:
+        duration = ""
+        if j["started_at"] and j["finished_at"]:
+            d = (datetime.fromisoformat(j["finished_at"].replace("Z", "+00:00")) - datetime.fromisoformat(j["started_at"].replace("Z", "+00:00"))).total_seconds()
+            duration = f"{d:.2f}s"
+        enq = datetime.fromisoformat(j["enqueued_at"].replace("Z", "+00:00"))
+        rows.append([j["id"], j["mapping"], j["kind"], j["status"], ago(enq), duration, j["inserted"], j["modified"],
+                     j["unchanged"], j["skipped"], j["failed"], j["message"] or ""])
+    return table(title, ["id", "mapping", "kind", "status", "enqueued", "took", "ins", "mod", "unch", "skip", "fail", "message"], rows)

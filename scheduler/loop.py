@@ -1,0 +1,40 @@
+"""The scheduler process: enqueue due ticks every poll, resend and reap every few seconds."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import dramatiq
+import sqlalchemy as sa
+
+from scheduler.reaper import reap
+from scheduler.ticks import TickCache, enqueue_due, resend_unsent
+from store.settings import Settings
+from workers.enqueue import send_job
+
+log = logging.getLogger("tablesync.scheduler")
+MAINTENANCE_EVERY = 5.0
+
+
+def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings, stop: threading.Event) -> None:
+    def send(job_id: int) -> None:
+        send_job(broker, settings, job_id)
+
+    cache = TickCache()
+    last_maintenance = 0.0
+    log.info("scheduler started (poll every %.1fs)", settings.scheduler_poll_seconds)
+    while not stop.is_set():
+        try:
+            enqueue_due(store, send, cache=cache)
+            if time.monotonic() - last_maintenance >= MAINTENANCE_EVERY:
+                last_maintenance = time.monotonic()
+                resend_unsent(store, send)
+                reap(store, send, settings.heartbeat_timeout_seconds)
+        except sa.exc.OperationalError as exc:
+            log.error("store unavailable, retrying: %s", str(exc.orig).strip().splitlines()[0])
+        except Exception:
+            log.exception("scheduler iteration failed; continuing")
+        stop.wait(settings.scheduler_poll_seconds)
+    log.info("scheduler stopped")

@@ -1,0 +1,75 @@
+"""Process settings from the environment (and `.env`), validated once at start.
+
+Every component reads the same `Settings`, so a typo in a URL is reported the same way by the
+scheduler, a worker and the CLI, before anything connects anywhere.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TABLESYNC_", env_file=".env", extra="ignore")
+
+    store_url: str = "sqlite:///tablesync.db"
+    broker_url: str | None = None
+    broker_namespace: str = "tablesync"
+    queue: str = "tablesync"
+    config: str = "tablesync.yaml"
+    worker_metrics_port: int = Field(9191, ge=1, le=65535)
+    scheduler_metrics_port: int = Field(9192, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=1, le=65535)
+    batch_size: int = Field(5000, ge=1, le=1_000_000)
+    overlap_seconds: float = Field(5.0, ge=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(60.0, gt=0)
+    scheduler_poll_seconds: float = Field(1.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=100)
+    operator: str | None = None
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+")[0]
+        if scheme not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError(
+                f"unsupported store {scheme!r}: use postgresql://… (production) or sqlite:///file.db"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in {"redis", "rediss", "amqp", "amqps"}:
+            raise ValueError(f"unsupported broker {scheme!r}: use redis://… or amqp://…, or leave it unset")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "TABLESYNC_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

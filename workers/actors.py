@@ -1,0 +1,30 @@
+"""Dramatiq actors. Messages carry only a job id: everything else is read from the store."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from store.settings import get_settings
+from workers.broker import installed_broker
+from workers.runner import RetryLater, run_job
+from workers.store_engine import store_engine
+
+if installed_broker() is None:
+    raise RuntimeError("call workers.broker.setup_broker() before importing workers.actors")
+
+_settings = get_settings()
+
+
+def _retry_when(retries: int, exc: BaseException) -> bool:
+    """Only transient app failures are retried; the runner stops raising them after max_retries."""
+    return isinstance(exc, RetryLater)
+
+
+@dramatiq.actor(queue_name=_settings.queue, max_retries=_settings.max_retries, min_backoff=5_000,
+                max_backoff=300_000, retry_when=_retry_when, time_limit=24 * 3600 * 1000)
+def sync_job(job_id: int) -> None:
+    """Run sync job `job_id` (kinds sync / full_sync)."""
+    message = CurrentMessage.get_current_message()
+    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    run_job(store_engine(), _settings, int(job_id), retries=retries)

@@ -1,0 +1,213 @@
+"""Reading and writing one mapped table of an app, set-based.
+
+Only SELECT, INSERT and UPDATE on the mapped table (and, on PostgreSQL, reading `pg_stat_activity`
+and evaluating the key column's default) are needed: tablesync never changes an app's schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from store.app_schema import category, has_server_key, key_to_db, reflect_table
+from store.config_model import SideSpec
+
+IN_CHUNK = 1000
+
+
+class AppUnavailable(Exception):
+    """The app's database cannot be reached or answered with a server error: retry the job later."""
+
+
+@dataclass
+class AppTable:
+    engine: sa.Engine
+    side: SideSpec
+    table: sa.Table
+
+    @classmethod
+    def open(cls, engine: sa.Engine, side: SideSpec) -> "AppTable":
+        return cls(engine=engine, side=side, table=reflect_table(engine, side.table, side.schema_))
+
+    @property
+    def key(self) -> sa.Column[Any]:
+        return self.table.c[self.side.key]
+
+    @property
+    def modified(self) -> sa.Column[Any] | None:
+        return self.table.c[self.side.modified] if self.side.modified else None
+
+    def _filtered(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        return query.where(sa.text(f"({self.side.filter})")) if self.side.filter else query
+
+    def _columns(self, names: Sequence[str], raw: bool = False) -> list[Any]:
+        """Key, modified-on and `names`; with `raw`, the mapped columns skip SQLAlchemy's result
+        processing, so one malformed value (SQLite stores anything anywhere) fails only its record."""
+        fixed = [self.side.key, *([self.side.modified] if self.side.modified else [])]
+        wanted = dict.fromkeys([*fixed, *names])
+        return [self.table.c[n] if not raw or n in fixed else sa.type_coerce(self.table.c[n], sa.types.NullType()).label(n)
+                for n in wanted]
+
+    def _rows(self, conn: sa.Connection, build: Any) -> list[dict[str, Any]]:
+        try:
+            return [dict(r._mapping) for r in conn.execute(build(False))]
+        except (TypeError, ValueError, ArithmeticError):
+            return [dict(r._mapping) for r in conn.execute(build(True))]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def pages(self, columns: Sequence[str], since: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        """Changed rows in keyset-paginated batches: by (modified, key) past `since`, else by key."""
+        mod, key = self.modified, self.key
+        last: tuple[Any, Any] | None = None
+        while True:
+            def build(raw: bool, last: tuple[Any, Any] | None = last) -> sa.Select[Any]:
+                return self._page_query(columns, raw, since, last).limit(batch_size)
+
+            with self.engine.connect() as conn:
+                rows = self._rows(conn, build)
+            if not rows:
+                return
+            yield rows
+            if len(rows) < batch_size:
+                return
+            tail = rows[-1]
+            last = (tail.get(mod.name) if mod is not None else None, tail[key.name])
+
+    def _page_query(self, columns: Sequence[str], raw: bool, since: Any, last: tuple[Any, Any] | None) -> sa.Select[Any]:
+        mod, key = self.modified, self.key
+        q = self._filtered(sa.select(*self._columns(columns, raw)))
+        if since is not None and mod is not None:
+            q = q.where(mod >= since)
+            if last is not None:
+                q = q.where(sa.or_(mod > last[0], sa.and_(mod == last[0], key > last[1])))
+            return q.order_by(mod, key)
+        if last is not None:
+            q = q.where(key > last[1])
+        return q.order_by(key)
+
+    def fetch(self, keys: Sequence[str], columns: Sequence[str], apply_filter: bool = True) -> dict[str, dict[str, Any]]:
+        """Rows by key (string keys in, string keys out), one query per 1,000 keys."""
+        out: dict[str, dict[str, Any]] = {}
+        keylist = list(dict.fromkeys(keys))
+        with self.engine.connect() as conn:
+            for i in range(0, len(keylist), IN_CHUNK):
+                chunk = [key_to_db(k, self.key) for k in keylist[i:i + IN_CHUNK]]
+
+                def build(raw: bool, chunk: list[Any] = chunk) -> sa.Select[Any]:
+                    q = sa.select(*self._columns(columns, raw)).where(self.key.in_(chunk))
+                    return self._filtered(q) if apply_filter else q
+
+                for row in self._rows(conn, build):
+                    out[str(row[self.key.name])] = row
+        return out
+
+    def find_equal(self, values: Mapping[str, Any], exclude_keys: set[str]) -> str | None:
+        """A row whose mapped columns equal `values` and whose key is not in `exclude_keys`."""
+        conds = [self.table.c[c] == v if v is not None else self.table.c[c].is_(None) for c, v in values.items()]
+        with self.engine.connect() as conn:
+            for (k,) in conn.execute(sa.select(self.key).where(*conds).order_by(self.key).limit(len(exclude_keys) + 1)):
+                if str(k) not in exclude_keys:
+                    return str(k)
+        return None
+
+    def horizon(self) -> Any:
+        """The newest modified-on a concurrent, still-open transaction can no longer write below.
+
+        PostgreSQL and MariaDB report the start of their oldest open transaction; `now()` is the
+        transaction start on PostgreSQL, so a row committed late carries a modified-on no older
+        than that. SQLite has one writer at a time and no clock we can cast portably: None, and the
+        newest modified-on seen is used.
+        """
+        mod = self.modified
+        if mod is None:
+            return None
+        dialect = self.engine.dialect.name
+        with self.engine.connect() as conn:
+            if dialect == "postgresql":
+                oldest = sa.text(
+                    "SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                ).columns(sa.column("m", sa.DateTime(timezone=True))).subquery()
+                expr = sa.func.coalesce(sa.select(oldest.c.m).scalar_subquery(), sa.func.now())
+            elif dialect in ("mysql", "mariadb"):
+                try:
+                    start = conn.execute(sa.text("SELECT MIN(trx_started) FROM information_schema.innodb_trx "
+                                                 "WHERE trx_mysql_thread_id <> CONNECTION_ID()")).scalar()
+                except sa.exc.DBAPIError:
+                    start = None
+                now = conn.execute(sa.text("SELECT NOW(6)")).scalar()
+                return _in_domain(min(start, now) if start else now, mod)
+            else:
+                return None
+            if category(mod.type) in ("datetime", "date"):
+                return _in_domain(conn.execute(sa.select(sa.cast(expr, mod.type))).scalar(), mod)
+            return None  # numeric row versions: no clock horizon; the max seen is used
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def key_strategy(self, key_from_source: bool) -> str:
+        """How new target rows get their key: from the source, pre-allocated, or returned by the insert."""
+        if key_from_source:
+            return "source"
+        key = self.key
+        always = key.identity is not None and bool(key.identity.always)
+        if self.engine.dialect.name == "postgresql" and not always and (key.server_default is not None or key.identity is not None):
+            return "preallocate"
+        if category(key.type) in ("uuid", "string") and key.server_default is None:
+            return "uuid"
+        if has_server_key(key):
+            return "returning"
+        return "none"
+
+    def preallocate(self, n: int) -> list[str]:
+        """Ask PostgreSQL for `n` keys from the key column's own default (sequence, gen_random_uuid…)."""
+        key = self.key
+        with self.engine.begin() as conn:
+            if key.identity is not None or (key.server_default is not None and "nextval" in str(key.server_default.arg)):
+                seq = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
+                                   {"t": self._qualified(), "c": key.name}).scalar()
+                expr = f"nextval('{seq}')"
+            else:
+                expr = str(getattr(key.server_default.arg, "text", key.server_default.arg))
+            rows = conn.execute(sa.text(f"SELECT {expr} FROM generate_series(1, :n)"), {"n": n})
+            return [str(r[0]) for r in rows]
+
+    def _qualified(self) -> str:
+        preparer = self.engine.dialect.identifier_preparer
+        name = preparer.quote(self.table.name)
+        return f"{preparer.quote(self.table.schema)}.{name}" if self.table.schema else name
+
+    def new_uuid_keys(self, n: int) -> list[str]:
+        return [str(uuid.uuid4()) for _ in range(n)]
+
+    def insert(self, conn: sa.Connection, rows: list[dict[str, Any]], returning: bool) -> list[str] | None:
+        """Bulk insert; with `returning`, the database-made keys come back in input order."""
+        if returning:
+            result = conn.execute(sa.insert(self.table).returning(self.key, sort_by_parameter_order=True), rows)
+            return [str(k) for k in result.scalars()]
+        conn.execute(sa.insert(self.table), rows)
+        return None
+
+    def update_many(self, conn: sa.Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """One executemany for rows that change the same columns; rows carry `_key` plus the columns."""
+        stmt = (
+            sa.update(self.table)
+            .where(self.key == sa.bindparam("_key"))
+            .values({c: sa.bindparam(f"_v_{c}") for c in columns})
+        )
+        params = [{"_key": key_to_db(r["_key"], self.key), **{f"_v_{c}": r[c] for c in columns}} for r in rows]
+        conn.execute(stmt, params)
+
+
+def _in_domain(value: Any, col: sa.Column[Any]) -> Any:
+    """Keep a horizon comparable with the column: naive for naive columns."""
+    if value is None:
+        return None
+    if category(col.type) == "datetime" and not getattr(col.type, "timezone", False) and getattr(value, "tzinfo", None):
+        return value.replace(tzinfo=None)
+    return value

@@ -1,0 +1,183 @@
+"""Coupling rows seen from one sync direction (source/target instead of local/integration).
+
+Every function is set-based: one query per 1,000 keys for reads, one executemany for writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from store.config_model import source_side, target_side
+from store.db import utcnow
+from store.schema import couplings, watermarks
+from workers.decide import CouplingState
+
+IN_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Column names of the coupling table for one direction."""
+
+    source_key: str
+    target_key: str
+    source_hash: str
+    target_hash: str
+    source_modified: str
+
+    @classmethod
+    def of(cls, direction: str) -> "Sides":
+        s, t = source_side(direction), target_side(direction)
+        return cls(f"{s}_key", f"{t}_key", f"{s}_hash", f"{t}_hash", f"{s}_modified")
+
+
+def _state(row: Any, sides: Sides) -> CouplingState:
+    m = row._mapping
+    return CouplingState(
+        id=m["id"], source_key=m[sides.source_key], target_key=m[sides.target_key], state=m["state"],
+        source_hash=m[sides.source_hash], target_hash=m[sides.target_hash], last_result=m["last_result"],
+        skipped=m["skipped"], last_job_id=m["last_job_id"],
+    )
+
+
+def by_source_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> dict[str, CouplingState]:
+    sides = Sides.of(direction)
+    col = couplings.c[sides.source_key]
+    out: dict[str, CouplingState] = {}
+    for i in range(0, len(keys), IN_CHUNK):
+        q = sa.select(couplings).where(couplings.c.mapping == mapping, col.in_(keys[i:i + IN_CHUNK]))
+        for row in conn.execute(q):
+            state = _state(row, sides)
+            out[str(state.source_key)] = state
+    return out
+
+
+def retry_keys(conn: sa.Connection, mapping: str, direction: str) -> list[str]:
+    """Source keys of couplings whose last attempt failed or never finished, and are not skipped."""
+    sides = Sides.of(direction)
+    col = couplings.c[sides.source_key]
+    q = sa.select(col).where(
+        couplings.c.mapping == mapping, couplings.c.skipped.is_(False), col.is_not(None),
+        sa.or_(couplings.c.state == "pending", couplings.c.last_result != "success", couplings.c.last_result.is_(None)),
+    ).order_by(col)
+    return [str(k) for k in conn.execute(q).scalars()]
+
+
+def insert_intents(
+    conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str | None]], job_id: int
+) -> dict[str, int]:
+    """Record, before the target write, that these source keys are being inserted (and under which key)."""
+    if not items:
+        return {}
+    sides = Sides.of(direction)
+    now = utcnow()
+    rows = [
+        {"mapping": mapping, sides.source_key: sk, sides.target_key: tk, "state": "pending", "failures": 0,
+         "skipped": False, "created_at": now, "last_job_id": job_id}
+        for sk, tk in items
+    ]
+    result = conn.execute(
+        sa.insert(couplings).returning(couplings.c.id, sort_by_parameter_order=True), rows
+    )
+    ids = list(result.scalars())
+    return {sk: i for (sk, _), i in zip(items, ids)}
+
+
+def set_target_keys(conn: sa.Connection, direction: str, pairs: Sequence[tuple[int, str | None]]) -> None:
+    if not pairs:
+        return
+    col = Sides.of(direction).target_key
+    conn.execute(
+        sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values({col: sa.bindparam("_tk")}),
+        [{"_id": i, "_tk": k} for i, k in pairs],
+    )
+
+
+@dataclass
+class Outcome:
+    """What to write back to one coupling after its record was handled."""
+
+    coupling_id: int
+    success: bool
+    target_key: str | None = None
+    source_hash: str | None = None
+    target_hash: str | None = None
+    source_modified: Any = None
+    values: dict[str, Any] | None = None
+    error_id: int | None = None
+
+
+def write_outcomes(conn: sa.Connection, direction: str, job_id: int, outcomes: Iterable[Outcome]) -> None:
+    """One executemany for successes and one for failures."""
+    sides = Sides.of(direction)
+    now = utcnow()
+    outcomes = list(outcomes)
+    ok = [o for o in outcomes if o.success]
+    bad = [o for o in outcomes if not o.success]
+    if ok:
+        conn.execute(
+            sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values({
+                sides.target_key: sa.bindparam("_tk"), sides.source_hash: sa.bindparam("_sh"),
+                sides.target_hash: sa.bindparam("_th"), sides.source_modified: sa.bindparam("_sm"),
+                "last_values": sa.bindparam("_lv"), "state": "synced", "last_result": "success", "failures": 0,
+                "last_job_id": job_id, "last_synced_at": now,
+            }),
+            [{"_id": o.coupling_id, "_tk": o.target_key, "_sh": o.source_hash, "_th": o.target_hash,
+              "_sm": _modified_text(o.source_modified), "_lv": o.values} for o in ok],
+        )
+    if bad:
+        conn.execute(
+            sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
+                last_result="failure", failures=couplings.c.failures + 1, last_job_id=job_id,
+                last_error_id=sa.bindparam("_err"),
+            ),
+            [{"_id": o.coupling_id, "_err": o.error_id} for o in bad],
+        )
+
+
+def delete_intents(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Forget insert intents whose source record disappeared before it was ever synced."""
+    for i in range(0, len(ids), IN_CHUNK):
+        conn.execute(sa.delete(couplings).where(couplings.c.id.in_(ids[i:i + IN_CHUNK]), couplings.c.state == "pending"))
+
+
+def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> set[str]:
+    col = couplings.c[Sides.of(direction).target_key]
+    found: set[str] = set()
+    for i in range(0, len(keys), IN_CHUNK):
+        found.update(conn.execute(sa.select(col).where(couplings.c.mapping == mapping, col.in_(keys[i:i + IN_CHUNK]))).scalars())
+    return found
+
+
+def _modified_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+# -- watermarks --------------------------------------------------------------------------------
+
+def get_watermark(conn: sa.Connection, mapping: str, side: str) -> Any:
+    value = conn.execute(
+        sa.select(watermarks.c.value).where(watermarks.c.mapping == mapping, watermarks.c.side == side)
+    ).scalar()
+    return None if value is None else json.loads(value) if isinstance(value, str) else value
+
+
+def set_watermark(conn: sa.Connection, mapping: str, side: str, value: Any) -> None:
+    now = utcnow()
+    updated = conn.execute(
+        sa.update(watermarks).where(watermarks.c.mapping == mapping, watermarks.c.side == side)
+        .values(value=value, updated_at=now)
+    ).rowcount
+    if not updated:
+        conn.execute(sa.insert(watermarks).values(mapping=mapping, side=side, value=value, updated_at=now))
+
+
+def clear_watermarks(conn: sa.Connection, mapping: str) -> None:
+    conn.execute(sa.delete(watermarks).where(watermarks.c.mapping == mapping))

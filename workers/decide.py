@@ -1,0 +1,125 @@
+"""Given source rows, their coupling states and the target rows: what to do with each record.
+
+Pure: no I/O, no clock. The engine feeds it one batch at a time and applies the result in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
+from workers.hashing import canonical, content_hash
+
+INSERT, UPDATE, UNCHANGED, IGNORE, SKIP, FAIL = "insert", "update", "unchanged", "ignore", "skip", "fail"
+
+
+@dataclass(frozen=True)
+class CouplingState:
+    """The store's view of one coupling, expressed in this direction's source/target terms."""
+
+    id: int
+    source_key: str | None
+    target_key: str | None
+    state: str  # pending (insert intent not yet confirmed) | synced
+    source_hash: str | None
+    target_hash: str | None
+    last_result: str | None
+    skipped: bool = False
+    last_job_id: int | None = None
+
+
+@dataclass
+class Decision:
+    action: str
+    source_key: str
+    coupling: CouplingState | None
+    target_key: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # target column → value to write
+    source_hash: str | None = None
+    target_hash: str | None = None
+    changes: dict[str, list[Any]] | None = None  # target column → [old, new]
+    message: str | None = None
+    completes_insert: bool = False  # a pending intent whose target row already exists (recovery)
+    coupling_id: int | None = None  # set once an intent row exists for a decision that had no coupling
+
+    @property
+    def cid(self) -> int | None:
+        return self.coupling.id if self.coupling is not None else self.coupling_id
+
+
+def decide(
+    plan: DirectionPlan,
+    rows: list[Mapping[str, Any]],
+    couplings: Mapping[str, CouplingState],
+    targets: Mapping[str, Mapping[str, Any]],
+) -> list[Decision]:
+    """One decision per source row, in input order.
+
+    `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only).
+    """
+    return [_decide_one(plan, row, couplings, targets) for row in rows]
+
+
+def _decide_one(
+    plan: DirectionPlan,
+    row: Mapping[str, Any],
+    couplings: Mapping[str, CouplingState],
+    targets: Mapping[str, Mapping[str, Any]],
+) -> Decision:
+    key = str(row[plan.source_key_column])
+    coupling = couplings.get(key)
+    if coupling is not None and coupling.skipped:
+        return Decision(SKIP, key, coupling, target_key=coupling.target_key)
+    try:
+        values = target_values(plan, row)
+    except RecordError as exc:
+        return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
+    source_hash = content_hash(canonical_values(row, plan.source_columns))
+    target_canon = canonical_values(values, plan.target_fields)
+    target_hash = content_hash(target_canon)
+    base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash, target_hash=target_hash)
+
+    if coupling is None or (coupling.target_key is None and plan.key_rule is None):
+        if plan.sync_only_coupled and (coupling is None or coupling.state != "pending"):
+            return Decision(IGNORE, **base)
+        return Decision(INSERT, target_key=_source_made_key(plan, values), **base)
+    target_key = coupling.target_key if coupling.target_key is not None else _source_made_key(plan, values)
+    current = targets.get(target_key) if target_key is not None else None
+
+    if coupling.state == "pending":
+        if current is None:
+            return Decision(INSERT, target_key=target_key, **base)
+        # The insert landed before a crash: finish it, writing only if the content differs.
+        decision = _compare(plan, current, target_canon, base, target_key)
+        decision.completes_insert = True
+        return decision
+
+    if current is None:
+        return Decision(
+            FAIL, target_key=target_key, message=f"the coupled {plan.target_side()} record {target_key} no longer exists", **base
+        )
+    if source_hash == coupling.source_hash and coupling.last_result == "success":
+        return Decision(UNCHANGED, target_key=target_key, **base)
+    return _compare(plan, current, target_canon, base, target_key)
+
+
+def _compare(
+    plan: DirectionPlan, current: Mapping[str, Any], wanted: list[Any], base: dict[str, Any], target_key: str
+) -> Decision:
+    changes: dict[str, list[Any]] = {}
+    for column, new in zip(plan.target_fields, wanted):
+        old = canonical(current.get(column))
+        if old != new:
+            changes[column] = [old, new]
+    if not changes:
+        return Decision(UNCHANGED, target_key=target_key, **base)
+    return Decision(UPDATE, target_key=target_key, changes=changes, **base)
+
+
+def _source_made_key(plan: DirectionPlan, values: Mapping[str, Any]) -> str | None:
+    if plan.key_rule is None:
+        return None
+    value = values.get(plan.key_rule.target)
+    return None if value is None else str(value)

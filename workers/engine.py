@@ -1,0 +1,351 @@
+"""One direction of one mapping run: select changes, decide per batch, apply in bulk.
+
+Insert path and crashes: before any target row is written, an insert *intent* (a coupling row in
+state `pending`, with the target key when we can know it in advance) is committed to the store.
+Only then is the target written, and then the intent is confirmed. A worker killed anywhere in
+between leaves intents that the next run re-selects: if the target row exists it is adopted, else it
+is inserted, so no duplicate target row and no orphan coupling can remain.
+
+Counting: each batch's coupling writes, errors, record events and counter increments commit in one
+store transaction, so a batch is counted exactly once however often the job is redone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from store.app_schema import key_to_db
+from store.jobs import Counters, add_counters
+from store.schema import job_errors, record_events
+from store.db import utcnow
+from workers import coupling_store as cs
+from workers.apps import AppTable, AppUnavailable
+from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide
+from workers.fieldmap import DirectionPlan, RecordError, target_values
+from workers.hashing import canonical
+from workers.writer import split_write
+
+log = logging.getLogger("tablesync.engine")
+
+
+@dataclass
+class RunContext:
+    store: sa.Engine
+    job_id: int
+    batch_size: int
+    overlap_seconds: float
+    full: bool = False
+    beat: Callable[[], None] = lambda: None
+
+
+def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable) -> Counters:
+    """Sync every change of `source` (beyond its watermark) and every unfinished coupling onto `target`."""
+    total = Counters()
+    side = plan.source_side()
+    columns = plan.source_columns
+    with ctx.store.connect() as conn:
+        stored = None if ctx.full else cs.get_watermark(conn, plan.mapping, side)
+        retry = cs.retry_keys(conn, plan.mapping, plan.direction)
+    watermark = _decode(stored)
+    horizon = _app_call(source.horizon)
+    since = _minus_overlap(watermark, ctx.overlap_seconds)
+
+    for i in range(0, len(retry), ctx.batch_size):
+        chunk = retry[i:i + ctx.batch_size]
+        rows = _app_call(lambda: source.fetch(chunk, columns))
+        _forget_vanished(ctx, plan, [k for k in chunk if k not in rows])
+        total.add(_process(ctx, plan, source, target, list(rows.values())))
+        ctx.beat()
+
+    retried = set(retry)
+    max_seen = None
+    mod = source.side.modified
+    for page in _app_iter(source.pages(columns, since, ctx.batch_size)):
+        if mod:
+            top = max((r[mod] for r in page if r.get(mod) is not None), default=None)
+            max_seen = top if max_seen is None or (top is not None and top > max_seen) else max_seen
+        rows = [r for r in page if str(r[source.side.key]) not in retried]
+        total.add(_process(ctx, plan, source, target, rows))
+        ctx.beat()
+
+    new_mark = max_seen if horizon is None or max_seen is None else min(max_seen, horizon)
+    if watermark is not None and (new_mark is None or new_mark < watermark):
+        new_mark = watermark
+    if new_mark is not None:
+        with ctx.store.begin() as conn:
+            cs.set_watermark(conn, plan.mapping, side, _encode(new_mark))
+    return total
+
+
+def _process(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]]) -> Counters:
+    if not rows:
+        return Counters()
+    keys = [str(r[source.side.key]) for r in rows]
+    with ctx.store.connect() as conn:
+        couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
+    couplings = _recover_unkeyed(ctx, plan, target, rows, couplings)
+    wanted = [c.target_key for c in couplings.values() if c.target_key is not None and not c.skipped]
+    targets = _app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
+    decisions = decide(plan, rows, couplings, targets)
+    modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
+    return _apply(ctx, plan, target, decisions, modified_of)
+
+
+def _apply(
+    ctx: RunContext, plan: DirectionPlan, target: AppTable, decisions: list[Decision], modified_of: dict[str, Any]
+) -> Counters:
+    counters = Counters()
+    outcomes: list[cs.Outcome] = []
+    failures: list[tuple[Decision, str, str]] = []
+    events: list[dict[str, Any]] = []
+
+    inserted = _insert(ctx, plan, target, [d for d in decisions if d.action == INSERT], failures)
+    updated = _update(target, [d for d in decisions if d.action == UPDATE], failures)
+
+    for d in decisions:
+        already_counted = d.coupling is not None and d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"
+        if d.action == SKIP:
+            counters.skipped += 1
+        elif d.action == UNCHANGED:
+            if d.completes_insert:
+                counters.inserted += 1
+                events.append(_event(ctx, plan, d, "inserted"))
+            elif not already_counted:
+                counters.unchanged += 1
+            if d.completes_insert or _needs_refresh(d):
+                outcomes.append(_success(d, modified_of))
+        elif d.action == FAIL:
+            failures.append((d, d.message or "failed", ""))
+    for d in inserted:
+        counters.inserted += 1
+        outcomes.append(_success(d, modified_of))
+        events.append(_event(ctx, plan, d, "inserted"))
+    for d in updated:
+        if d.completes_insert:
+            counters.inserted += 1
+        else:
+            counters.modified += 1
+        outcomes.append(_success(d, modified_of))
+        events.append(_event(ctx, plan, d, "inserted" if d.completes_insert else "modified"))
+    counters.failed += len(failures)
+
+    with ctx.store.begin() as conn:
+        if failures:
+            error_ids = _write_errors(conn, ctx.job_id, plan, failures)
+            missing = [(d, eid) for (d, _, _), eid in zip(failures, error_ids) if d.coupling is None]
+            if missing:  # a record that failed before it was ever coupled is tracked, never dropped
+                ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d, _ in missing], ctx.job_id)
+                for d, _ in missing:
+                    d.coupling_id = ids[d.source_key]
+            for (d, msg, _), eid in zip(failures, error_ids):
+                outcomes.append(cs.Outcome(coupling_id=_cid(d), success=False, error_id=eid))
+                events.append(_event(ctx, plan, d, "failed", message=msg))
+        cs.write_outcomes(conn, plan.direction, ctx.job_id, outcomes)
+        if events:
+            conn.execute(sa.insert(record_events), events)
+        add_counters(conn, ctx.job_id, counters)
+    return counters
+
+
+def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]]) -> list[Decision]:
+    if not todo:
+        return []
+    strategy = target.key_strategy(plan.key_rule is not None)
+    unkeyed = [d for d in todo if d.target_key is None]
+    if unkeyed and strategy in ("preallocate", "uuid"):
+        fresh = _app_call(lambda: target.preallocate(len(unkeyed))) if strategy == "preallocate" else target.new_uuid_keys(len(unkeyed))
+        for d, k in zip(unkeyed, fresh):
+            d.target_key = k
+    elif unkeyed and strategy == "none":
+        for d in unkeyed:
+            d.action = FAIL
+            d.message = (f"cannot insert into {plan.target.table}: its key {plan.target.key} has no default; "
+                         "map a field onto it or give the column a default")
+        todo = [d for d in todo if d.action == INSERT]
+    with ctx.store.begin() as conn:
+        new = [d for d in todo if d.coupling is None]
+        ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in new], ctx.job_id)
+        cs.set_target_keys(conn, plan.direction, [(d.coupling.id, d.target_key) for d in todo
+                                                  if d.coupling is not None and d.coupling.target_key != d.target_key])
+    for d in new:
+        d.coupling_id = ids[d.source_key]
+
+    key_col = target.key
+    returning = strategy == "returning"
+
+    def write(conn: sa.Connection, part: Sequence[Decision]) -> list[Any] | None:
+        rows = []
+        for d in part:
+            row = dict(d.values)
+            if d.target_key is not None:
+                row[key_col.name] = key_to_db(d.target_key, key_col)
+            rows.append(row)
+        return target.insert(conn, rows, returning=returning and any(d.target_key is None for d in part))
+
+    done, failed = split_write(target.engine, todo, write)
+    landed = []
+    for d, new_key in done:
+        if new_key is not None:
+            d.target_key = new_key
+        landed.append(d)
+    failures.extend((f.item, f.message, f.detail) for f in failed)
+    if returning:
+        with ctx.store.begin() as conn:  # remember database-made keys at once: a crash now must not orphan them
+            cs.set_target_keys(conn, plan.direction, [(_cid(d), d.target_key) for d in landed])
+    return landed
+
+
+def _update(target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]]) -> list[Decision]:
+    groups: dict[tuple[str, ...], list[Decision]] = {}
+    for d in todo:
+        groups.setdefault(tuple(sorted(d.changes or {})), []).append(d)
+    landed: list[Decision] = []
+    for cols, items in groups.items():
+        def write(conn: sa.Connection, part: Sequence[Decision], cols: tuple[str, ...] = cols) -> None:
+            target.update_many(conn, cols, [{"_key": d.target_key, **{c: d.values[c] for c in cols}} for d in part])
+
+        done, failed = split_write(target.engine, items, write)
+        landed.extend(d for d, _ in done)
+        failures.extend((f.item, f.message, f.detail) for f in failed)
+    return landed
+
+
+def _recover_unkeyed(
+    ctx: RunContext, plan: DirectionPlan, target: AppTable, rows: list[dict[str, Any]], couplings: dict[str, Any]
+) -> dict[str, Any]:
+    """Intents interrupted while the database was making their key: find the row they may have made."""
+    suspects = [c for c in couplings.values() if c.state == "pending" and c.target_key is None and c.last_result is None]
+    if not suspects:
+        return couplings
+    by_key = {str(r[plan.source_key_column]): r for r in rows}
+    adopted: list[tuple[int, str]] = []
+    taken: set[str] = set()
+    for c in suspects:
+        row = by_key.get(c.source_key)
+        if row is None:
+            continue
+        try:
+            values = target_values(plan, row)
+        except RecordError:
+            continue
+        found = _app_call(lambda: target.find_equal(values, taken))
+        if found is not None:
+            with ctx.store.connect() as conn:
+                if cs.coupled_target_keys(conn, plan.mapping, plan.direction, [found]):
+                    continue
+            adopted.append((c.id, found))
+            taken.add(found)
+    if adopted:
+        with ctx.store.begin() as conn:
+            cs.set_target_keys(conn, plan.direction, adopted)
+        with ctx.store.connect() as conn:
+            couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, list(by_key))
+    return couplings
+
+
+def _cid(d: Decision) -> int:
+    cid = d.cid
+    assert cid is not None, "every written decision has a coupling or an intent"
+    return cid
+
+
+def _needs_refresh(d: Decision) -> bool:
+    c = d.coupling
+    return c is None or c.last_result != "success" or c.state != "synced" or c.source_hash != d.source_hash or c.target_hash != d.target_hash
+
+
+def _success(d: Decision, modified_of: dict[str, Any]) -> cs.Outcome:
+    return cs.Outcome(
+        coupling_id=_cid(d), success=True, target_key=d.target_key, source_hash=d.source_hash,
+        target_hash=d.target_hash, source_modified=modified_of.get(d.source_key),
+        values={k: canonical(v) for k, v in d.values.items()},
+    )
+
+
+def _keys(plan: DirectionPlan, d: Decision) -> tuple[str | None, str | None]:
+    """(local_key, integration_key) of a decision."""
+    return (d.source_key, d.target_key) if plan.direction == "to_integration" else (d.target_key, d.source_key)
+
+
+def _event(ctx: RunContext, plan: DirectionPlan, d: Decision, outcome: str, message: str | None = None) -> dict[str, Any]:
+    local_key, integration_key = _keys(plan, d)
+    changes = d.changes if outcome == "modified" else None
+    return {
+        "job_id": ctx.job_id, "mapping": plan.mapping, "coupling_id": d.cid,
+        "local_key": local_key, "integration_key": integration_key, "direction": plan.direction,
+        "outcome": outcome, "message": message, "changes": changes, "at": utcnow(),
+    }
+
+
+def _write_errors(conn: sa.Connection, job_id: int, plan: DirectionPlan, failures: list[tuple[Decision, str, str]]) -> list[int]:
+    now = utcnow()
+    rows = [
+        {"job_id": job_id, "coupling_id": d.coupling.id if d.coupling else None, "direction": plan.direction,
+         "source_key": d.source_key, "destination_key": d.target_key, "message": msg, "detail": detail or None,
+         "created_at": now}
+        for d, msg, detail in failures
+    ]
+    return list(conn.execute(sa.insert(job_errors).returning(job_errors.c.id, sort_by_parameter_order=True), rows).scalars())
+
+
+def _forget_vanished(ctx: RunContext, plan: DirectionPlan, keys: list[str]) -> None:
+    """Retry keys whose source row is gone: an unconfirmed insert intent has nothing left to insert."""
+    if not keys:
+        return
+    with ctx.store.begin() as conn:
+        states = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
+        cs.delete_intents(conn, [c.id for c in states.values() if c.state == "pending" and c.target_key is None])
+
+
+# -- watermarks ---------------------------------------------------------------------------------
+
+def _encode(value: Any) -> dict[str, Any]:
+    if isinstance(value, dt.datetime):
+        return {"type": "datetime", "value": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"type": "date", "value": value.isoformat()}
+    return {"type": "number", "value": value if isinstance(value, (int, float)) else str(value)}
+
+
+def _decode(stored: Any) -> Any:
+    if not stored:
+        return None
+    kind, value = stored.get("type"), stored.get("value")
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(value)
+    if kind == "date":
+        return dt.date.fromisoformat(value)
+    return value
+
+
+def _minus_overlap(value: Any, seconds: float) -> Any:
+    if isinstance(value, dt.datetime):
+        return value - dt.timedelta(seconds=seconds)
+    if isinstance(value, dt.date):
+        return value - dt.timedelta(days=1)
+    return value
+
+
+def _app_call(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except sa.exc.DBAPIError as exc:
+        raise AppUnavailable(str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__) from exc
+
+
+def _app_iter(it: Any) -> Any:
+    while True:
+        try:
+            page = next(it)
+        except StopIteration:
+            return
+        except sa.exc.DBAPIError as exc:
+            raise AppUnavailable(str(exc.orig).strip().splitlines()[0]) from exc
+        yield page
+

@@ -1,0 +1,207 @@
+"""Running one job: the lock, the status rules that make redelivery harmless, the heartbeat.
+
+Dramatiq delivers at least once. The rules below decide, from the job row alone, whether a delivery
+is new work (queued), a redo after a crash (running, yet the mapping lock was free), a retry after a
+transient app failure (failed, and the message carries more retries than the job has seen) or a
+duplicate (anything else), which is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from store.config_load import ConfigError, expand_env
+from store.config_model import AppSpec
+from store.db import create_engine, redact_url, utcnow
+from store.jobs import Counters, finish_job, get_job, heartbeat
+from store.mappings import StoredMapping, get_mapping
+from store.schema import jobs
+from store.settings import Settings
+from workers.apps import AppTable, AppUnavailable
+from workers.engine import RunContext, run_direction
+from workers.fieldmap import compile_plan
+from workers.locks import MappingLock
+
+log = logging.getLogger("tablesync.worker")
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+SYNC_KINDS = ("sync", "full_sync")
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+class RetryLater(Exception):
+    """A transient failure (app unreachable): Dramatiq retries the message with backoff."""
+
+
+def app_engine(name: str, app: AppSpec) -> sa.Engine:
+    """One pooled engine per app URL per process; the URL is expanded here, never stored."""
+    url = expand_env(app.url, f"app {name}, url")
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = create_engine(url)
+        return engine
+
+
+def dispose_app_engines() -> None:
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+@dataclass
+class Heartbeat:
+    store: sa.Engine
+    job_id: int
+    lock: MappingLock
+    every: float
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._last = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every / 2:
+            return
+        self._last = now
+        with self.store.begin() as conn:
+            heartbeat(conn, self.job_id)
+        self.lock.renew()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.beat()
+            except Exception:  # a missed beat is retried; the reaper tolerates several
+                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0) -> str | None:
+    """Run job `job_id` if this delivery should; returns the final status, or None when dropped."""
+    with store.connect() as conn:
+        job = get_job(conn, job_id)
+    if job is None:
+        log.warning("job %s does not exist; message dropped", job_id)
+        return None
+    lock = MappingLock(store, job.mapping, lease_seconds=settings.heartbeat_timeout_seconds)
+    if not lock.acquire():
+        if job.status == "queued":
+            with store.begin() as conn:
+                other = conn.execute(sa.select(jobs.c.id).where(jobs.c.mapping == job.mapping, jobs.c.status == "running",
+                                                               jobs.c.id != job_id)).scalar()
+                finish_job(conn, job_id, "dropped", f"dropped: mapping {job.mapping} is already running"
+                           + (f" in job {other}" if other else ""))
+        log.info("job %s (%s): mapping is locked by another job; delivery dropped", job_id, job.mapping)
+        return None
+    beat: Heartbeat | None = None
+    try:
+        with store.begin() as conn:
+            job = get_job(conn, job_id)
+            assert job is not None
+            fresh = job.status == "queued" or job.status == "running" or (job.status == "failed" and job.attempts <= retries)
+            if not fresh:
+                log.info("job %s is already %s; duplicate delivery dropped", job_id, job.status)
+                return None
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
+                status="running", started_at=utcnow(), heartbeat_at=utcnow(), finished_at=None,
+                attempts=retries + 1, worker=WORKER_NAME, message=None,
+            ))
+        beat = Heartbeat(store, job_id, lock, settings.heartbeat_seconds)
+        beat.start()
+        started = time.monotonic()
+        log.info("job %s started: mapping=%s kind=%s attempt=%s", job_id, job.mapping, job.kind, retries + 1)
+        try:
+            counters = _run(store, settings, job, beat)
+        except AppUnavailable as exc:
+            more = retries < settings.max_retries
+            note = f"app unavailable: {exc}" + (f"; retrying (attempt {retries + 2} of {settings.max_retries + 1})" if more else "")
+            with store.begin() as conn:
+                finish_job(conn, job_id, "failed", note)
+            log.warning("job %s failed: %s", job_id, note)
+            if more:
+                raise RetryLater(note) from exc
+            return "failed"
+        except (ConfigError, JobRefused) as exc:
+            with store.begin() as conn:
+                finish_job(conn, job_id, "failed", str(exc))
+            log.warning("job %s failed: %s", job_id, exc)
+            return "failed"
+        except Exception as exc:
+            with store.begin() as conn:
+                finish_job(conn, job_id, "failed", f"internal error: {type(exc).__name__}: {exc}"[:2000])
+            log.exception("job %s failed with an internal error", job_id)
+            return "failed"
+        status = "succeeded"
+        message = None if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
+        with store.begin() as conn:
+            finish_job(conn, job_id, status, message)
+        log.info("job %s %s in %.2fs: mapping=%s %s", job_id, status, time.monotonic() - started, job.mapping,
+                 " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v))
+        return status
+    finally:
+        if beat is not None:
+            beat.stop()
+        lock.release()
+
+
+class JobRefused(Exception):
+    """The job cannot run as asked (unknown mapping, unsupported kind); the message says why."""
+
+
+def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> Counters:  # type: ignore[type-arg]
+    if job.kind not in SYNC_KINDS:
+        raise JobRefused(f"job kind {job.kind!r} is not supported by this worker")
+    with store.connect() as conn:
+        stored = get_mapping(conn, job.mapping)
+    if stored is None:
+        raise JobRefused(f"mapping {job.mapping} is not configured (run `tablesync config apply`)")
+    with store.begin() as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.id == job.id).values(mapping_version=stored.version,
+                                                                       direction=stored.spec.direction))
+    return sync_mapping(store, settings, stored, job.id, full=job.kind == "full_sync" or bool((job.params or {}).get("full")), beat=beat.beat)
+
+
+def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
+                 beat: Callable[[], None] | None = None) -> Counters:
+    spec = stored.spec
+    if spec.direction == "bidirectional":
+        raise JobRefused(f"mapping {spec.name} is bidirectional; this release syncs one-way mappings only")
+    tables = {}
+    for side in ("local", "integration"):
+        side_spec = spec.side(side)
+        engine = app_engine(side_spec.app, stored.apps[side_spec.app])
+        try:
+            tables[side] = AppTable.open(engine, side_spec)
+        except sa.exc.NoSuchTableError:
+            raise JobRefused(f"mapping {spec.name}: table {side_spec.table} not found in app {side_spec.app} "
+                             f"({redact_url(str(engine.url))})") from None
+        except sa.exc.DBAPIError as exc:
+            raise AppUnavailable(f"app {side_spec.app} ({redact_url(str(engine.url))}): {str(exc.orig).strip().splitlines()[0]}") from exc
+    total = Counters()
+    ctx = RunContext(store=store, job_id=job_id, batch_size=spec.batch_size or settings.batch_size,
+                     overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))
+    for direction in spec.directions():
+        target_side = "integration" if direction == "to_integration" else "local"
+        source_side = "local" if direction == "to_integration" else "integration"
+        plan = compile_plan(spec, direction, tables[target_side].table)
+        total.add(run_direction(ctx, plan, tables[source_side], tables[target_side]))
+    return total
