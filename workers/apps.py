@@ -20,7 +20,12 @@ IN_CHUNK = 1000
 
 
 class AppUnavailable(Exception):
-    """The app's database cannot be reached or answered with a server error: retry the job later."""
+    """The app's database cannot be reached or timed out: Dramatiq retries the job later."""
+
+
+class AppError(Exception):
+    """The app's database refused a statement that is not about one record (permissions, bad
+    filter): retrying will not help, so the job fails with the database's message."""
 
 
 @dataclass
@@ -129,11 +134,13 @@ class AppTable:
         dialect = self.engine.dialect.name
         with self.engine.connect() as conn:
             if dialect == "postgresql":
-                oldest = sa.text(
-                    "SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-                ).columns(sa.column("m", sa.DateTime(timezone=True))).subquery()
-                expr = sa.func.coalesce(sa.select(oldest.c.m).scalar_subquery(), sa.func.now())
+                cast_to = mod.type.compile(dialect=self.engine.dialect)
+                value = conn.execute(sa.text(
+                    "SELECT CAST(COALESCE((SELECT min(xact_start) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid() "
+                    f"AND backend_type = 'client backend'), now()) AS {cast_to})"
+                )).scalar()
+                return _in_domain(value, mod) if category(mod.type) in ("datetime", "date") else None
             elif dialect in ("mysql", "mariadb"):
                 try:
                     start = conn.execute(sa.text("SELECT MIN(trx_started) FROM information_schema.innodb_trx "
@@ -142,11 +149,7 @@ class AppTable:
                     start = None
                 now = conn.execute(sa.text("SELECT NOW(6)")).scalar()
                 return _in_domain(min(start, now) if start else now, mod)
-            else:
-                return None
-            if category(mod.type) in ("datetime", "date"):
-                return _in_domain(conn.execute(sa.select(sa.cast(expr, mod.type))).scalar(), mod)
-            return None  # numeric row versions: no clock horizon; the max seen is used
+            return None
 
     # -- writing -----------------------------------------------------------------------------
 

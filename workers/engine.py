@@ -25,11 +25,11 @@ from store.jobs import Counters, add_counters
 from store.schema import job_errors, record_events
 from store.db import utcnow
 from workers import coupling_store as cs
-from workers.apps import AppTable, AppUnavailable
+from workers.apps import AppError, AppTable, AppUnavailable
 from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide
 from workers.fieldmap import DirectionPlan, RecordError, target_values
 from workers.hashing import canonical
-from workers.writer import split_write
+from workers.writer import is_connection_error, split_write
 
 log = logging.getLogger("tablesync.engine")
 
@@ -137,12 +137,12 @@ def _apply(
 
     with ctx.store.begin() as conn:
         if failures:
-            error_ids = _write_errors(conn, ctx.job_id, plan, failures)
-            missing = [(d, eid) for (d, _, _), eid in zip(failures, error_ids) if d.coupling is None]
-            if missing:  # a record that failed before it was ever coupled is tracked, never dropped
-                ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d, _ in missing], ctx.job_id)
-                for d, _ in missing:
+            untracked = [d for d, _, _ in failures if d.cid is None]
+            if untracked:  # a record that failed before it was ever coupled is tracked, never dropped
+                ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in untracked], ctx.job_id)
+                for d in untracked:
                     d.coupling_id = ids[d.source_key]
+            error_ids = _write_errors(conn, ctx.job_id, plan, failures)
             for (d, msg, _), eid in zip(failures, error_ids):
                 outcomes.append(cs.Outcome(coupling_id=_cid(d), success=False, error_id=eid))
                 events.append(_event(ctx, plan, d, "failed", message=msg))
@@ -286,7 +286,7 @@ def _event(ctx: RunContext, plan: DirectionPlan, d: Decision, outcome: str, mess
 def _write_errors(conn: sa.Connection, job_id: int, plan: DirectionPlan, failures: list[tuple[Decision, str, str]]) -> list[int]:
     now = utcnow()
     rows = [
-        {"job_id": job_id, "coupling_id": d.coupling.id if d.coupling else None, "direction": plan.direction,
+        {"job_id": job_id, "coupling_id": d.cid, "direction": plan.direction,
          "source_key": d.source_key, "destination_key": d.target_key, "message": msg, "detail": detail or None,
          "created_at": now}
         for d, msg, detail in failures
@@ -336,7 +336,7 @@ def _app_call(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except sa.exc.DBAPIError as exc:
-        raise AppUnavailable(str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__) from exc
+        raise app_failure(exc) from exc
 
 
 def _app_iter(it: Any) -> Any:
@@ -346,6 +346,12 @@ def _app_iter(it: Any) -> Any:
         except StopIteration:
             return
         except sa.exc.DBAPIError as exc:
-            raise AppUnavailable(str(exc.orig).strip().splitlines()[0]) from exc
+            raise app_failure(exc) from exc
         yield page
 
+
+def app_failure(exc: sa.exc.DBAPIError) -> Exception:
+    """Connection trouble is retried later; any other statement failure fails the job as it is."""
+    text = str(exc.orig).strip()
+    reason = text.splitlines()[0] if text else type(exc.orig).__name__
+    return AppUnavailable(reason) if is_connection_error(exc) else AppError(reason)

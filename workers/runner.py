@@ -25,8 +25,8 @@ from store.jobs import Counters, finish_job, get_job, heartbeat
 from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
-from workers.apps import AppTable, AppUnavailable
-from workers.engine import RunContext, run_direction
+from workers.apps import AppError, AppTable, AppUnavailable
+from workers.engine import RunContext, app_failure, run_direction
 from workers.fieldmap import compile_plan
 from workers.locks import MappingLock
 
@@ -140,7 +140,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
             if more:
                 raise RetryLater(note) from exc
             return "failed"
-        except (ConfigError, JobRefused) as exc:
+        except (ConfigError, JobRefused, AppError) as exc:
             with store.begin() as conn:
                 finish_job(conn, job_id, "failed", str(exc))
             log.warning("job %s failed: %s", job_id, exc)
@@ -195,7 +195,8 @@ def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, jo
             raise JobRefused(f"mapping {spec.name}: table {side_spec.table} not found in app {side_spec.app} "
                              f"({redact_url(str(engine.url))})") from None
         except sa.exc.DBAPIError as exc:
-            raise AppUnavailable(f"app {side_spec.app} ({redact_url(str(engine.url))}): {str(exc.orig).strip().splitlines()[0]}") from exc
+            failure = app_failure(exc)
+            raise type(failure)(f"app {side_spec.app} ({redact_url(str(engine.url))}): {failure}") from exc
     total = Counters()
     ctx = RunContext(store=store, job_id=job_id, batch_size=spec.batch_size or settings.batch_size,
                      overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))

@@ -1,0 +1,175 @@
+"""Fixtures for tests against the real services.
+
+Every test gets its own PostgreSQL databases (the store is cloned from a template migrated once per
+run), its own MariaDB database, its own Redis namespace and Dramatiq queue; all are removed after.
+Names carry a per-run id, so concurrent runs on one machine never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("TABLESYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_ADMIN = os.environ.get("TABLESYNC_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("TABLESYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _pg_url(db: str) -> str:
+    return sa.engine.make_url(PG_ADMIN).set(database=db).render_as_string(hide_password=False)
+
+
+def _admin() -> sa.Engine:
+    return sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+
+def create_pg_db(name: str, template: str | None = None) -> str:
+    with _admin().connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    return _pg_url(name)
+
+
+def drop_pg_db(name: str) -> None:
+    with _admin().connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def store_template() -> Iterator[str]:
+    from store.db import create_engine
+    from store.migrate import upgrade
+
+    name = f"ts_{RUN_ID}_tpl"
+    url = create_pg_db(name)
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield name
+    drop_pg_db(name)
+
+
+@dataclass
+class Env:
+    """One test's isolated world: store, two app databases, a broker namespace and queue."""
+
+    store_url: str
+    erp_url: str
+    crm_url: str
+    broker_url: str
+    namespace: str
+    queue: str
+    tmp: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TABLESYNC_")}
+        env.update({
+            "TABLESYNC_STORE_URL": self.store_url, "TABLESYNC_BROKER_URL": self.broker_url,
+            "TABLESYNC_BROKER_NAMESPACE": self.namespace, "TABLESYNC_QUEUE": self.queue,
+            "TABLESYNC_CONFIG": str(self.tmp / "tablesync.yaml"), "ERP_DATABASE_URL": self.erp_url,
+            "CRM_DATABASE_URL": self.crm_url, "TABLESYNC_HEARTBEAT_SECONDS": "1",
+            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+        })
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "console.cli", *args], env=self.environ(**extra), cwd=self.tmp,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"tablesync {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def start_worker(self, threads: int = 2, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
+        log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", "1", "--threads", str(threads),
+             "--queues", self.queue],
+            env=self.environ(**extra), cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def start_scheduler(self, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
+        log = open(self.tmp / f"scheduler-{len(self.processes)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "-v", "scheduler"], env=self.environ(**extra),
+                                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.tmp.glob("*.log")))
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def env(store_template: str, tmp_path: Path) -> Iterator[Env]:
+    import redis
+
+    n = next(_counter)
+    base = f"ts_{RUN_ID}_{n}"
+    store = create_pg_db(base, template=store_template)
+    erp = create_pg_db(base + "_erp")
+    crm = create_pg_db(base + "_crm")
+    namespace = f"tablesync-test-{RUN_ID}-{n}"
+    e = Env(store_url=store, erp_url=erp, crm_url=crm, broker_url=REDIS_URL, namespace=namespace,
+            queue=f"q{RUN_ID}{n}", tmp=tmp_path)
+    try:
+        yield e
+    finally:
+        e.stop_all()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(f"{namespace}*"))
+        if keys:
+            client.delete(*keys)
+        for db in (base, base + "_erp", base + "_crm"):
+            drop_pg_db(db)
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    name = f"ts_{RUN_ID}_{next(_counter)}"
+    admin = sa.create_engine(MARIADB_ADMIN, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    try:
+        yield sa.engine.make_url(MARIADB_ADMIN).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

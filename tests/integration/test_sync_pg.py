@@ -1,0 +1,152 @@
+"""One-way sync through the real path: PostgreSQL store and apps, Redis broker, a worker process."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.helpers import count, customer_rows, now, setup_customer_sync, sync
+
+pytestmark = pytest.mark.integration
+
+JOB_KEYS = {"id", "mapping", "kind", "direction", "status", "operator", "enqueued_at", "started_at", "finished_at",
+            "inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled", "conflicts", "skipped", "failed",
+            "message"}
+
+
+def test_insert_update_unchanged_and_echo(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, customers, accounts = setup_customer_sync(env, rows=120, batch_size=50)
+    env.start_worker()
+
+    first = sync(env)
+    assert first["status"] == "succeeded", first
+    assert (first["inserted"], first["modified"], first["failed"]) == (120, 0, 0)
+    assert count(crm, "accounts") == 120
+    with crm.connect() as conn:
+        row = conn.execute(sa.select(accounts).where(accounts.c.accountnumber == "C000007")).one()
+    assert isinstance(row.account_id, uuid.UUID)  # key made by PostgreSQL's gen_random_uuid()
+    assert (row.name, row.emailaddress1, row.customertypecode) == ("Customer 7", "customer7@example.com", 3)
+
+    # Nothing changed: the overlap re-reads rows, hashes recognise them, nothing is written.
+    second = sync(env)
+    assert (second["inserted"], second["modified"]) == (0, 0)
+    xmin = "SELECT xmin::text FROM accounts WHERE accountnumber = 'C000006'"
+    with crm.connect() as conn:
+        before = conn.execute(sa.text(xmin)).scalar()
+
+    with erp.begin() as conn:
+        conn.execute(customers.update().where(customers.c.id.in_([3, 4, 5])).values(name=customers.c.name + " ApS", modified_at=now()))
+        conn.execute(customers.update().where(customers.c.id == 6).values(modified_at=now()))  # touched, same values
+        conn.execute(customers.insert(), customer_rows(121, 2))
+    third = sync(env)
+    assert (third["inserted"], third["modified"], third["failed"]) == (2, 3, 0), third
+    assert third["unchanged"] >= 1
+    with crm.connect() as conn:
+        names = dict(conn.execute(sa.select(accounts.c.accountnumber, accounts.c.name)
+                                  .where(accounts.c.accountnumber.in_(["C000003", "C000006"]))).all())
+        after = conn.execute(sa.text(xmin)).scalar()
+    assert names == {"C000003": "Customer 3 ApS", "C000006": "Customer 6"}
+    assert after == before  # touched in the ERP with equal values: the CRM row was not rewritten
+
+    # A full run compares every row and finds nothing to do.
+    full = sync(env, "CUSTOMER", "--full")
+    assert (full["kind"], full["inserted"], full["modified"], full["unchanged"]) == ("full_sync", 0, 0, 122)
+
+    jobs = json.loads(env.cli("jobs", "--json").stdout)
+    assert [j["id"] for j in jobs] == sorted((j["id"] for j in jobs), reverse=True)
+    assert set(jobs[0]) == JOB_KEYS and jobs[0]["enqueued_at"].endswith("Z")
+    mappings = json.loads(env.cli("mappings", "--json").stdout)
+    assert mappings == [{"name": "CUSTOMER", "direction": "to_integration", "schedule": "every 1h",
+                         "last_run_at": jobs[0]["finished_at"], "last_status": "succeeded",
+                         "next_run_at": mappings[0]["next_run_at"], "skipped": 0}]
+
+
+def test_bad_record_fails_alone_and_is_retried(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, customers, accounts = setup_customer_sync(env, rows=0, batch_size=1000)
+    rows = customer_rows(1, 500)
+    rows[136]["credit_limit"] = -5  # violates the CRM's check constraint
+    rows[401]["name"] = "x" * 150  # too long for the CRM's name column: fails in coercion
+    with erp.begin() as conn:
+        conn.execute(customers.insert(), rows)
+    env.start_worker()
+
+    job = sync(env)
+    assert job["status"] == "succeeded"
+    assert (job["inserted"], job["failed"]) == (498, 2)
+    assert count(crm, "accounts") == 498
+    detail = json.loads(env.cli("job", str(job["id"]), "--json").stdout)
+    errors = {e["source_key"]: e for e in detail["errors"]}
+    assert set(errors) == {"137", "402"}
+    assert "creditlimit_positive" in errors["137"]["message"] and errors["137"]["detail"]
+    assert errors["402"]["message"] == "field name → name: 150 characters do not fit name (100 max)"
+    assert errors["137"]["direction"] == "to_integration"
+
+    # Unchanged and not re-read by the watermark, the failed records are still retried; still bad, still failing.
+    again = sync(env)
+    assert (again["inserted"], again["failed"]) == (0, 2)
+
+    with erp.begin() as conn:  # fixing the data without touching modified_at: the retry alone picks it up
+        conn.execute(customers.update().where(customers.c.id == 137).values(credit_limit=5))
+        conn.execute(customers.update().where(customers.c.id == 402).values(name="Short again"))
+    fixed = sync(env)
+    assert (fixed["inserted"], fixed["failed"]) == (2, 0)
+    assert count(crm, "accounts") == 500
+    with env_store(env).connect() as conn:
+        states = conn.execute(sa.text("SELECT state, last_result, count(*) FROM couplings GROUP BY 1, 2")).all()
+    assert states == [("synced", "success", 500)]
+
+
+def test_from_integration_with_serial_target_key(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm = sa.create_engine(env.erp_url), sa.create_engine(env.crm_url)
+    with crm.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE leads (lead_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), fullname text, "
+                             "modifiedon timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(sa.text("INSERT INTO leads (fullname) SELECT 'Lead ' || g FROM generate_series(1, 40) g"))
+    with erp.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE prospects (id serial PRIMARY KEY, name varchar(50) NOT NULL, "
+                             "modified_at timestamptz NOT NULL DEFAULT now())"))
+    (env.tmp / "tablesync.yaml").write_text(
+        'apps:\n  erp: {url: "${ERP_DATABASE_URL}"}\n  crm: {url: "${CRM_DATABASE_URL}"}\n'
+        "mappings:\n  - name: LEAD\n"
+        "    local: {app: erp, table: prospects, key: id, modified: modified_at}\n"
+        "    integration: {app: crm, table: leads, key: lead_id, modified: modifiedon}\n"
+        "    direction: from_integration\n"
+        "    fields:\n      - {local: name, integration: fullname, transform: upper}\n"
+    )
+    env.cli("config", "apply")
+    env.start_worker()
+    job = sync(env, "LEAD")
+    assert (job["status"], job["direction"], job["inserted"]) == ("succeeded", "from_integration", 40)
+    with erp.connect() as conn:
+        ids = conn.execute(sa.text("SELECT id, name FROM prospects ORDER BY id")).all()
+    assert [i for i, _ in ids] == list(range(1, 41))  # serial keys reserved from the ERP's own sequence
+    assert ids[0][1].startswith("LEAD ")
+    with crm.begin() as conn:
+        conn.execute(sa.text("UPDATE leads SET fullname = 'Renamed', modifiedon = now() WHERE fullname = 'Lead 1'"))
+    job = sync(env, "LEAD")
+    assert (job["inserted"], job["modified"]) == (0, 1)
+    assert count(erp, "prospects", "name = 'RENAMED'") == 1
+
+
+def test_unreachable_app_fails_the_job_with_a_clear_message_and_no_skips(env) -> None:  # type: ignore[no-untyped-def]
+    setup_customer_sync(env, rows=5)
+    env.start_worker(TABLESYNC_MAX_RETRIES="0", CRM_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    job = sync(env)
+    assert job["status"] == "failed"
+    assert job["message"].startswith("app unavailable: app crm (postgresql+psycopg://postgres@127.0.0.1:1/nowhere)")
+    with env_store(env).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM couplings WHERE skipped")).scalar() == 0
+
+
+def test_secrets_never_reach_the_store(env) -> None:  # type: ignore[no-untyped-def]
+    setup_customer_sync(env, rows=1)
+    with env_store(env).connect() as conn:
+        definition = conn.execute(sa.text("SELECT definition FROM mappings")).scalar_one()
+    assert definition["apps"]["crm"]["url"] == "${CRM_DATABASE_URL}"
+
+
+def env_store(env) -> sa.Engine:  # type: ignore[no-untyped-def]
+    return sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)

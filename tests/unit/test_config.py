@@ -1,0 +1,142 @@
+"""Config validation without databases: every problem names its mapping and field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.config_load import ConfigError, expand_env, load_config, parse_config
+from store.config_model import dependency_order
+
+BASE: dict[str, Any] = {
+    "apps": {"erp": {"url": "${ERP_DATABASE_URL}"}, "crm": {"url": "sqlite:///crm.db"}},
+    "mappings": [{
+        "name": "CUSTOMER",
+        "local": {"app": "erp", "table": "customers", "key": "id", "modified": "modified_at"},
+        "integration": {"app": "crm", "table": "accounts", "key": "account_id", "modified": "modifiedon"},
+        "direction": "to_integration",
+        "schedule": "every 30s",
+        "fields": [
+            {"local": "name", "integration": "name"},
+            {"local": "email", "integration": "emailaddress1"},
+        ],
+    }],
+}
+
+
+def problems(mutate: Any) -> list[str]:
+    data = copy.deepcopy(BASE)
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "tablesync.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def m0(data: dict[str, Any]) -> dict[str, Any]:
+    return data["mappings"][0]
+
+
+def test_valid_config_parses() -> None:
+    cfg = parse_config(copy.deepcopy(BASE), "tablesync.yaml")
+    assert cfg.mappings[0].parsed_schedule().interval == 30
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: m0(d).update(direction="sideways"),
+     "mapping CUSTOMER, direction: Input should be 'to_integration', 'from_integration' or 'bidirectional'"),
+    (lambda d: m0(d).update(schedule="sometimes"),
+     "mapping CUSTOMER, schedule: schedule 'sometimes' is neither an interval"),
+    (lambda d: m0(d).update(colour="blue"), "mapping CUSTOMER, colour: unknown setting (check its spelling)"),
+    (lambda d: m0(d).pop("local"), "mapping CUSTOMER, local: is required"),
+    (lambda d: m0(d)["fields"][1].update(direction="up"),
+     "mapping CUSTOMER, field #2 (email ↔ emailaddress1), direction: Input should be"),
+    (lambda d: m0(d).update(fields=[]), "mapping CUSTOMER, fields: List should have at least 1 item"),
+    (lambda d: m0(d)["local"].update(app="sap"), "mapping CUSTOMER, local: unknown app 'sap'; apps: erp, crm"),
+    (lambda d: d["mappings"].append(copy.deepcopy(m0(d))), "mapping CUSTOMER: the name is used by more than one mapping"),
+    (lambda d: m0(d)["fields"][1].update(direction="from_integration"),
+     "mapping CUSTOMER, field #2 (email ↔ emailaddress1): direction from_integration contradicts the mapping direction to_integration"),
+    (lambda d: m0(d)["fields"].append({"local": "x", "integration": "y", "constant": 1}),
+     "mapping CUSTOMER, field #3 (constant → integration y): a constant names exactly one side"),
+    (lambda d: m0(d)["fields"].append({"local": "kind", "constant": 1}),
+     "mapping CUSTOMER, field #3 (constant → local kind): a constant is written to the local side, so its direction must be from_integration"),
+    (lambda d: m0(d)["fields"].append({"local": "phone"}),
+     "mapping CUSTOMER, field #3 (phone ↔ None): a field needs both `local:` and `integration:`"),
+    (lambda d: m0(d)["fields"][0].update(transform="shout"), "mapping CUSTOMER, field #1 (name ↔ name): unknown transform 'shout'; known:"),
+    (lambda d: (m0(d).update(direction="bidirectional"), m0(d)["fields"][0].update(transform="upper")),
+     "mapping CUSTOMER, field #1 (name ↔ name): a transform applies one way: give the field a direction"),
+    (lambda d: m0(d)["fields"].append({"local": "mail", "integration": "emailaddress1"}),
+     "mapping CUSTOMER, field #3 (mail ↔ emailaddress1): integration column 'emailaddress1' is already written by field #2"),
+    (lambda d: m0(d).update(fields=[{"integration": "code", "constant": 3}]),
+     "mapping CUSTOMER: no field carries data to integration"),
+    (lambda d: m0(d).update(match_on=["phone"]), "mapping CUSTOMER, match_on: 'phone' is not a mapped local field"),
+    (lambda d: m0(d).update(depends_on=["ITEM"]), "mapping CUSTOMER, depends_on: unknown mapping 'ITEM'"),
+    (lambda d: m0(d).update(depends_on=["CUSTOMER"]), "mapping CUSTOMER, depends_on: a mapping cannot depend on itself"),
+    (lambda d: d["apps"]["crm"].update(url="postgresql://sync:hunter2@db/crm"),
+     "app crm, url: holds a literal password; tablesync never stores secrets"),
+    (lambda d: m0(d).update(name="has space"), "mapping has space, name: String should match pattern"),
+    (lambda d: m0(d).update(skip_after_failures=0), "mapping CUSTOMER, skip_after_failures: Input should be greater than or equal to 1"),
+])
+def test_each_problem_is_located_and_explained(mutate: Any, expected: str) -> None:
+    found = problems(mutate)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_dependency_cycle_is_reported_with_its_path() -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        a = m0(d)
+        b = copy.deepcopy(a)
+        b.update(name="CONTACT", depends_on=["CUSTOMER"])
+        b["local"]["table"] = "contacts"
+        a["depends_on"] = ["CONTACT"]
+        d["mappings"].append(b)
+
+    found = problems(mutate)
+    assert any("dependency cycle: CUSTOMER → CONTACT → CUSTOMER" in p for p in found), found
+
+
+def test_all_problems_are_reported_together() -> None:
+    found = problems(lambda d: (m0(d).update(schedule="bad"), m0(d)["local"].update(app="sap")))
+    assert len(found) >= 1
+    found = problems(lambda d: (m0(d)["local"].update(app="sap"), m0(d).update(match_on=["zzz"])))
+    assert len(found) == 2
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "tablesync.yaml"
+    path.write_text("apps:\n  erp: {url: x\nmappings: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value.problems[0]) == "line 3, column 9: not valid YAML: expected ',' or '}', but got ':'"
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "not found (set TABLESYNC_CONFIG or pass --config)" in info.value.report()
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(["apps"], "f.yaml")
+    assert str(info.value.problems[0]) == "top level: expected a mapping with `apps:` and `mappings:`"
+
+
+def test_env_expansion_and_missing_variable() -> None:
+    assert expand_env("postgresql://u@${HOST}/db", "app erp, url", {"HOST": "db1"}) == "postgresql://u@db1/db"
+    assert expand_env("${PORT:-5432}", "x", {}) == "5432"
+    with pytest.raises(ConfigError) as info:
+        expand_env("${ERP_DATABASE_URL}", "app erp, url", {})
+    assert str(info.value.problems[0]) == "app erp, url: environment variable ERP_DATABASE_URL is not set"
+
+
+def test_dependency_order_puts_parents_first() -> None:
+    data = copy.deepcopy(BASE)
+    child = copy.deepcopy(m0(data))
+    child.update(name="CONTACT", depends_on=["CUSTOMER"])
+    child["local"]["table"] = "contacts"
+    data["mappings"].insert(0, child)
+    cfg = parse_config(data, "f.yaml")
+    assert [m.name for m in dependency_order(cfg.mappings)] == ["CUSTOMER", "CONTACT"]
