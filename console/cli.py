@@ -204,6 +204,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _store(settings)
     argv = [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", str(args.processes),
             "--threads", str(args.threads), "--queues", settings.queue]
+    os.environ["dramatiq_prom_port"] = str(settings.worker_metrics_port)  # Dramatiq's own exporter
     os.execv(sys.executable, argv)
     return EXIT_OK  # pragma: no cover - execv does not return
 
