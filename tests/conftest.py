@@ -95,8 +95,7 @@ class Env:
     def start_worker(self, threads: int = 2, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", "1", "--threads", str(threads),
-             "--queues", self.queue],
+            [sys.executable, "-m", "console.cli", "worker", "--processes", "1", "--threads", str(threads)],
             env=self.environ(**extra), cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes.append(proc)

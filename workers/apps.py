@@ -36,7 +36,11 @@ class AppTable:
 
     @classmethod
     def open(cls, engine: sa.Engine, side: SideSpec) -> "AppTable":
-        return cls(engine=engine, side=side, table=reflect_table(engine, side.table, side.schema_))
+        table = reflect_table(engine, side.table, side.schema_)
+        # SQLite reflects `INTEGER PRIMARY KEY` as nullable; a record key never is, and SQLAlchemy
+        # needs to know that to return database-made keys of a bulk insert in order.
+        table.c[side.key].nullable = False
+        return cls(engine=engine, side=side, table=table)
 
     @property
     def key(self) -> sa.Column[Any]:
