@@ -120,10 +120,6 @@ def key_to_db(key: str, col: sa.Column[Any]) -> Any:
     return coerce(key, col)
 
 
-def key_to_str(value: Any) -> str:
-    return str(value)
-
-
 def has_server_key(col: sa.Column[Any]) -> bool:
     """Does the database make up this key on insert (serial, identity, auto-increment, default)?"""
     return (

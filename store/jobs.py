@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,9 +35,6 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def total(self) -> int:
-        return sum(self.as_dict().values())
 
 
 def create_job(
@@ -81,15 +78,12 @@ def finish_job(conn: sa.Connection, job_id: int, status: str, message: str | Non
 
 def list_jobs(
     conn: sa.Connection, mapping: str | None = None, status: str | None = None, limit: int = 50,
-    since: datetime | None = None,
 ) -> list[sa.Row[Any]]:
     q = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
     if mapping:
         q = q.where(jobs.c.mapping == mapping)
     if status:
         q = q.where(jobs.c.status == status)
-    if since:
-        q = q.where(jobs.c.enqueued_at >= since)
     return conn.execute(q).all()
 
 

@@ -52,11 +52,3 @@ def setup_broker(settings: Settings, in_process_ok: bool = False) -> dramatiq.Br
 
 def installed_broker() -> dramatiq.Broker | None:
     return _installed
-
-
-def reset_broker() -> None:
-    """Forget the installed broker (tests and the demo run several in one process)."""
-    global _installed
-    if _installed is not None:
-        _installed.close()
-    _installed = None

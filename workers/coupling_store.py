@@ -177,7 +177,3 @@ def set_watermark(conn: sa.Connection, mapping: str, side: str, value: Any) -> N
     ).rowcount
     if not updated:
         conn.execute(sa.insert(watermarks).values(mapping=mapping, side=side, value=value, updated_at=now))
-
-
-def clear_watermarks(conn: sa.Connection, mapping: str) -> None:
-    conn.execute(sa.delete(watermarks).where(watermarks.c.mapping == mapping))

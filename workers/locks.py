@@ -11,7 +11,6 @@ import hashlib
 import os
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from datetime import timedelta
 from collections.abc import Iterator
@@ -65,15 +64,6 @@ class MappingLock:
             ).rowcount
         self.held = got == 1
         return self.held
-
-    def wait(self, timeout: float, poll: float = 0.2) -> bool:
-        """Block until the lock is ours (operator actions queue behind a running sync)."""
-        deadline = time.monotonic() + timeout
-        while not self.acquire():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(poll)
-        return True
 
     def renew(self) -> None:
         if self._conn is not None or not self.held:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from store.config_load import ConfigError, expand_env
-from store.config_model import AppSpec
+from store.config_model import AppSpec, source_side, target_side
 from store.db import create_engine, redact_url, utcnow
 from store.jobs import Counters, finish_job, get_job, heartbeat
 from store.mappings import StoredMapping, get_mapping
@@ -50,13 +50,6 @@ def app_engine(name: str, app: AppSpec) -> sa.Engine:
         if engine is None:
             engine = _engines[url] = create_engine(url)
         return engine
-
-
-def dispose_app_engines() -> None:
-    with _engines_lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
 
 
 @dataclass
@@ -201,8 +194,6 @@ def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, jo
     ctx = RunContext(store=store, job_id=job_id, batch_size=spec.batch_size or settings.batch_size,
                      overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))
     for direction in spec.directions():
-        target_side = "integration" if direction == "to_integration" else "local"
-        source_side = "local" if direction == "to_integration" else "integration"
-        plan = compile_plan(spec, direction, tables[target_side].table)
-        total.add(run_direction(ctx, plan, tables[source_side], tables[target_side]))
+        source, target = tables[source_side(direction)], tables[target_side(direction)]
+        total.add(run_direction(ctx, compile_plan(spec, direction, target.table), source, target))
     return total

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,3 @@ def sync(env: Any, mapping: str = "CUSTOMER", *extra: str) -> dict[str, Any]:
 def count(engine: sa.Engine, table: str, where: str = "TRUE") -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {where}")).scalar_one())
-
-
-def settle(seconds: float = 0.05) -> None:
-    time.sleep(seconds)
