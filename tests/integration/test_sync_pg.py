@@ -150,3 +150,20 @@ def test_secrets_never_reach_the_store(env) -> None:  # type: ignore[no-untyped-
 
 def env_store(env) -> sa.Engine:  # type: ignore[no-untyped-def]
     return sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+
+
+def test_config_apply_versions_mappings_and_deactivates_removed_ones(env) -> None:  # type: ignore[no-untyped-def]
+    setup_customer_sync(env, rows=0)
+    assert env.cli("config", "apply").stdout.strip() == "unchanged: CUSTOMER"
+    path = env.tmp / "tablesync.yaml"
+    path.write_text(path.read_text().replace("every 1h", "every 10m"))
+    assert env.cli("config", "apply").stdout.strip() == "updated: CUSTOMER"
+    assert json.loads(env.cli("mappings", "--json").stdout)[0]["schedule"] == "every 10m"
+    path.write_text(path.read_text().split("mappings:")[0] + "mappings: []\n")
+    assert env.cli("config", "apply").stdout.strip() == "deactivated: CUSTOMER"
+    assert json.loads(env.cli("mappings", "--json").stdout) == []
+    refused = env.cli("sync", "CUSTOMER", check=False)
+    assert refused.returncode == 2 and "unknown mapping 'CUSTOMER'" in refused.stderr
+    with env_store(env).connect() as conn:
+        versions = conn.execute(sa.text("SELECT version, active, applied_by IS NOT NULL FROM mappings ORDER BY version")).all()
+    assert versions == [(1, True, True), (2, True, True), (3, False, True)]
