@@ -130,6 +130,62 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
+    """The coupled data synchronization errors: skipped couplings, with both records checked live."""
+    from store.couplings import skipped_couplings
+    from store.mappings import active_mappings
+    from workers.existence import existing_keys
+
+    with _store(settings).connect() as conn:
+        rows = skipped_couplings(conn, args.mapping)
+        stored = {m.spec.name: m for m in active_mappings(conn)}
+    exists: dict[tuple[str, str], set[str] | None] = {}
+    for name in sorted({r.mapping for r in rows}):
+        if name in stored:
+            for side in ("local", "integration"):
+                keys = [getattr(r, f"{side}_key") for r in rows if r.mapping == name]
+                exists[(name, side)] = existing_keys(stored[name], side, keys)
+
+    def live(r: Any, side: str) -> bool | None:
+        found = exists.get((r.mapping, side))
+        key = getattr(r, f"{side}_key")
+        return None if found is None else (key is not None and key in found)
+
+    out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
+            "local_exists": live(r, "local"), "integration_exists": live(r, "integration"), "reason": r.skip_reason,
+            "message": r.message, "failed_on": iso(r.failed_on)} for r in rows]
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+
+    def yes(v: bool | None) -> str:
+        return "?" if v is None else "yes" if v else "[red]no[/]"
+
+    console().print(table(f"Coupled data synchronization errors ({len(out)})",
+                          ["coupling", "mapping", "local key", "exists", "integration key", "exists", "reason", "failed", "message"],
+                          [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
+                            yes(e["integration_exists"]), e["reason"], ago(r.failed_on), e["message"]]
+                           for e, r in zip(out, rows)]))
+    return EXIT_OK
+
+
+def cmd_couplings(args: argparse.Namespace, settings: Settings) -> int:
+    from store.couplings import find_couplings
+
+    with _store(settings).connect() as conn:
+        rows = find_couplings(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
+    out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
+            "skipped": r.skipped, "reason": r.skip_reason, "last_synced_at": iso(r.last_synced_at)} for r in rows]
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+    console().print(table(f"Couplings of {args.mapping} ({len(out)})",
+                          ["coupling", "local key", "integration key", "skipped", "reason", "last synced"],
+                          [[c["coupling_id"], c["local_key"], c["integration_key"], "yes" if c["skipped"] else "",
+                            c["reason"] or "", ago(r.last_synced_at)] for c, r in zip(out, rows)]))
+    return EXIT_OK
+
+
 def _job_with_errors(engine: sa.Engine, job_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = get_job(conn, job_id)
@@ -286,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("job", cmd_job, "one job with its errors")
     sp.add_argument("id", type=int)
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("errors", cmd_errors, "coupled data synchronization errors: skipped couplings, records checked live")
+    sp.add_argument("--mapping")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("couplings", cmd_couplings, "couplings of a mapping")
+    sp.add_argument("mapping")
+    sp.add_argument("--local", help="only the coupling of this local key")
+    sp.add_argument("--integration", help="only the coupling of this integration key")
+    sp.add_argument("--skipped", action="store_true", help="only skipped couplings")
+    sp.add_argument("--limit", type=int, default=1000)
     sp.add_argument("--json", action="store_true")
 
     sp = add("sync", cmd_sync, "enqueue a sync run of a mapping now")

@@ -120,8 +120,14 @@ class Outcome:
     error_id: int | None = None
 
 
-def write_outcomes(conn: sa.Connection, direction: str, job_id: int, outcomes: Iterable[Outcome]) -> None:
-    """One executemany for successes and one for failures."""
+def write_outcomes(
+    conn: sa.Connection, direction: str, job_id: int, outcomes: Iterable[Outcome], skip_after_failures: int = 3
+) -> list[int]:
+    """Write successes and failures in bulk; returns the ids of couplings this call skipped.
+
+    A success resets the failure count; the `skip_after_failures`-th consecutive failure skips the
+    coupling (reason `failures`) until an operator acts on it.
+    """
     sides = Sides.of(direction)
     now = utcnow()
     outcomes = list(outcomes)
@@ -149,14 +155,22 @@ def write_outcomes(conn: sa.Connection, direction: str, job_id: int, outcomes: I
             [{"_id": o.coupling_id, "_tk": o.target_key, "_sh": o.source_hash, "_th": o.target_hash,
               "_sm": _modified_text(o.source_modified), "_lv": o.values} for o in ok],
         )
-    if bad:
-        conn.execute(
-            sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
-                last_result="failure", failures=couplings.c.failures + 1, last_job_id=job_id,
-                last_error_id=sa.bindparam("_err"),
-            ),
-            [{"_id": o.coupling_id, "_err": o.error_id} for o in bad],
-        )
+    if not bad:
+        return []
+    reached = couplings.c.failures + 1 >= skip_after_failures
+    conn.execute(
+        sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
+            last_result="failure", failures=couplings.c.failures + 1, last_job_id=job_id,
+            last_error_id=sa.bindparam("_err"),
+            skipped=sa.case((reached, sa.true()), else_=couplings.c.skipped),
+            skip_reason=sa.case((sa.and_(reached, couplings.c.skipped.is_(False)), "failures"), else_=couplings.c.skip_reason),
+        ),
+        [{"_id": o.coupling_id, "_err": o.error_id} for o in bad],
+    )
+    ids = [o.coupling_id for o in bad]
+    return [int(i) for i in conn.execute(sa.select(couplings.c.id).where(
+        couplings.c.id.in_(ids), couplings.c.skipped.is_(True), couplings.c.last_job_id == job_id,
+        couplings.c.skip_reason == "failures")).scalars()]
 
 
 def delete_intents(conn: sa.Connection, ids: Sequence[int]) -> None:

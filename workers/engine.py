@@ -146,7 +146,11 @@ def _apply(
             for (d, msg, _), eid in zip(failures, error_ids):
                 outcomes.append(cs.Outcome(coupling_id=_cid(d), success=False, error_id=eid))
                 events.append(_event(ctx, plan, d, "failed", message=msg))
-        cs.write_outcomes(conn, plan.direction, ctx.job_id, outcomes)
+        newly_skipped = cs.write_outcomes(conn, plan.direction, ctx.job_id, outcomes, plan.skip_after_failures)
+        if newly_skipped:
+            skipped_ids = set(newly_skipped)
+            events.extend(_event(ctx, plan, d, "skipped", message=f"skipped after {plan.skip_after_failures} consecutive failures")
+                          for d, _, _ in failures if d.cid in skipped_ids)
         if events:
             conn.execute(sa.insert(record_events), events)
         add_counters(conn, ctx.job_id, counters)

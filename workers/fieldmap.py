@@ -41,6 +41,7 @@ class DirectionPlan:
     source_columns: tuple[str, ...]
     sync_only_coupled: bool
     key_rule: FieldRule | None  # a rule that writes the target key: the key comes from the source
+    skip_after_failures: int = 3
     target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
 
     @property
@@ -81,7 +82,7 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
     return DirectionPlan(
         mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
-        key_rule=key_rule, target_columns=columns,
+        key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
     )
 
 

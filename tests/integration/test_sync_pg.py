@@ -167,3 +167,48 @@ def test_config_apply_versions_mappings_and_deactivates_removed_ones(env) -> Non
     with env_store(env).connect() as conn:
         versions = conn.execute(sa.text("SELECT version, active, applied_by IS NOT NULL FROM mappings ORDER BY version")).all()
     assert versions == [(1, True, True), (2, True, True), (3, False, True)]
+
+
+def test_skip_after_failures_and_the_errors_list(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, customers, accounts = setup_customer_sync(env, rows=0)
+    rows = customer_rows(1, 10)
+    rows[2]["credit_limit"] = -1  # record 3 always fails (CRM check constraint)
+    rows[4]["credit_limit"] = -2  # record 5 fails once, then is fixed
+    with erp.begin() as conn:
+        conn.execute(customers.insert(), rows)
+    env.start_worker()
+
+    first = sync(env)
+    assert (first["inserted"], first["failed"]) == (8, 2)
+    with erp.begin() as conn:
+        conn.execute(customers.update().where(customers.c.id == 5).values(credit_limit=2))
+    second = sync(env)
+    assert (second["inserted"], second["failed"]) == (1, 1)
+    third = sync(env)  # record 3's third consecutive failure skips it
+    assert third["failed"] == 1
+    fourth = sync(env)  # skipped: no longer retried
+    assert (fourth["failed"], fourth["inserted"]) == (0, 0)
+    with erp.begin() as conn:  # even a fresh change to a skipped record is left alone
+        conn.execute(customers.update().where(customers.c.id == 3).values(name="Still bad", modified_at=now()))
+    fifth = sync(env)
+    assert (fifth["skipped"], fifth["failed"], fifth["inserted"]) == (1, 0, 0)
+    assert count(crm, "accounts") == 9
+
+    errors = json.loads(env.cli("errors", "--json").stdout)
+    assert len(errors) == 1
+    e = errors[0]
+    assert (e["mapping"], e["local_key"], e["integration_key"], e["reason"]) == ("CUSTOMER", "3", e["integration_key"], "failures")
+    assert (e["local_exists"], e["integration_exists"]) == (True, False)  # the insert never landed
+    assert "creditlimit_positive" in e["message"] and e["failed_on"].endswith("Z")
+    assert json.loads(env.cli("errors", "--json", "--mapping", "OTHER").stdout) == []
+    table = env.cli("errors").stdout
+    assert "Coupled data synchronization errors (1)" in table and "failures" in table
+
+    skipped = json.loads(env.cli("couplings", "CUSTOMER", "--skipped", "--json").stdout)
+    assert [(c["coupling_id"], c["local_key"], c["skipped"], c["reason"]) for c in skipped] == [(e["coupling_id"], "3", True, "failures")]
+    one = json.loads(env.cli("couplings", "CUSTOMER", "--local", "5", "--json").stdout)
+    assert len(one) == 1 and one[0]["skipped"] is False and one[0]["last_synced_at"]
+    with env_store(env).connect() as conn:  # a success resets the count
+        assert conn.execute(sa.text("SELECT failures FROM couplings WHERE local_key = '5'")).scalar() == 0
+        events = conn.execute(sa.text("SELECT outcome FROM record_events WHERE local_key = '3' ORDER BY id")).scalars().all()
+    assert events == ["failed", "failed", "failed", "skipped"]

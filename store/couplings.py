@@ -1,0 +1,39 @@
+"""Read queries over couplings: the coupled data synchronization errors list and coupling lookups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from store.schema import couplings, job_errors
+
+
+def skipped_couplings(conn: sa.Connection, mapping: str | None = None, limit: int | None = None) -> list[sa.Row[Any]]:
+    """Skipped couplings with the message and time of their latest error, oldest failure first."""
+    q = (
+        sa.select(couplings.c.id, couplings.c.mapping, couplings.c.local_key, couplings.c.integration_key,
+                  couplings.c.skip_reason, job_errors.c.message, job_errors.c.created_at.label("failed_on"))
+        .select_from(couplings.outerjoin(job_errors, job_errors.c.id == couplings.c.last_error_id))
+        .where(couplings.c.skipped.is_(True))
+        .order_by(couplings.c.mapping, couplings.c.id)
+    )
+    if mapping:
+        q = q.where(couplings.c.mapping == mapping)
+    if limit:
+        q = q.limit(limit)
+    return conn.execute(q).all()
+
+
+def find_couplings(
+    conn: sa.Connection, mapping: str, local_key: str | None = None, integration_key: str | None = None,
+    skipped_only: bool = False, limit: int = 1000,
+) -> list[sa.Row[Any]]:
+    q = sa.select(couplings).where(couplings.c.mapping == mapping).order_by(couplings.c.id).limit(limit)
+    if local_key is not None:
+        q = q.where(couplings.c.local_key == local_key)
+    if integration_key is not None:
+        q = q.where(couplings.c.integration_key == integration_key)
+    if skipped_only:
+        q = q.where(couplings.c.skipped.is_(True))
+    return conn.execute(q).all()

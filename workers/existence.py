@@ -1,0 +1,28 @@
+"""Do these records still exist? Checked live in the apps, for the errors list and its actions."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from store.config_load import ConfigError
+from store.mappings import StoredMapping
+from workers.apps import AppTable
+from workers.runner import app_engine
+
+log = logging.getLogger("tablesync.console")
+
+
+def existing_keys(stored: StoredMapping, side: str, keys: list[str]) -> set[str] | None:
+    """The subset of `keys` present on `side` (filters ignored), or None if the app cannot be asked."""
+    spec = stored.spec.side(side)
+    keys = [k for k in keys if k is not None]
+    if not keys:
+        return set()
+    try:
+        table = AppTable.open(app_engine(spec.app, stored.apps[spec.app]), spec)
+        return set(table.fetch(keys, [], apply_filter=False))
+    except (sa.exc.SQLAlchemyError, ConfigError, ValueError, KeyError) as exc:
+        log.warning("cannot check %s records of %s in app %s: %s", side, stored.spec.name, spec.app, exc)
+        return None
