@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from store.app_schema import category, has_server_key, key_to_db, reflect_table
 from store.config_model import SideSpec
+from workers.hashing import canonical
 
 IN_CHUNK = 1000
 
@@ -115,6 +116,22 @@ class AppTable:
                     out[str(row[self.key.name])] = row
         return out
 
+    def find_matches(self, columns: Sequence[str], wanted: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[str]]:
+        """Keys of rows whose `columns` equal each wanted tuple (text compared case-insensitively),
+        one query per 500 tuples. Tuples come in and go out normalised by `match_value`."""
+        exprs = [sa.func.lower(self.table.c[c]) if category(self.table.c[c].type) == "string" else self.table.c[c]
+                 for c in columns]
+        found: dict[tuple[Any, ...], list[str]] = {}
+        unique = list(dict.fromkeys(wanted))
+        with self.engine.connect() as conn:
+            for i in range(0, len(unique), 500):
+                chunk = unique[i:i + 500]
+                cond = exprs[0].in_([t[0] for t in chunk]) if len(exprs) == 1 else sa.tuple_(*exprs).in_(chunk)
+                for row in conn.execute(sa.select(self.key, *[e.label(f"m{j}") for j, e in enumerate(exprs)]).where(cond)):
+                    values = tuple(match_value(canonical(v)) for v in row[1:])
+                    found.setdefault(values, []).append(str(row[0]))
+        return found
+
     def find_equal(self, values: Mapping[str, Any], exclude_keys: set[str]) -> str | None:
         """A row whose mapped columns equal `values` and whose key is not in `exclude_keys`."""
         conds = [self.table.c[c] == v if v is not None else self.table.c[c].is_(None) for c, v in values.items()]
@@ -209,6 +226,11 @@ class AppTable:
         )
         params = [{"_key": key_to_db(r["_key"], self.key), **{f"_v_{c}": r[c] for c in columns}} for r in rows]
         conn.execute(stmt, params)
+
+
+def match_value(value: Any) -> Any:
+    """How a value takes part in match-based coupling: text without case."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def _in_domain(value: Any, col: sa.Column[Any]) -> Any:

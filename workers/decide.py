@@ -43,6 +43,7 @@ class Decision:
     message: str | None = None
     completes_insert: bool = False  # a pending intent whose target row already exists (recovery)
     coupling_id: int | None = None  # set once an intent row exists for a decision that had no coupling
+    matched: bool = False  # coupled to an existing target record by match_on instead of inserting
 
     @property
     def cid(self) -> int | None:
@@ -108,14 +109,20 @@ def _decide_one(
 def _compare(
     plan: DirectionPlan, current: Mapping[str, Any], wanted: list[Any], base: dict[str, Any], target_key: str
 ) -> Decision:
+    changes = diff(plan, current, wanted)
+    if not changes:
+        return Decision(UNCHANGED, target_key=target_key, **base)
+    return Decision(UPDATE, target_key=target_key, changes=changes, **base)
+
+
+def diff(plan: DirectionPlan, current: Mapping[str, Any], wanted: list[Any]) -> dict[str, list[Any]]:
+    """{target column: [current, wanted]} for the mapped columns whose canonical values differ."""
     changes: dict[str, list[Any]] = {}
     for column, new in zip(plan.target_fields, wanted):
         old = canonical(current.get(column))
         if old != new:
             changes[column] = [old, new]
-    if not changes:
-        return Decision(UNCHANGED, target_key=target_key, **base)
-    return Decision(UPDATE, target_key=target_key, changes=changes, **base)
+    return changes
 
 
 def _source_made_key(plan: DirectionPlan, values: Mapping[str, Any]) -> str | None:

@@ -25,9 +25,9 @@ from store.jobs import Counters, add_counters
 from store.schema import job_errors, record_events
 from store.db import utcnow
 from workers import coupling_store as cs
-from workers.apps import AppError, AppTable, AppUnavailable
-from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide
-from workers.fieldmap import DirectionPlan, RecordError, target_values
+from workers.apps import AppError, AppTable, AppUnavailable, match_value
+from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff
+from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
 from workers.hashing import canonical
 from workers.writer import is_connection_error, split_write
 
@@ -105,6 +105,8 @@ def _apply(
     failures: list[tuple[Decision, str, str]] = []
     events: list[dict[str, Any]] = []
 
+    _match(ctx, plan, target, [d for d in decisions if d.action == INSERT and d.target_key is None
+                               and (d.coupling is None or d.coupling.target_key is None)])
     inserted = _insert(ctx, plan, target, [d for d in decisions if d.action == INSERT], failures)
     updated = _update(target, [d for d in decisions if d.action == UPDATE], failures)
 
@@ -113,12 +115,15 @@ def _apply(
         if d.action == SKIP:
             counters.skipped += 1
         elif d.action == UNCHANGED:
-            if d.completes_insert:
+            if d.matched:
+                counters.coupled += 1
+                events.append(_event(ctx, plan, d, "coupled"))
+            elif d.completes_insert:
                 counters.inserted += 1
                 events.append(_event(ctx, plan, d, "inserted"))
             elif not already_counted:
                 counters.unchanged += 1
-            if d.completes_insert or _needs_refresh(d):
+            if d.matched or d.completes_insert or _needs_refresh(d):
                 outcomes.append(_success(d, modified_of))
         elif d.action == FAIL:
             failures.append((d, d.message or "failed", ""))
@@ -127,12 +132,10 @@ def _apply(
         outcomes.append(_success(d, modified_of))
         events.append(_event(ctx, plan, d, "inserted"))
     for d in updated:
-        if d.completes_insert:
-            counters.inserted += 1
-        else:
-            counters.modified += 1
+        outcome = "coupled" if d.matched else "inserted" if d.completes_insert else "modified"
+        setattr(counters, outcome, getattr(counters, outcome) + 1)
         outcomes.append(_success(d, modified_of))
-        events.append(_event(ctx, plan, d, "inserted" if d.completes_insert else "modified"))
+        events.append(_event(ctx, plan, d, outcome))
     counters.failed += len(failures)
 
     with ctx.store.begin() as conn:
@@ -155,6 +158,57 @@ def _apply(
             conn.execute(sa.insert(record_events), events)
         add_counters(conn, ctx.job_id, counters)
     return counters
+
+
+def _match(ctx: RunContext, plan: DirectionPlan, target: AppTable, fresh: list[Decision]) -> None:
+    """match_on: couple a new source record to exactly one uncoupled target record with equal values.
+
+    Several candidates, or a candidate another record of this batch already took, fail the record
+    with an error instead of creating a duplicate. A matched record is then updated like a coupled one.
+    """
+    if not plan.match_columns or not fresh:
+        return
+    wanted = {}
+    for d in fresh:
+        values = tuple(match_value(canonical(d.values.get(c))) for c in plan.match_columns)
+        if all(v is not None for v in values):
+            wanted[d.source_key] = values
+    if not wanted:
+        return
+    found = _app_call(lambda: target.find_matches(plan.match_columns, list(wanted.values())))
+    with ctx.store.connect() as conn:
+        taken = cs.coupled_target_keys(conn, plan.mapping, plan.direction, sorted({k for ks in found.values() for k in ks}))
+    side, columns = plan.target_side(), ", ".join(plan.match_columns)
+    claimed: dict[str, str] = {}
+    matched: list[Decision] = []
+    for d in fresh:
+        candidates = [k for k in found.get(wanted.get(d.source_key, ()), []) if k not in taken]
+        if not candidates:
+            continue
+        if len(candidates) > 1:
+            d.action = FAIL
+            d.message = (f"match_on ({columns}) is ambiguous: {len(candidates)} uncoupled {side} records match "
+                         f"({', '.join(candidates[:5])}); couple one manually or make the values unique")
+        elif candidates[0] in claimed:
+            d.action = FAIL
+            d.message = (f"match_on ({columns}): {side} record {candidates[0]} also matches {plan.source_side()} "
+                         f"record {claimed[candidates[0]]}, which was coupled to it")
+        else:
+            claimed[candidates[0]] = d.source_key
+            d.target_key, d.matched = candidates[0], True
+            matched.append(d)
+    if not matched:
+        return
+    rows = _app_call(lambda: target.fetch([d.target_key for d in matched if d.target_key], plan.target_fields, apply_filter=False))
+    for d in matched:
+        d.changes = diff(plan, rows.get(d.target_key or "", {}), canonical_values(d.values, plan.target_fields)) or None
+        d.action = UPDATE if d.changes else UNCHANGED
+    with ctx.store.begin() as conn:  # coupled before the target write: a crash now is finished by the next run
+        new = [d for d in matched if d.coupling is None]
+        ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in new], ctx.job_id)
+        cs.set_target_keys(conn, plan.direction, [(d.coupling.id, d.target_key) for d in matched if d.coupling is not None])
+    for d in new:
+        d.coupling_id = ids[d.source_key]
 
 
 def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]]) -> list[Decision]:
@@ -279,7 +333,7 @@ def _keys(plan: DirectionPlan, d: Decision) -> tuple[str | None, str | None]:
 
 def _event(ctx: RunContext, plan: DirectionPlan, d: Decision, outcome: str, message: str | None = None) -> dict[str, Any]:
     local_key, integration_key = _keys(plan, d)
-    changes = d.changes if outcome == "modified" else None
+    changes = d.changes if outcome in ("modified", "coupled") else None
     return {
         "job_id": ctx.job_id, "mapping": plan.mapping, "coupling_id": d.cid,
         "local_key": local_key, "integration_key": integration_key, "direction": plan.direction,

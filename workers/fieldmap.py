@@ -42,6 +42,7 @@ class DirectionPlan:
     sync_only_coupled: bool
     key_rule: FieldRule | None  # a rule that writes the target key: the key comes from the source
     skip_after_failures: int = 3
+    match_columns: tuple[str, ...] = ()  # target columns compared by match-based coupling
     target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
 
     @property
@@ -79,10 +80,15 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
     target_spec = spec.side(tgt)
     key_rule = next((r for r in rules if r.target == target_spec.key and r.source is not None), None)
     columns = {c.name: c for c in target_table.columns} if target_table is not None else None
+    if direction == "to_integration":
+        match = tuple(r.target for name in spec.match_on for r in rules if r.source == name)
+    else:
+        match = tuple(name for name in spec.match_on if any(r.target == name for r in rules))
     return DirectionPlan(
         mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
         key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
+        match_columns=match,
     )
 
 

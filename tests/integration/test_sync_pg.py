@@ -212,3 +212,41 @@ def test_skip_after_failures_and_the_errors_list(env) -> None:  # type: ignore[n
         assert conn.execute(sa.text("SELECT failures FROM couplings WHERE local_key = '5'")).scalar() == 0
         events = conn.execute(sa.text("SELECT outcome FROM record_events WHERE local_key = '3' ORDER BY id")).scalars().all()
     assert events == ["failed", "failed", "failed", "skipped"]
+
+
+def test_match_on_couples_existing_records_instead_of_duplicating(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, customers, accounts = setup_customer_sync(env, rows=0)
+    path = env.tmp / "tablesync.yaml"
+    path.write_text(path.read_text().replace("    fields:", "    match_on: [email]\n    fields:"))
+    env.cli("config", "apply")
+    with erp.begin() as conn:
+        conn.execute(customers.insert(), customer_rows(1, 6))
+    with crm.begin() as conn:  # the CRM already holds some of these customers, emails in another case
+        conn.execute(accounts.insert(), [
+            {"accountnumber": "OLD-1", "name": "Old name 1", "emailaddress1": "customer1@example.com", "customertypecode": 1},
+            {"accountnumber": "C000002", "name": "Customer 2", "emailaddress1": "CUSTOMER2@EXAMPLE.COM", "creditlimit": 2,
+             "customertypecode": 3},
+            {"accountnumber": "DUP-A", "name": "Twin", "emailaddress1": "customer3@example.com", "customertypecode": 3},
+            {"accountnumber": "DUP-B", "name": "Twin", "emailaddress1": "Customer3@Example.com", "customertypecode": 3},
+        ])
+    env.start_worker()
+    job = sync(env)
+    assert (job["coupled"], job["inserted"], job["failed"]) == (2, 3, 1), job
+    assert count(crm, "accounts") == 7  # 4 existing + customers 4, 5, 6; no duplicate of 1 or 2
+    with crm.connect() as conn:
+        one = conn.execute(sa.select(accounts).where(accounts.c.emailaddress1 == "customer1@example.com")).one()
+    assert (one.accountnumber, one.name, one.customertypecode) == ("C000001", "Customer 1", 3)  # coupled, then updated
+    detail = json.loads(env.cli("job", str(job["id"]), "--json").stdout)
+    [error] = detail["errors"]
+    assert error["source_key"] == "3"
+    assert error["message"].startswith("match_on (emailaddress1) is ambiguous: 2 uncoupled integration records match")
+    with env_store(env).connect() as conn:
+        events = dict(conn.execute(sa.text("SELECT local_key, outcome FROM record_events WHERE outcome = 'coupled'")).all())
+    assert events == {"1": "coupled", "2": "coupled"}
+    again = sync(env)  # the ambiguous record keeps failing rather than creating a third twin
+    assert (again["coupled"], again["inserted"], again["failed"]) == (0, 0, 1)
+    with crm.begin() as conn:  # the operator removes one twin: the retried record now couples to the other
+        conn.execute(accounts.delete().where(accounts.c.accountnumber == "DUP-B"))
+    resolved = sync(env)
+    assert (resolved["coupled"], resolved["inserted"], resolved["failed"]) == (1, 0, 0)
+    assert count(crm, "accounts", "accountnumber = 'C000003'") == 1 and count(crm, "accounts") == 6
