@@ -29,7 +29,8 @@ def find_couplings(
     conn: sa.Connection, mapping: str, local_key: str | None = None, integration_key: str | None = None,
     skipped_only: bool = False, limit: int = 1000,
 ) -> list[sa.Row[Any]]:
-    q = sa.select(couplings).where(couplings.c.mapping == mapping).order_by(couplings.c.id).limit(limit)
+    q = (sa.select(couplings).where(couplings.c.mapping == mapping, couplings.c.state != "uncoupled")
+         .order_by(couplings.c.id).limit(limit))
     if local_key is not None:
         q = q.where(couplings.c.local_key == local_key)
     if integration_key is not None:

@@ -7,11 +7,12 @@ and evaluating the key column's default) are needed: tablesync never changes an 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from store.app_schema import category, has_server_key, key_to_db, reflect_table
 from store.config_model import SideSpec
@@ -104,17 +105,44 @@ class AppTable:
         """Rows by key (string keys in, string keys out), one query per 1,000 keys."""
         out: dict[str, dict[str, Any]] = {}
         keylist = list(dict.fromkeys(keys))
+        step = 50_000 if self.engine.dialect.name == "postgresql" else IN_CHUNK
         with self.engine.connect() as conn:
-            for i in range(0, len(keylist), IN_CHUNK):
-                chunk = [key_to_db(k, self.key) for k in keylist[i:i + IN_CHUNK]]
+            for i in range(0, len(keylist), step):
+                chunk = keylist[i:i + step]
 
-                def build(raw: bool, chunk: list[Any] = chunk) -> sa.Select[Any]:
-                    q = sa.select(*self._columns(columns, raw)).where(self.key.in_(chunk))
+                def build(raw: bool, chunk: list[str] = chunk) -> sa.Select[Any]:
+                    q = sa.select(*self._columns(columns, raw)).where(key_in(self.key, chunk, self.engine.dialect.name))
                     return self._filtered(q) if apply_filter else q
 
                 for row in self._rows(conn, build):
                     out[str(row[self.key.name])] = row
         return out
+
+    def existing(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys still exist (whatever the filter says): the key column only."""
+        found: set[str] = set()
+        keylist = [k for k in dict.fromkeys(keys) if k is not None]
+        step = 50_000 if self.engine.dialect.name == "postgresql" else IN_CHUNK
+        with self.engine.connect() as conn:
+            for i in range(0, len(keylist), step):
+                q = sa.select(self.key).where(key_in(self.key, keylist[i:i + step], self.engine.dialect.name))
+                found.update(str(k) for k in conn.execute(q).scalars())
+        return found
+
+    def missing(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys no longer exist. On PostgreSQL the server compares and sends back only
+        the missing ones, so scanning 100k coupled keys moves a few bytes instead of 100k keys."""
+        keylist = [k for k in dict.fromkeys(keys) if k is not None]
+        if self.engine.dialect.name != "postgresql" or not keylist:
+            return set(keylist) - self.existing(keylist)
+        preparer = self.engine.dialect.identifier_preparer
+        key_type = self.key.type.compile(dialect=self.engine.dialect)
+        stmt = sa.text(
+            f"SELECT u.k FROM unnest(CAST(:keys AS text[])) AS u(k) WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {self._qualified()} t WHERE t.{preparer.quote(self.key.name)} = CAST(u.k AS {key_type}))"
+        )
+        with self.engine.connect() as conn:
+            return {str(k) for k in conn.execute(stmt, {"keys": keylist}).scalars()}
 
     def find_matches(self, columns: Sequence[str], wanted: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[str]]:
         """Keys of rows whose `columns` equal each wanted tuple (text compared case-insensitively),
@@ -228,6 +256,15 @@ class AppTable:
         conn.execute(stmt, params)
 
 
+def key_in(column: sa.Column[Any], keys: list[str], dialect: str) -> sa.ColumnElement[bool]:
+    """`column IN keys` for string keys. On PostgreSQL one text array cast to the column's type on
+    the server (`= ANY(CAST(:keys AS uuid[]))`): no placeholder per key, no Python conversion per key."""
+    if dialect == "postgresql":
+        array = sa.bindparam(None, keys, type_=postgresql.ARRAY(sa.Text()))
+        return column == sa.any_(sa.cast(array, postgresql.ARRAY(column.type)))
+    return column.in_([key_to_db(k, column) for k in keys])
+
+
 def match_value(value: Any) -> Any:
     """How a value takes part in match-based coupling: text without case."""
     return value.lower() if isinstance(value, str) else value
@@ -240,3 +277,41 @@ def _in_domain(value: Any, col: sa.Column[Any]) -> Any:
     if category(col.type) == "datetime" and not getattr(col.type, "timezone", False) and getattr(value, "tzinfo", None):
         return value.replace(tzinfo=None)
     return value
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the failure is the app's (down, timed out), not the row's."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return False
+    text = str(exc.orig).lower()
+    markers = ("connection", "server closed", "timeout", "timed out", "could not connect", "lost", "gone away", "terminat")
+    return any(m in text for m in markers)
+
+
+def app_call(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except sa.exc.DBAPIError as exc:
+        raise app_failure(exc) from exc
+
+
+def app_iter(it: Any) -> Any:
+    while True:
+        try:
+            page = next(it)
+        except StopIteration:
+            return
+        except sa.exc.DBAPIError as exc:
+            raise app_failure(exc) from exc
+        yield page
+
+
+def app_failure(exc: sa.exc.DBAPIError) -> Exception:
+    """Connection trouble is retried later; any other statement failure fails the job as it is."""
+    text = str(exc.orig).strip()
+    reason = text.splitlines()[0] if text else type(exc.orig).__name__
+    return AppUnavailable(reason) if is_connection_error(exc) else AppError(reason)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from store.config_model import source_side, target_side
 from store.db import utcnow
 from store.schema import couplings, watermarks
+from workers.apps import key_in
 from workers.decide import CouplingState
 
 IN_CHUNK = 1000
@@ -49,8 +50,9 @@ def by_source_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequ
     sides = Sides.of(direction)
     col = couplings.c[sides.source_key]
     out: dict[str, CouplingState] = {}
-    for i in range(0, len(keys), IN_CHUNK):
-        q = sa.select(couplings).where(couplings.c.mapping == mapping, col.in_(keys[i:i + IN_CHUNK]))
+    step = _step(conn)
+    for i in range(0, len(keys), step):
+        q = sa.select(couplings).where(couplings.c.mapping == mapping, key_in(col, list(keys[i:i + step]), conn.dialect.name))
         for row in conn.execute(q):
             state = _state(row, sides)
             out[str(state.source_key)] = state
@@ -62,7 +64,7 @@ def retry_keys(conn: sa.Connection, mapping: str, direction: str) -> list[str]:
     sides = Sides.of(direction)
     col = couplings.c[sides.source_key]
     q = sa.select(col).where(
-        couplings.c.mapping == mapping, couplings.c.skipped.is_(False), col.is_not(None),
+        couplings.c.mapping == mapping, couplings.c.skipped.is_(False), col.is_not(None), couplings.c.state != "uncoupled",
         sa.or_(couplings.c.state == "pending", couplings.c.last_result != "success", couplings.c.last_result.is_(None)),
     ).order_by(col)
     return [str(k) for k in conn.execute(q).scalars()]
@@ -182,9 +184,15 @@ def delete_intents(conn: sa.Connection, ids: Sequence[int]) -> None:
 def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> set[str]:
     col = couplings.c[Sides.of(direction).target_key]
     found: set[str] = set()
-    for i in range(0, len(keys), IN_CHUNK):
-        found.update(conn.execute(sa.select(col).where(couplings.c.mapping == mapping, col.in_(keys[i:i + IN_CHUNK]))).scalars())
+    step = _step(conn)
+    for i in range(0, len(keys), step):
+        found.update(conn.execute(sa.select(col).where(couplings.c.mapping == mapping,
+                                                       key_in(col, list(keys[i:i + step]), conn.dialect.name))).scalars())
     return found
+
+
+def _step(conn: sa.Connection) -> int:
+    return 50_000 if conn.dialect.name == "postgresql" else IN_CHUNK
 
 
 def _modified_text(value: Any) -> str | None:

@@ -22,7 +22,7 @@ class CouplingState:
     id: int
     source_key: str | None
     target_key: str | None
-    state: str  # pending (insert intent not yet confirmed) | synced
+    state: str  # pending (insert intent not yet confirmed) | synced | uncoupled (removed: never sync again)
     source_hash: str | None
     target_hash: str | None
     last_result: str | None
@@ -73,6 +73,8 @@ def _decide_one(
     coupling = couplings.get(key)
     if coupling is not None and coupling.skipped:
         return Decision(SKIP, key, coupling, target_key=coupling.target_key)
+    if coupling is not None and coupling.state == "uncoupled":  # an operator or strategy removed the pair
+        return Decision(IGNORE, key, coupling)
     try:
         values = target_values(plan, row)
     except RecordError as exc:

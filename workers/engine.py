@@ -25,11 +25,12 @@ from store.jobs import Counters, add_counters
 from store.schema import job_errors, record_events
 from store.db import utcnow
 from workers import coupling_store as cs
-from workers.apps import AppError, AppTable, AppUnavailable, match_value
+from workers.apps import AppTable, app_call, app_iter, match_value
+from workers.deletions import scan_deletions
 from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff
 from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
 from workers.hashing import canonical
-from workers.writer import is_connection_error, split_write
+from workers.writer import split_write
 
 log = logging.getLogger("tablesync.engine")
 
@@ -49,16 +50,17 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     total = Counters()
     side = plan.source_side()
     columns = plan.source_columns
+    total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict))
     with ctx.store.connect() as conn:
         stored = None if ctx.full else cs.get_watermark(conn, plan.mapping, side)
         retry = cs.retry_keys(conn, plan.mapping, plan.direction)
     watermark = _decode(stored)
-    horizon = _app_call(source.horizon)
+    horizon = app_call(source.horizon)
     since = _minus_overlap(watermark, ctx.overlap_seconds)
 
     for i in range(0, len(retry), ctx.batch_size):
         chunk = retry[i:i + ctx.batch_size]
-        rows = _app_call(lambda: source.fetch(chunk, columns))
+        rows = app_call(lambda: source.fetch(chunk, columns))
         _forget_vanished(ctx, plan, [k for k in chunk if k not in rows])
         total.add(_process(ctx, plan, source, target, list(rows.values())))
         ctx.beat()
@@ -66,7 +68,7 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     retried = set(retry)
     max_seen = None
     mod = source.side.modified
-    for page in _app_iter(source.pages(columns, since, ctx.batch_size)):
+    for page in app_iter(source.pages(columns, since, ctx.batch_size)):
         if mod:
             top = max((r[mod] for r in page if r.get(mod) is not None), default=None)
             max_seen = top if max_seen is None or (top is not None and top > max_seen) else max_seen
@@ -91,7 +93,7 @@ def _process(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: App
         couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
     couplings = _recover_unkeyed(ctx, plan, target, rows, couplings)
     wanted = [c.target_key for c in couplings.values() if c.target_key is not None and not c.skipped]
-    targets = _app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
+    targets = app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
     decisions = decide(plan, rows, couplings, targets)
     modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
     return _apply(ctx, plan, target, decisions, modified_of)
@@ -175,7 +177,7 @@ def _match(ctx: RunContext, plan: DirectionPlan, target: AppTable, fresh: list[D
             wanted[d.source_key] = values
     if not wanted:
         return
-    found = _app_call(lambda: target.find_matches(plan.match_columns, list(wanted.values())))
+    found = app_call(lambda: target.find_matches(plan.match_columns, list(wanted.values())))
     with ctx.store.connect() as conn:
         taken = cs.coupled_target_keys(conn, plan.mapping, plan.direction, sorted({k for ks in found.values() for k in ks}))
     side, columns = plan.target_side(), ", ".join(plan.match_columns)
@@ -199,7 +201,7 @@ def _match(ctx: RunContext, plan: DirectionPlan, target: AppTable, fresh: list[D
             matched.append(d)
     if not matched:
         return
-    rows = _app_call(lambda: target.fetch([d.target_key for d in matched if d.target_key], plan.target_fields, apply_filter=False))
+    rows = app_call(lambda: target.fetch([d.target_key for d in matched if d.target_key], plan.target_fields, apply_filter=False))
     for d in matched:
         d.changes = diff(plan, rows.get(d.target_key or "", {}), canonical_values(d.values, plan.target_fields)) or None
         d.action = UPDATE if d.changes else UNCHANGED
@@ -217,7 +219,7 @@ def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[D
     strategy = target.key_strategy(plan.key_rule is not None)
     unkeyed = [d for d in todo if d.target_key is None]
     if unkeyed and strategy in ("preallocate", "uuid"):
-        fresh = _app_call(lambda: target.preallocate(len(unkeyed))) if strategy == "preallocate" else target.new_uuid_keys(len(unkeyed))
+        fresh = app_call(lambda: target.preallocate(len(unkeyed))) if strategy == "preallocate" else target.new_uuid_keys(len(unkeyed))
         for d, k in zip(unkeyed, fresh):
             d.target_key = k
     elif unkeyed and strategy == "none":
@@ -292,7 +294,7 @@ def _recover_unkeyed(
             values = target_values(plan, row)
         except RecordError:
             continue
-        found = _app_call(lambda: target.find_equal(values, taken))
+        found = app_call(lambda: target.find_equal(values, taken))
         if found is not None:
             with ctx.store.connect() as conn:
                 if cs.coupled_target_keys(conn, plan.mapping, plan.direction, [found]):
@@ -388,28 +390,3 @@ def _minus_overlap(value: Any, seconds: float) -> Any:
     if isinstance(value, dt.date):
         return value - dt.timedelta(days=1)
     return value
-
-
-def _app_call(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except sa.exc.DBAPIError as exc:
-        raise app_failure(exc) from exc
-
-
-def _app_iter(it: Any) -> Any:
-    while True:
-        try:
-            page = next(it)
-        except StopIteration:
-            return
-        except sa.exc.DBAPIError as exc:
-            raise app_failure(exc) from exc
-        yield page
-
-
-def app_failure(exc: sa.exc.DBAPIError) -> Exception:
-    """Connection trouble is retried later; any other statement failure fails the job as it is."""
-    text = str(exc.orig).strip()
-    reason = text.splitlines()[0] if text else type(exc.orig).__name__
-    return AppUnavailable(reason) if is_connection_error(exc) else AppError(reason)

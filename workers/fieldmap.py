@@ -43,6 +43,7 @@ class DirectionPlan:
     key_rule: FieldRule | None  # a rule that writes the target key: the key comes from the source
     skip_after_failures: int = 3
     match_columns: tuple[str, ...] = ()  # target columns compared by match-based coupling
+    on_deletion_conflict: str = "skip"
     target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
 
     @property
@@ -88,7 +89,7 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
         key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
-        match_columns=match,
+        match_columns=match, on_deletion_conflict=spec.on_deletion_conflict,
     )
 
 

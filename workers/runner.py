@@ -25,8 +25,8 @@ from store.jobs import Counters, finish_job, get_job, heartbeat
 from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
-from workers.apps import AppError, AppTable, AppUnavailable
-from workers.engine import RunContext, app_failure, run_direction
+from workers.apps import AppError, AppTable, AppUnavailable, app_failure
+from workers.engine import RunContext, run_direction
 from workers.fieldmap import compile_plan
 from workers.locks import MappingLock
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-from workers.apps import AppUnavailable
+from workers.apps import AppUnavailable, is_connection_error
 
 T = TypeVar("T")
 
@@ -23,19 +23,6 @@ class Failure(Generic[T]):
     item: T
     message: str
     detail: str
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True when the failure is the app's (down, timed out), not the row's."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-        return False
-    text = str(exc.orig).lower()
-    markers = ("connection", "server closed", "timeout", "timed out", "could not connect", "lost", "gone away", "terminat")
-    return any(m in text for m in markers)
 
 
 def split_write(

@@ -187,3 +187,10 @@ def test_any_edits_followed_by_runs_converge(first: list[dict[str, Any]], edits:
     again = simulate(list(source.values()), couplings, target)
     assert set(again) == {UNCHANGED}
     assert len(target) == len(source)
+
+
+def test_uncoupled_tombstone_is_ignored() -> None:
+    tomb = CouplingState(id=1, source_key="1", target_key=None, state="uncoupled", source_hash=None, target_hash=None,
+                         last_result="success")
+    [d] = decide(PLAN, [{"id": 1, "name": "Ann", "country": "dk"}], {"1": tomb}, {})
+    assert d.action == IGNORE

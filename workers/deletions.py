@@ -1,0 +1,153 @@
+"""Deletion detection: a chunked scan of coupled keys on both sides, then `on_deletion_conflict`.
+
+Every job scans the synced, non-skipped couplings of its mapping in chunks (one store query and one
+key lookup per side per chunk), so a deleted record is found whether or not its counterpart changed.
+
+One-way mappings only ever write in their direction:
+- source deleted: `delete` deletes the target record too; `remove_coupling` forgets the pair;
+  `skip` (and `restore`, which would have to write against the flow) skip the coupling;
+- target deleted: `restore` re-inserts it from the source in the same job; `remove_coupling` forgets
+  the pair; `skip` (and `delete`, which would delete the surviving source) skip the coupling;
+- both deleted: the coupling is removed.
+A skipped coupling carries reason `deletion_conflict` and a job error saying which side is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from store.app_schema import key_to_db
+from store.db import utcnow
+from store.jobs import Counters, add_counters
+from store.schema import couplings, job_errors, record_events
+from workers import coupling_store as cs
+from workers.apps import AppTable, app_call
+from workers.fieldmap import DirectionPlan
+from workers.writer import split_write
+
+
+SCAN_CHUNK = 20_000  # keys per store query and per app lookup: few round trips, bounded memory
+
+
+@dataclass
+class Gone:
+    coupling_id: int
+    source_key: str
+    target_key: str
+    source_exists: bool
+    target_exists: bool
+
+
+def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, strategy: str) -> Counters:
+    total = Counters()
+    sides = cs.Sides.of(plan.direction)
+    src_col, tgt_col = couplings.c[sides.source_key], couplings.c[sides.target_key]
+    last_id = 0
+    while True:
+        with ctx.store.connect() as conn:
+            rows = conn.execute(
+                sa.select(couplings.c.id, src_col, tgt_col)
+                .where(couplings.c.mapping == plan.mapping, couplings.c.state == "synced", couplings.c.skipped.is_(False),
+                       couplings.c.id > last_id)
+                .order_by(couplings.c.id).limit(max(ctx.batch_size, SCAN_CHUNK))
+            ).all()
+        if not rows:
+            return total
+        last_id = rows[-1][0]
+        src_gone = app_call(lambda: source.missing([r[1] for r in rows]))
+        tgt_gone = app_call(lambda: target.missing([r[2] for r in rows]))
+        gone = [Gone(r[0], r[1], r[2], r[1] not in src_gone, r[2] not in tgt_gone)
+                for r in rows if r[1] in src_gone or r[2] in tgt_gone]
+        if gone:
+            total.add(_resolve(ctx, plan, target, gone, strategy))
+        ctx.beat()
+
+
+def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], strategy: str) -> Counters:
+    counters = Counters()
+    src_side, tgt_side = plan.source_side(), plan.target_side()
+    remove: list[Gone] = []
+    restore: list[Gone] = []
+    skip: list[tuple[Gone, str]] = []
+    delete_target: list[Gone] = []
+    deleted_ids: set[int] = set()
+    for g in gone:
+        if not g.source_exists and not g.target_exists:
+            remove.append(g)
+        elif not g.source_exists:
+            if strategy == "delete":
+                delete_target.append(g)
+            elif strategy == "remove_coupling":
+                remove.append(g)
+            else:
+                skip.append((g, f"the {src_side} record {g.source_key} was deleted; the {tgt_side} record "
+                                f"{g.target_key} still exists"))
+        elif strategy == "restore":
+            restore.append(g)
+        elif strategy == "remove_coupling":
+            remove.append(g)
+        else:
+            skip.append((g, f"the {tgt_side} record {g.target_key} was deleted; the {src_side} record "
+                            f"{g.source_key} still exists"))
+
+    if delete_target:
+        key_col = target.key
+
+        def write(conn: sa.Connection, part: Sequence[Gone]) -> None:
+            conn.execute(sa.delete(target.table).where(key_col.in_([key_to_db(g.target_key, key_col) for g in part])))
+
+        done, failed = split_write(target.engine, delete_target, write)
+        deleted = [g for g, _ in done]
+        deleted_ids.update(g.coupling_id for g in deleted)
+        remove.extend(deleted)
+        counters.deleted += len(deleted)
+        skip.extend((f.item, f"deleting the {tgt_side} record {f.item.target_key} failed: {f.message}") for f in failed)
+
+    now = utcnow()
+    events: list[dict[str, Any]] = []
+
+    def event(g: Gone, outcome: str, message: str | None = None) -> dict[str, Any]:
+        local_key, integration_key = ((g.source_key, g.target_key) if plan.direction == "to_integration"
+                                      else (g.target_key, g.source_key))
+        return {"job_id": ctx.job_id, "mapping": plan.mapping, "coupling_id": g.coupling_id, "local_key": local_key,
+                "integration_key": integration_key, "direction": plan.direction, "outcome": outcome,
+                "message": message, "changes": None, "at": now}
+
+    with ctx.store.begin() as conn:
+        if remove:
+            # A pair whose records are both gone is forgotten; a removed coupling whose record
+            # survives stays as an `uncoupled` tombstone, so the survivor is not synced (re-inserted) again.
+            dead = [g.coupling_id for g in remove if g.coupling_id in deleted_ids or not (g.source_exists or g.target_exists)]
+            conn.execute(sa.delete(couplings).where(couplings.c.id.in_(dead)))
+            conn.execute(sa.update(couplings).where(couplings.c.id.in_([g.coupling_id for g in remove if g.coupling_id not in dead]))
+                         .values({cs.Sides.of(plan.direction).target_key: None, "state": "uncoupled",
+                                  "last_job_id": ctx.job_id}))
+            counters.uncoupled += sum(1 for g in remove if g.coupling_id not in deleted_ids)
+            events.extend(event(g, "deleted" if g.coupling_id in deleted_ids else "uncoupled") for g in remove)
+        if restore:  # back to an insert intent without a target key: this job's retry pass re-creates it
+            conn.execute(sa.update(couplings).where(couplings.c.id.in_([g.coupling_id for g in restore])).values(
+                {cs.Sides.of(plan.direction).target_key: None, "state": "pending", "last_result": None}))
+            events.extend(event(g, "restoring", f"the {tgt_side} record {g.target_key} was deleted") for g in restore)
+        if skip:
+            ids = conn.execute(
+                sa.insert(job_errors).returning(job_errors.c.id, sort_by_parameter_order=True),
+                [{"job_id": ctx.job_id, "coupling_id": g.coupling_id, "direction": plan.direction,
+                  "source_key": g.source_key, "destination_key": g.target_key, "message": msg, "created_at": now}
+                 for g, msg in skip],
+            ).scalars().all()
+            conn.execute(
+                sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
+                    skipped=True, skip_reason="deletion_conflict", last_error_id=sa.bindparam("_err"),
+                    last_job_id=ctx.job_id, last_result="failure"),
+                [{"_id": g.coupling_id, "_err": eid} for (g, _), eid in zip(skip, ids)],
+            )
+            counters.conflicts += len(skip)
+            events.extend(event(g, "conflict", msg) for g, msg in skip)
+        if events:
+            conn.execute(sa.insert(record_events), events)
+        add_counters(conn, ctx.job_id, counters)
+    return counters
