@@ -21,12 +21,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.app_schema import key_to_db
-from store.db import utcnow
 from store.jobs import Counters, add_counters
-from store.schema import couplings, job_errors, record_events
+from store.schema import couplings
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call
 from workers.fieldmap import DirectionPlan
+from workers.journal import RecordRef, event_row, write_errors, write_events
 from workers.writer import split_write
 
 
@@ -107,15 +107,10 @@ def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], 
         counters.deleted += len(deleted)
         skip.extend((f.item, f"deleting the {tgt_side} record {f.item.target_key} failed: {f.message}") for f in failed)
 
-    now = utcnow()
     events: list[dict[str, Any]] = []
 
     def event(g: Gone, outcome: str, message: str | None = None) -> dict[str, Any]:
-        local_key, integration_key = ((g.source_key, g.target_key) if plan.direction == "to_integration"
-                                      else (g.target_key, g.source_key))
-        return {"job_id": ctx.job_id, "mapping": plan.mapping, "coupling_id": g.coupling_id, "local_key": local_key,
-                "integration_key": integration_key, "direction": plan.direction, "outcome": outcome,
-                "message": message, "changes": None, "at": now}
+        return event_row(_ref(ctx, plan, g), outcome, message)
 
     with ctx.store.begin() as conn:
         if remove:
@@ -133,12 +128,7 @@ def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], 
                 {cs.Sides.of(plan.direction).target_key: None, "state": "pending", "last_result": None}))
             events.extend(event(g, "restoring", f"the {tgt_side} record {g.target_key} was deleted") for g in restore)
         if skip:
-            ids = conn.execute(
-                sa.insert(job_errors).returning(job_errors.c.id, sort_by_parameter_order=True),
-                [{"job_id": ctx.job_id, "coupling_id": g.coupling_id, "direction": plan.direction,
-                  "source_key": g.source_key, "destination_key": g.target_key, "message": msg, "created_at": now}
-                 for g, msg in skip],
-            ).scalars().all()
+            ids = write_errors(conn, [(_ref(ctx, plan, g), msg, None) for g, msg in skip])
             conn.execute(
                 sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
                     skipped=True, skip_reason="deletion_conflict", last_error_id=sa.bindparam("_err"),
@@ -147,7 +137,10 @@ def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], 
             )
             counters.conflicts += len(skip)
             events.extend(event(g, "conflict", msg) for g, msg in skip)
-        if events:
-            conn.execute(sa.insert(record_events), events)
+        write_events(conn, events)
         add_counters(conn, ctx.job_id, counters)
     return counters
+
+
+def _ref(ctx: Any, plan: DirectionPlan, g: Gone) -> RecordRef:
+    return RecordRef(ctx.job_id, plan.mapping, plan.direction, g.coupling_id, g.source_key, g.target_key)

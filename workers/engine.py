@@ -22,14 +22,13 @@ import sqlalchemy as sa
 
 from store.app_schema import key_to_db
 from store.jobs import Counters, add_counters
-from store.schema import job_errors, record_events
-from store.db import utcnow
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
 from workers.deletions import scan_deletions
 from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff
 from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
 from workers.hashing import canonical
+from workers.journal import RecordRef, event_row, write_errors, write_events
 from workers.writer import split_write
 
 log = logging.getLogger("tablesync.engine")
@@ -147,7 +146,7 @@ def _apply(
                 ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in untracked], ctx.job_id)
                 for d in untracked:
                     d.coupling_id = ids[d.source_key]
-            error_ids = _write_errors(conn, ctx.job_id, plan, failures)
+            error_ids = write_errors(conn, [(_ref(ctx, plan, d), msg, detail) for d, msg, detail in failures])
             for (d, msg, _), eid in zip(failures, error_ids):
                 outcomes.append(cs.Outcome(coupling_id=_cid(d), success=False, error_id=eid))
                 events.append(_event(ctx, plan, d, "failed", message=msg))
@@ -156,8 +155,7 @@ def _apply(
             skipped_ids = set(newly_skipped)
             events.extend(_event(ctx, plan, d, "skipped", message=f"skipped after {plan.skip_after_failures} consecutive failures")
                           for d, _, _ in failures if d.cid in skipped_ids)
-        if events:
-            conn.execute(sa.insert(record_events), events)
+        write_events(conn, events)
         add_counters(conn, ctx.job_id, counters)
     return counters
 
@@ -328,30 +326,12 @@ def _success(d: Decision, modified_of: dict[str, Any]) -> cs.Outcome:
     )
 
 
-def _keys(plan: DirectionPlan, d: Decision) -> tuple[str | None, str | None]:
-    """(local_key, integration_key) of a decision."""
-    return (d.source_key, d.target_key) if plan.direction == "to_integration" else (d.target_key, d.source_key)
+def _ref(ctx: RunContext, plan: DirectionPlan, d: Decision) -> RecordRef:
+    return RecordRef(ctx.job_id, plan.mapping, plan.direction, d.cid, d.source_key, d.target_key)
 
 
 def _event(ctx: RunContext, plan: DirectionPlan, d: Decision, outcome: str, message: str | None = None) -> dict[str, Any]:
-    local_key, integration_key = _keys(plan, d)
-    changes = d.changes if outcome in ("modified", "coupled") else None
-    return {
-        "job_id": ctx.job_id, "mapping": plan.mapping, "coupling_id": d.cid,
-        "local_key": local_key, "integration_key": integration_key, "direction": plan.direction,
-        "outcome": outcome, "message": message, "changes": changes, "at": utcnow(),
-    }
-
-
-def _write_errors(conn: sa.Connection, job_id: int, plan: DirectionPlan, failures: list[tuple[Decision, str, str]]) -> list[int]:
-    now = utcnow()
-    rows = [
-        {"job_id": job_id, "coupling_id": d.cid, "direction": plan.direction,
-         "source_key": d.source_key, "destination_key": d.target_key, "message": msg, "detail": detail or None,
-         "created_at": now}
-        for d, msg, detail in failures
-    ]
-    return list(conn.execute(sa.insert(job_errors).returning(job_errors.c.id, sort_by_parameter_order=True), rows).scalars())
+    return event_row(_ref(ctx, plan, d), outcome, message, d.changes if outcome in ("modified", "coupled") else None)
 
 
 def _forget_vanished(ctx: RunContext, plan: DirectionPlan, keys: list[str]) -> None:
