@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from store.config_model import source_side, target_side
 from store.db import utcnow
-from store.schema import couplings, watermarks
+from store.schema import couplings
 from workers.apps import key_in
 from workers.decide import CouplingState
 
@@ -199,22 +199,3 @@ def _modified_text(value: Any) -> str | None:
     if value is None:
         return None
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-# -- watermarks --------------------------------------------------------------------------------
-
-def get_watermark(conn: sa.Connection, mapping: str, side: str) -> Any:
-    value = conn.execute(
-        sa.select(watermarks.c.value).where(watermarks.c.mapping == mapping, watermarks.c.side == side)
-    ).scalar()
-    return None if value is None else json.loads(value) if isinstance(value, str) else value
-
-
-def set_watermark(conn: sa.Connection, mapping: str, side: str, value: Any) -> None:
-    now = utcnow()
-    updated = conn.execute(
-        sa.update(watermarks).where(watermarks.c.mapping == mapping, watermarks.c.side == side)
-        .values(value=value, updated_at=now)
-    ).rowcount
-    if not updated:
-        conn.execute(sa.insert(watermarks).values(mapping=mapping, side=side, value=value, updated_at=now))

@@ -12,7 +12,6 @@ store transaction, so a batch is counted exactly once however often the job is r
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, deci
 from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
 from workers.hashing import canonical
 from workers.journal import RecordRef, event_row, write_errors, write_events
+from workers.watermark import get_watermark, minus_overlap, set_watermark
 from workers.writer import split_write
 
 log = logging.getLogger("tablesync.engine")
@@ -51,11 +51,10 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     columns = plan.source_columns
     total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict))
     with ctx.store.connect() as conn:
-        stored = None if ctx.full else cs.get_watermark(conn, plan.mapping, side)
+        watermark = None if ctx.full else get_watermark(conn, plan.mapping, side)
         retry = cs.retry_keys(conn, plan.mapping, plan.direction)
-    watermark = _decode(stored)
     horizon = app_call(source.horizon)
-    since = _minus_overlap(watermark, ctx.overlap_seconds)
+    since = minus_overlap(watermark, ctx.overlap_seconds)
 
     for i in range(0, len(retry), ctx.batch_size):
         chunk = retry[i:i + ctx.batch_size]
@@ -80,7 +79,7 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
         new_mark = watermark
     if new_mark is not None:
         with ctx.store.begin() as conn:
-            cs.set_watermark(conn, plan.mapping, side, _encode(new_mark))
+            set_watermark(conn, plan.mapping, side, new_mark)
     return total
 
 
@@ -341,32 +340,3 @@ def _forget_vanished(ctx: RunContext, plan: DirectionPlan, keys: list[str]) -> N
     with ctx.store.begin() as conn:
         states = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
         cs.delete_intents(conn, [c.id for c in states.values() if c.state == "pending" and c.target_key is None])
-
-
-# -- watermarks ---------------------------------------------------------------------------------
-
-def _encode(value: Any) -> dict[str, Any]:
-    if isinstance(value, dt.datetime):
-        return {"type": "datetime", "value": value.isoformat()}
-    if isinstance(value, dt.date):
-        return {"type": "date", "value": value.isoformat()}
-    return {"type": "number", "value": value if isinstance(value, (int, float)) else str(value)}
-
-
-def _decode(stored: Any) -> Any:
-    if not stored:
-        return None
-    kind, value = stored.get("type"), stored.get("value")
-    if kind == "datetime":
-        return dt.datetime.fromisoformat(value)
-    if kind == "date":
-        return dt.date.fromisoformat(value)
-    return value
-
-
-def _minus_overlap(value: Any, seconds: float) -> Any:
-    if isinstance(value, dt.datetime):
-        return value - dt.timedelta(seconds=seconds)
-    if isinstance(value, dt.date):
-        return value - dt.timedelta(days=1)
-    return value

@@ -95,14 +95,16 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
     if job is None:
         log.warning("job %s does not exist; message dropped", job_id)
         return None
+    if not _deliverable(job, retries):  # decided before locking: a duplicate must never hold the lock
+        log.info("job %s is already %s; duplicate delivery dropped", job_id, job.status)
+        return None
     lock = MappingLock(store, job.mapping, lease_seconds=settings.heartbeat_timeout_seconds)
-    if not lock.acquire():
-        if job.status == "queued":
-            with store.begin() as conn:
-                other = conn.execute(sa.select(jobs.c.id).where(jobs.c.mapping == job.mapping, jobs.c.status == "running",
-                                                               jobs.c.id != job_id)).scalar()
-                finish_job(conn, job_id, "dropped", f"dropped: mapping {job.mapping} is already running"
-                           + (f" in job {other}" if other else ""))
+    if not _acquire(store, lock, job_id):
+        with store.begin() as conn:
+            other = _running_other(conn, job.mapping, job_id)
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+                status="dropped", finished_at=utcnow(),
+                message=f"dropped: mapping {job.mapping} is already running" + (f" in job {other}" if other else "")))
         log.info("job %s (%s): mapping is locked by another job; delivery dropped", job_id, job.mapping)
         return None
     beat: Heartbeat | None = None
@@ -110,8 +112,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         with store.begin() as conn:
             job = get_job(conn, job_id)
             assert job is not None
-            fresh = job.status == "queued" or job.status == "running" or (job.status == "failed" and job.attempts <= retries)
-            if not fresh:
+            if not _deliverable(job, retries):
                 log.info("job %s is already %s; duplicate delivery dropped", job_id, job.status)
                 return None
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
@@ -154,6 +155,32 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         if beat is not None:
             beat.stop()
         lock.release()
+
+
+LOCK_GRACE_SECONDS = 10.0
+
+
+def _deliverable(job: sa.Row, retries: int) -> bool:  # type: ignore[type-arg]
+    """New work (queued), a redo after a crash (running), or a genuine Dramatiq retry of a failure."""
+    return job.status in ("queued", "running") or (job.status == "failed" and job.attempts <= retries)
+
+
+def _running_other(conn: sa.Connection, mapping: str, job_id: int) -> int | None:
+    return conn.execute(sa.select(jobs.c.id).where(jobs.c.mapping == mapping, jobs.c.status == "running",
+                                                  jobs.c.id != job_id)).scalar()
+
+
+def _acquire(store: sa.Engine, lock: MappingLock, job_id: int) -> bool:
+    """Take the mapping lock. While another job of the mapping is running, give up at once (the
+    caller drops this job); if the lock is busy but nothing runs (a job just ending, a duplicate
+    delivery being checked), wait a few seconds for it rather than dropping real work."""
+    deadline = time.monotonic() + LOCK_GRACE_SECONDS
+    while not lock.acquire():
+        with store.connect() as conn:
+            if _running_other(conn, lock.mapping, job_id) is not None or time.monotonic() > deadline:
+                return False
+        time.sleep(0.2)
+    return True
 
 
 class JobRefused(Exception):

@@ -93,3 +93,28 @@ def test_second_job_for_a_running_mapping_is_recorded_and_dropped(env) -> None: 
     assert before == after and before.status == "succeeded" and before.inserted == 15_000
     jobs = json.loads(env.cli("jobs", "--json", "--status", "dropped").stdout)
     assert [j["id"] for j in jobs] == [second["id"]]
+
+
+def test_duplicates_of_an_abandoned_job_never_crowd_out_its_redo(env) -> None:  # type: ignore[no-untyped-def]
+    setup_customer_sync(env, rows=3000, batch_size=500)
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    from store.jobs import create_job, finish_job
+    from store.settings import load_settings
+    from workers.broker import build_broker
+    from workers.enqueue import send_job
+
+    with store.begin() as conn:
+        dead = create_job(conn, "CUSTOMER", "sync")
+        finish_job(conn, dead, "abandoned", "abandoned: worker gone")
+        redo = create_job(conn, "CUSTOMER", "sync", params={"redo_of": dead})
+    settings = load_settings(broker_url=env.broker_url, broker_namespace=env.namespace, queue=env.queue)
+    broker = build_broker(settings)
+    for job_id in (dead, redo, dead, dead):  # redeliveries of the dead job arrive around the redo
+        send_job(broker, settings, job_id)
+    env.start_worker(threads=4)
+
+    def status() -> str:
+        with store.connect() as conn:
+            return str(conn.execute(sa.text("SELECT status FROM jobs WHERE id = :i"), {"i": redo}).scalar_one())
+
+    assert wait_for(lambda: status() in ("succeeded", "dropped", "failed") and status(), timeout=60, what="the redo") == "succeeded"

@@ -98,3 +98,23 @@ def test_canonical_values_ignore_representation_noise() -> None:
     aware = dt.datetime(2026, 1, 1, 13, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert canonical(aware) == canonical(dt.datetime(2026, 1, 1, 12, 0))
     assert content_hash([1, "a", None]) == content_hash([1, "a", None]) != content_hash([1, "a", ""])
+
+
+def test_watermarks_round_trip_in_their_own_domain() -> None:
+    from store.schema import metadata
+    from workers.watermark import get_watermark, minus_overlap, set_watermark
+
+    engine = sa.create_engine("sqlite://")
+    metadata.create_all(engine)
+    naive = dt.datetime(2026, 1, 2, 3, 4, 5, 678000)
+    aware = naive.replace(tzinfo=UTC)
+    with engine.begin() as conn:
+        assert get_watermark(conn, "M", "local") is None
+        for value in (naive, aware, dt.date(2026, 1, 2), 42):
+            set_watermark(conn, "M", "local", value)
+            back = get_watermark(conn, "M", "local")
+            assert back == value and type(back) is type(value)
+            assert (back.tzinfo if isinstance(back, dt.datetime) else None) == getattr(value, "tzinfo", None)
+    assert minus_overlap(naive, 5) == naive - dt.timedelta(seconds=5)
+    assert minus_overlap(dt.date(2026, 1, 2), 5) == dt.date(2026, 1, 1)
+    assert minus_overlap(42, 5) == 42
