@@ -151,9 +151,11 @@ def run_demo(directory: str, rows: int = 300) -> int:
                          {"id": rows + 1, "n": f"C{10001 + rows}", "now": now})
         with crm_engine.begin() as conn:
             conn.execute(sa.text("UPDATE leads SET companyname = 'Renamed Lead Co', modifiedon = :now WHERE lead_id = 1"), {"now": now})
+            conn.execute(sa.text("DELETE FROM accounts WHERE accountnumber = 'C10010'"))
         out.print("[bold]4. Edits in the apps[/]: 3 customers moved city, 1 got a credit limit of 'a lot' (bad data), "
-                  "1 new customer, 1 lead renamed in the CRM")
-        ids = cycle("5. Incremental synchronization: only the changes travel; the bad record fails alone")
+                  "1 new customer, 1 lead renamed in the CRM, and the CRM account of customer 10 deleted")
+        ids = cycle("5. Incremental synchronization: only the changes travel, the bad record fails alone, "
+                    "the deleted account is a deletion conflict")
         with erp_engine.begin() as conn:
             conn.execute(sa.text("UPDATE customers SET credit_limit = 2500, modified_at = :now WHERE id = 4"),
                          {"now": datetime.now(timezone.utc).replace(tzinfo=None)})
@@ -172,9 +174,13 @@ def run_demo(directory: str, rows: int = 300) -> int:
         sample = conn.execute(sa.text("SELECT accountnumber, name, address1_city, country_code, creditlimit FROM accounts "
                                       "ORDER BY account_id LIMIT 4")).all()
     out.print(table("CRM accounts (first rows)", ["accountnumber", "name", "city", "country", "creditlimit"], [list(r) for r in sample]))
+    from console.cli import main as cli_main
+
+    out.print("[bold]7. What an operator must decide: the coupled data synchronization errors[/] (tablesync errors)")
+    cli_main(["errors"])
     env = f"TABLESYNC_STORE_URL=sqlite:///{store_path}"
     out.print("\n[bold]Next, try:[/]")
-    for cmd in ("tablesync mappings", "tablesync jobs --mapping CUSTOMER", f"tablesync job {ids[0]} --json",
+    for cmd in ("tablesync mappings", "tablesync errors --json", "tablesync jobs --mapping CUSTOMER", f"tablesync job {ids[0]} --json",
                 "tablesync run    # scheduler + workers; edit the apps and watch"):
         out.print(f"  {env} {cmd}")
     erp_engine.dispose()
