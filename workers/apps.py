@@ -105,7 +105,7 @@ class AppTable:
         """Rows by key (string keys in, string keys out), one query per 1,000 keys."""
         out: dict[str, dict[str, Any]] = {}
         keylist = list(dict.fromkeys(keys))
-        step = 50_000 if self.engine.dialect.name == "postgresql" else IN_CHUNK
+        step = key_batch(self.engine.dialect.name)
         with self.engine.connect() as conn:
             for i in range(0, len(keylist), step):
                 chunk = keylist[i:i + step]
@@ -122,7 +122,7 @@ class AppTable:
         """Which of these keys still exist (whatever the filter says): the key column only."""
         found: set[str] = set()
         keylist = [k for k in dict.fromkeys(keys) if k is not None]
-        step = 50_000 if self.engine.dialect.name == "postgresql" else IN_CHUNK
+        step = key_batch(self.engine.dialect.name)
         with self.engine.connect() as conn:
             for i in range(0, len(keylist), step):
                 q = sa.select(self.key).where(key_in(self.key, keylist[i:i + step], self.engine.dialect.name))
@@ -254,6 +254,12 @@ class AppTable:
         )
         params = [{"_key": key_to_db(r["_key"], self.key), **{f"_v_{c}": r[c] for c in columns}} for r in rows]
         conn.execute(stmt, params)
+
+
+def key_batch(dialect: str) -> int:
+    """Keys per lookup: one array parameter holds many on PostgreSQL; elsewhere each key is a
+    placeholder, and drivers/servers limit those."""
+    return 50_000 if dialect == "postgresql" else IN_CHUNK
 
 
 def key_in(column: sa.Column[Any], keys: list[str], dialect: str) -> sa.ColumnElement[bool]:

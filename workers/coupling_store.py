@@ -15,10 +15,9 @@ import sqlalchemy as sa
 from store.config_model import source_side, target_side
 from store.db import utcnow
 from store.schema import couplings
-from workers.apps import key_in
+from workers.apps import IN_CHUNK, key_batch, key_in
 from workers.decide import CouplingState
 
-IN_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def by_source_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequ
     sides = Sides.of(direction)
     col = couplings.c[sides.source_key]
     out: dict[str, CouplingState] = {}
-    step = _step(conn)
+    step = key_batch(conn.dialect.name)
     for i in range(0, len(keys), step):
         q = sa.select(couplings).where(couplings.c.mapping == mapping, key_in(col, list(keys[i:i + step]), conn.dialect.name))
         for row in conn.execute(q):
@@ -184,15 +183,11 @@ def delete_intents(conn: sa.Connection, ids: Sequence[int]) -> None:
 def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> set[str]:
     col = couplings.c[Sides.of(direction).target_key]
     found: set[str] = set()
-    step = _step(conn)
+    step = key_batch(conn.dialect.name)
     for i in range(0, len(keys), step):
         found.update(conn.execute(sa.select(col).where(couplings.c.mapping == mapping,
                                                        key_in(col, list(keys[i:i + step]), conn.dialect.name))).scalars())
     return found
-
-
-def _step(conn: sa.Connection) -> int:
-    return 50_000 if conn.dialect.name == "postgresql" else IN_CHUNK
 
 
 def _modified_text(value: Any) -> str | None:

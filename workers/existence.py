@@ -17,12 +17,10 @@ log = logging.getLogger("tablesync.console")
 def existing_keys(stored: StoredMapping, side: str, keys: list[str]) -> set[str] | None:
     """The subset of `keys` present on `side` (filters ignored), or None if the app cannot be asked."""
     spec = stored.spec.side(side)
-    keys = [k for k in keys if k is not None]
-    if not keys:
+    if not any(k is not None for k in keys):
         return set()
     try:
-        table = AppTable.open(app_engine(spec.app, stored.apps[spec.app]), spec)
-        return set(table.fetch(keys, [], apply_filter=False))
+        return AppTable.open(app_engine(spec.app, stored.apps[spec.app]), spec).existing(keys)
     except (sa.exc.SQLAlchemyError, ConfigError, ValueError, KeyError) as exc:
         log.warning("cannot check %s records of %s in app %s: %s", side, stored.spec.name, spec.app, exc)
         return None
