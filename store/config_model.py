@@ -129,6 +129,9 @@ def check_semantics(cfg: ConfigFile) -> list[Problem]:
         for name in m.match_on:
             if name not in local_fields:
                 problems.append(Problem(f"{where}, match_on", f"{name!r} is not a mapped local field"))
+        if m.on_update_conflict == "newest_wins" and not (m.local.modified and m.integration.modified):
+            problems.append(Problem(f"{where}, on_update_conflict", "newest_wins compares modified-on values: "
+                                    "give both sides a `modified:` column, or choose skip, local_wins or integration_wins"))
         for dep in m.depends_on:
             if dep not in names:
                 problems.append(Problem(f"{where}, depends_on", f"unknown mapping {dep!r}"))

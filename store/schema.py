@@ -47,7 +47,8 @@ couplings = sa.Table(
     sa.Column("mapping", sa.String(100), nullable=False),
     sa.Column("local_key", sa.String(255)),
     sa.Column("integration_key", sa.String(255)),
-    sa.Column("state", sa.String(16), nullable=False, default="synced"),  # pending | synced
+    sa.Column("state", sa.String(16), nullable=False, default="synced"),  # pending | synced | uncoupled
+    sa.Column("origin", sa.String(16)),  # local | integration: the side a pending insert copies from
     sa.Column("local_hash", sa.String(32)),
     sa.Column("integration_hash", sa.String(32)),
     sa.Column("last_values", sa.JSON),

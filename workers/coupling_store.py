@@ -41,7 +41,7 @@ def _state(row: Any, sides: Sides) -> CouplingState:
     return CouplingState(
         id=m["id"], source_key=m[sides.source_key], target_key=m[sides.target_key], state=m["state"],
         source_hash=m[sides.source_hash], target_hash=m[sides.target_hash], last_result=m["last_result"],
-        skipped=m["skipped"], last_job_id=m["last_job_id"],
+        skipped=m["skipped"], last_job_id=m["last_job_id"], snapshot=m["last_values"], origin=m["origin"],
     )
 
 
@@ -69,6 +69,22 @@ def retry_keys(conn: sa.Connection, mapping: str, direction: str) -> list[str]:
     return [str(k) for k in conn.execute(q).scalars()]
 
 
+def retry_pairs(conn: sa.Connection, mapping: str) -> list[tuple[str, str]]:
+    """(side, key) of every unfinished or failed coupling of a bidirectional mapping, by the side to
+    read it from: a pending insert from the side it copies, anything else from its local key."""
+    q = sa.select(couplings.c.local_key, couplings.c.integration_key, couplings.c.state, couplings.c.origin).where(
+        couplings.c.mapping == mapping, couplings.c.skipped.is_(False), couplings.c.state != "uncoupled",
+        sa.or_(couplings.c.state == "pending", couplings.c.last_result != "success", couplings.c.last_result.is_(None)),
+    ).order_by(couplings.c.id)
+    out = []
+    for local_key, integration_key, state, origin in conn.execute(q):
+        side = origin if state == "pending" and origin else ("local" if local_key is not None else "integration")
+        key = local_key if side == "local" else integration_key
+        if key is not None:
+            out.append((side, str(key)))
+    return out
+
+
 def insert_intents(
     conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str | None]], job_id: int
 ) -> dict[str, int]:
@@ -79,15 +95,16 @@ def insert_intents(
     now = utcnow()
     if conn.dialect.name == "postgresql":  # one statement per batch instead of a parameter per value
         stmt = sa.text(
-            f"INSERT INTO couplings (mapping, {sides.source_key}, {sides.target_key}, state, failures, skipped, "
-            "created_at, last_job_id) SELECT :m, s, t, 'pending', 0, false, :now, :job "
+            f"INSERT INTO couplings (mapping, {sides.source_key}, {sides.target_key}, state, origin, failures, skipped, "
+            "created_at, last_job_id) SELECT :m, s, t, 'pending', :origin, 0, false, :now, :job "
             f"FROM unnest(CAST(:sk AS text[]), CAST(:tk AS text[])) AS u(s, t) RETURNING id, {sides.source_key}"
         )
-        rows = conn.execute(stmt, {"m": mapping, "now": now, "job": job_id,
+        rows = conn.execute(stmt, {"m": mapping, "now": now, "job": job_id, "origin": source_side(direction),
                                    "sk": [sk for sk, _ in items], "tk": [tk for _, tk in items]})
         return {str(sk): int(i) for i, sk in rows}
     rows = [
-        {"mapping": mapping, sides.source_key: sk, sides.target_key: tk, "state": "pending", "failures": 0,
+        {"mapping": mapping, sides.source_key: sk, sides.target_key: tk, "state": "pending",
+         "origin": source_side(direction), "failures": 0,
          "skipped": False, "created_at": now, "last_job_id": job_id}
         for sk, tk in items
     ]
@@ -172,6 +189,17 @@ def write_outcomes(
     return [int(i) for i in conn.execute(sa.select(couplings.c.id).where(
         couplings.c.id.in_(ids), couplings.c.skipped.is_(True), couplings.c.last_job_id == job_id,
         couplings.c.skip_reason == "failures")).scalars()]
+
+
+def skip_couplings(conn: sa.Connection, job_id: int, items: Sequence[tuple[int, int]], reason: str) -> None:
+    """Skip (coupling id, error id) pairs with `reason`: sync leaves them alone until an operator acts."""
+    if items:
+        conn.execute(
+            sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
+                skipped=True, skip_reason=reason, last_error_id=sa.bindparam("_err"), last_job_id=job_id,
+                last_result="failure"),
+            [{"_id": cid, "_err": eid} for cid, eid in items],
+        )
 
 
 def delete_intents(conn: sa.Connection, ids: Sequence[int]) -> None:

@@ -6,7 +6,7 @@ Pure: no I/O, no clock. The engine feeds it one batch at a time and applies the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
@@ -28,6 +28,13 @@ class CouplingState:
     last_result: str | None
     skipped: bool = False
     last_job_id: int | None = None
+    snapshot: Mapping[str, Any] | None = None  # last_values: {"local": {column: value}, "integration": {...}}
+    origin: str | None = None  # side a pending insert copies from
+
+    def flipped(self) -> "CouplingState":
+        """The same coupling seen from the opposite direction."""
+        return replace(self, source_key=self.target_key, target_key=self.source_key,
+                       source_hash=self.target_hash, target_hash=self.source_hash)
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Decision:
     coupling: CouplingState | None
     target_key: str | None = None
     values: dict[str, Any] = field(default_factory=dict)  # target column → value to write
+    source_values: dict[str, Any] = field(default_factory=dict)  # source column → canonical value (the snapshot)
     source_hash: str | None = None
     target_hash: str | None = None
     changes: dict[str, list[Any]] | None = None  # target column → [old, new]
@@ -79,10 +87,11 @@ def _decide_one(
         values = target_values(plan, row)
     except RecordError as exc:
         return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
-    source_hash = content_hash(canonical_values(row, plan.source_columns))
+    source_canon = canonical_values(row, plan.source_columns)
     target_canon = canonical_values(values, plan.target_fields)
-    target_hash = content_hash(target_canon)
-    base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash, target_hash=target_hash)
+    base = dict(source_key=key, coupling=coupling, values=values, source_hash=content_hash(source_canon),
+                target_hash=content_hash(canonical_values(values, plan.target_hash_columns)),
+                source_values=dict(zip(plan.source_columns, source_canon)))
 
     if coupling is None or (coupling.target_key is None and plan.key_rule is None):
         if plan.sync_only_coupled and (coupling is None or coupling.state != "pending"):
@@ -103,7 +112,7 @@ def _decide_one(
         return Decision(
             FAIL, target_key=target_key, message=f"the coupled {plan.target_side()} record {target_key} no longer exists", **base
         )
-    if source_hash == coupling.source_hash and coupling.last_result == "success":
+    if base["source_hash"] == coupling.source_hash and coupling.last_result == "success":
         return Decision(UNCHANGED, target_key=target_key, **base)
     return _compare(plan, current, target_canon, base, target_key)
 

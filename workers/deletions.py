@@ -3,12 +3,12 @@
 Every job scans the synced, non-skipped couplings of its mapping in chunks (one store query and one
 key lookup per side per chunk), so a deleted record is found whether or not its counterpart changed.
 
-One-way mappings only ever write in their direction:
-- source deleted: `delete` deletes the target record too; `remove_coupling` forgets the pair;
-  `skip` (and `restore`, which would have to write against the flow) skip the coupling;
-- target deleted: `restore` re-inserts it from the source in the same job; `remove_coupling` forgets
-  the pair; `skip` (and `delete`, which would delete the surviving source) skip the coupling;
-- both deleted: the coupling is removed.
+One side deleted, the other still there:
+- `delete` deletes the survivor; `restore` re-creates the deleted record from the survivor in the same
+  job; `remove_coupling` forgets the pair (the survivor stays, never synced again); `skip` skips it.
+- One-way mappings only ever write in their direction, so `restore` of a deleted source and `delete`
+  of a surviving source (both would write against the flow) fall back to `skip`.
+Both deleted: the coupling is removed.
 A skipped coupling carries reason `deletion_conflict` and a job error saying which side is gone.
 """
 
@@ -42,7 +42,9 @@ class Gone:
     target_exists: bool
 
 
-def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, strategy: str) -> Counters:
+def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, strategy: str,
+                   two_way: bool = False) -> Counters:
+    """Find and settle deleted records of synced couplings; `two_way` allows writing to the source."""
     total = Counters()
     sides = cs.Sides.of(plan.direction)
     src_col, tgt_col = couplings.c[sides.source_key], couplings.c[sides.target_key]
@@ -63,17 +65,20 @@ def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppT
         gone = [Gone(r[0], r[1], r[2], r[1] not in src_gone, r[2] not in tgt_gone)
                 for r in rows if r[1] in src_gone or r[2] in tgt_gone]
         if gone:
-            total.add(_resolve(ctx, plan, target, gone, strategy))
+            total.add(_resolve(ctx, plan, source, target, gone, strategy, two_way))
         ctx.beat()
 
 
-def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], strategy: str) -> Counters:
+def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, gone: list[Gone], strategy: str,
+             two_way: bool) -> Counters:
     counters = Counters()
     src_side, tgt_side = plan.source_side(), plan.target_side()
     remove: list[Gone] = []
-    restore: list[Gone] = []
+    restore: list[Gone] = []  # re-create the target from the source
+    restore_source: list[Gone] = []  # re-create the source from the target (two-way only)
     skip: list[tuple[Gone, str]] = []
     delete_target: list[Gone] = []
+    delete_source: list[Gone] = []
     deleted_ids: set[int] = set()
     for g in gone:
         if not g.source_exists and not g.target_exists:
@@ -83,6 +88,8 @@ def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], 
                 delete_target.append(g)
             elif strategy == "remove_coupling":
                 remove.append(g)
+            elif strategy == "restore" and two_way:
+                restore_source.append(g)
             else:
                 skip.append((g, f"the {src_side} record {g.source_key} was deleted; the {tgt_side} record "
                                 f"{g.target_key} still exists"))
@@ -90,51 +97,58 @@ def _resolve(ctx: Any, plan: DirectionPlan, target: AppTable, gone: list[Gone], 
             restore.append(g)
         elif strategy == "remove_coupling":
             remove.append(g)
+        elif strategy == "delete" and two_way:
+            delete_source.append(g)
         else:
             skip.append((g, f"the {tgt_side} record {g.target_key} was deleted; the {src_side} record "
                             f"{g.source_key} still exists"))
 
-    if delete_target:
-        key_col = target.key
+    for table, items, side, key_of in ((target, delete_target, tgt_side, lambda g: g.target_key),
+                                       (source, delete_source, src_side, lambda g: g.source_key)):
+        if not items:
+            continue
+        key_col = table.key
 
-        def write(conn: sa.Connection, part: Sequence[Gone]) -> None:
-            conn.execute(sa.delete(target.table).where(key_col.in_([key_to_db(g.target_key, key_col) for g in part])))
+        def write(conn: sa.Connection, part: Sequence[Gone], table: AppTable = table, key_col: Any = key_col,
+                  key_of: Any = key_of) -> None:
+            conn.execute(sa.delete(table.table).where(key_col.in_([key_to_db(key_of(g), key_col) for g in part])))
 
-        done, failed = split_write(target.engine, delete_target, write)
+        done, failed = split_write(table.engine, items, write)
         deleted = [g for g, _ in done]
         deleted_ids.update(g.coupling_id for g in deleted)
         remove.extend(deleted)
         counters.deleted += len(deleted)
-        skip.extend((f.item, f"deleting the {tgt_side} record {f.item.target_key} failed: {f.message}") for f in failed)
+        skip.extend((f.item, f"deleting the {side} record {key_of(f.item)} failed: {f.message}") for f in failed)
 
     events: list[dict[str, Any]] = []
 
     def event(g: Gone, outcome: str, message: str | None = None) -> dict[str, Any]:
         return event_row(_ref(ctx, plan, g), outcome, message)
 
+    sides = cs.Sides.of(plan.direction)
     with ctx.store.begin() as conn:
         if remove:
             # A pair whose records are both gone is forgotten; a removed coupling whose record
             # survives stays as an `uncoupled` tombstone, so the survivor is not synced (re-inserted) again.
             dead = [g.coupling_id for g in remove if g.coupling_id in deleted_ids or not (g.source_exists or g.target_exists)]
             conn.execute(sa.delete(couplings).where(couplings.c.id.in_(dead)))
-            conn.execute(sa.update(couplings).where(couplings.c.id.in_([g.coupling_id for g in remove if g.coupling_id not in dead]))
-                         .values({cs.Sides.of(plan.direction).target_key: None, "state": "uncoupled",
-                                  "last_job_id": ctx.job_id}))
+            for lost_key, survived in ((sides.target_key, True), (sides.source_key, False)):
+                ids = [g.coupling_id for g in remove if g.coupling_id not in dead and g.source_exists is survived]
+                if ids:  # the tombstone keeps the survivor's key only
+                    conn.execute(sa.update(couplings).where(couplings.c.id.in_(ids))
+                                 .values({lost_key: None, "state": "uncoupled", "last_job_id": ctx.job_id}))
             counters.uncoupled += sum(1 for g in remove if g.coupling_id not in deleted_ids)
             events.extend(event(g, "deleted" if g.coupling_id in deleted_ids else "uncoupled") for g in remove)
-        if restore:  # back to an insert intent without a target key: this job's retry pass re-creates it
-            conn.execute(sa.update(couplings).where(couplings.c.id.in_([g.coupling_id for g in restore])).values(
-                {cs.Sides.of(plan.direction).target_key: None, "state": "pending", "last_result": None}))
-            events.extend(event(g, "restoring", f"the {tgt_side} record {g.target_key} was deleted") for g in restore)
+        for items, lost, lost_key, origin in ((restore, tgt_side, sides.target_key, src_side),
+                                              (restore_source, src_side, sides.source_key, tgt_side)):
+            if items:  # back to an insert intent from the survivor: this job's retry pass re-creates the record
+                conn.execute(sa.update(couplings).where(couplings.c.id.in_([g.coupling_id for g in items])).values(
+                    {lost_key: None, "state": "pending", "origin": origin, "last_result": None}))
+                events.extend(event(g, "restoring", f"the {lost} record {g.target_key if lost == tgt_side else g.source_key} "
+                                                    "was deleted") for g in items)
         if skip:
             ids = write_errors(conn, [(_ref(ctx, plan, g), msg, None) for g, msg in skip])
-            conn.execute(
-                sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values(
-                    skipped=True, skip_reason="deletion_conflict", last_error_id=sa.bindparam("_err"),
-                    last_job_id=ctx.job_id, last_result="failure"),
-                [{"_id": g.coupling_id, "_err": eid} for (g, _), eid in zip(skip, ids)],
-            )
+            cs.skip_couplings(conn, ctx.job_id, [(g.coupling_id, eid) for (g, _), eid in zip(skip, ids)], "deletion_conflict")
             counters.conflicts += len(skip)
             events.extend(event(g, "conflict", msg) for g, msg in skip)
         write_events(conn, events)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ class RunContext:
     overlap_seconds: float
     full: bool = False
     beat: Callable[[], None] = lambda: None
+    handled: set[int] = field(default_factory=set)  # couplings decided in this job (bidirectional: decide once)
 
 
 def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable) -> Counters:
@@ -60,35 +61,49 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
         chunk = retry[i:i + ctx.batch_size]
         rows = app_call(lambda: source.fetch(chunk, columns))
         _forget_vanished(ctx, plan, [k for k in chunk if k not in rows])
-        total.add(_process(ctx, plan, source, target, list(rows.values())))
+        total.add(process_rows(ctx, plan, source, target, list(rows.values())))
         ctx.beat()
 
     retried = set(retry)
     max_seen = None
-    mod = source.side.modified
     for page in app_iter(source.pages(columns, since, ctx.batch_size)):
-        if mod:
-            top = max((r[mod] for r in page if r.get(mod) is not None), default=None)
-            max_seen = top if max_seen is None or (top is not None and top > max_seen) else max_seen
+        max_seen = page_top(source, page, max_seen)
         rows = [r for r in page if str(r[source.side.key]) not in retried]
-        total.add(_process(ctx, plan, source, target, rows))
+        total.add(process_rows(ctx, plan, source, target, rows))
         ctx.beat()
+    advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon)
+    return total
 
+
+def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
+    """The highest modified-on seen so far, including this page."""
+    mod = table.side.modified
+    if not mod:
+        return max_seen
+    top = max((r[mod] for r in page if r.get(mod) is not None), default=None)
+    return top if max_seen is None or (top is not None and top > max_seen) else max_seen
+
+
+def advance_watermark(ctx: RunContext, mapping: str, side: str, watermark: Any, max_seen: Any, horizon: Any) -> None:
+    """Move the side's watermark to what this run read, never past the oldest open write
+    transaction (`horizon`) and never backwards."""
     new_mark = max_seen if horizon is None or max_seen is None else min(max_seen, horizon)
     if watermark is not None and (new_mark is None or new_mark < watermark):
         new_mark = watermark
     if new_mark is not None:
         with ctx.store.begin() as conn:
-            set_watermark(conn, plan.mapping, side, new_mark)
-    return total
+            set_watermark(conn, mapping, side, new_mark)
 
 
-def _process(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]]) -> Counters:
+def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]],
+                 couplings: dict[str, Any] | None = None) -> Counters:
+    """Decide and apply one batch of source rows one way (`couplings` by source key, if already read)."""
     if not rows:
         return Counters()
     keys = [str(r[source.side.key]) for r in rows]
-    with ctx.store.connect() as conn:
-        couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
+    if couplings is None:
+        with ctx.store.connect() as conn:
+            couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
     couplings = _recover_unkeyed(ctx, plan, target, rows, couplings)
     wanted = [c.target_key for c in couplings.values() if c.target_key is not None and not c.skipped]
     targets = app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
@@ -108,7 +123,7 @@ def _apply(
     _match(ctx, plan, target, [d for d in decisions if d.action == INSERT and d.target_key is None
                                and (d.coupling is None or d.coupling.target_key is None)])
     inserted = _insert(ctx, plan, target, [d for d in decisions if d.action == INSERT], failures)
-    updated = _update(target, [d for d in decisions if d.action == UPDATE], failures)
+    updated = update_targets(target, [d for d in decisions if d.action == UPDATE], failures)
 
     for d in decisions:
         already_counted = d.coupling is not None and d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"
@@ -124,17 +139,17 @@ def _apply(
             elif not already_counted:
                 counters.unchanged += 1
             if d.matched or d.completes_insert or _needs_refresh(d):
-                outcomes.append(_success(d, modified_of))
+                outcomes.append(_success(plan, d, modified_of))
         elif d.action == FAIL:
             failures.append((d, d.message or "failed", ""))
     for d in inserted:
         counters.inserted += 1
-        outcomes.append(_success(d, modified_of))
+        outcomes.append(_success(plan, d, modified_of))
         events.append(_event(ctx, plan, d, "inserted"))
     for d in updated:
         outcome = "coupled" if d.matched else "inserted" if d.completes_insert else "modified"
         setattr(counters, outcome, getattr(counters, outcome) + 1)
-        outcomes.append(_success(d, modified_of))
+        outcomes.append(_success(plan, d, modified_of))
         events.append(_event(ctx, plan, d, outcome))
     counters.failed += len(failures)
 
@@ -156,6 +171,7 @@ def _apply(
                           for d, _, _ in failures if d.cid in skipped_ids)
         write_events(conn, events)
         add_counters(conn, ctx.job_id, counters)
+    ctx.handled.update(d.cid for d in decisions if d.cid is not None)
     return counters
 
 
@@ -258,7 +274,7 @@ def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[D
     return landed
 
 
-def _update(target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]]) -> list[Decision]:
+def update_targets(target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]]) -> list[Decision]:
     groups: dict[tuple[str, ...], list[Decision]] = {}
     for d in todo:
         groups.setdefault(tuple(sorted(d.changes or {})), []).append(d)
@@ -317,11 +333,11 @@ def _needs_refresh(d: Decision) -> bool:
     return c is None or c.last_result != "success" or c.state != "synced" or c.source_hash != d.source_hash or c.target_hash != d.target_hash
 
 
-def _success(d: Decision, modified_of: dict[str, Any]) -> cs.Outcome:
+def _success(plan: DirectionPlan, d: Decision, modified_of: dict[str, Any]) -> cs.Outcome:
+    snapshot = {plan.source_side(): d.source_values, plan.target_side(): {k: canonical(v) for k, v in d.values.items()}}
     return cs.Outcome(
         coupling_id=_cid(d), success=True, target_key=d.target_key, source_hash=d.source_hash,
-        target_hash=d.target_hash, source_modified=modified_of.get(d.source_key),
-        values={k: canonical(v) for k, v in d.values.items()},
+        target_hash=d.target_hash, source_modified=modified_of.get(d.source_key), values=snapshot,
     )
 
 

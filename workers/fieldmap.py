@@ -45,10 +45,15 @@ class DirectionPlan:
     match_columns: tuple[str, ...] = ()  # target columns compared by match-based coupling
     on_deletion_conflict: str = "skip"
     target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
+    target_snapshot: tuple[str, ...] = ()  # every mapped target column: what a coupling's snapshot and hash cover
 
     @property
     def target_fields(self) -> tuple[str, ...]:
         return tuple(r.target for r in self.rules)
+
+    @property
+    def target_hash_columns(self) -> tuple[str, ...]:
+        return self.target_snapshot or self.target_fields
 
     @property
     def source_key_column(self) -> str:
@@ -77,7 +82,9 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         source_col = f.local if src == "local" else f.integration
         fn = get_transform(f.transform) if f.transform else None
         rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform))
-    source_cols = tuple(dict.fromkeys(r.source for r in rules if r.source is not None))
+    # Every mapped column of each side, whichever way its field flows: a bidirectional mapping's
+    # snapshot must cover the whole record on both sides for the three-way comparison.
+    source_cols = side_columns(spec, src)
     target_spec = spec.side(tgt)
     key_rule = next((r for r in rules if r.target == target_spec.key and r.source is not None), None)
     columns = {c.name: c for c in target_table.columns} if target_table is not None else None
@@ -89,8 +96,14 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
         key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
-        match_columns=match, on_deletion_conflict=spec.on_deletion_conflict,
+        match_columns=match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
     )
+
+
+def side_columns(spec: MappingSpec, side: str) -> tuple[str, ...]:
+    """The side's mapped columns in field order (a constant's column belongs to the side it is written to)."""
+    names = (f.local if side == "local" else f.integration for f in spec.fields)
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def target_values(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
 from workers.apps import AppError, AppTable, AppUnavailable, app_failure
+from workers.bidirectional import run_bidirectional
 from workers.engine import RunContext, run_direction
 from workers.fieldmap import compile_plan
 from workers.locks import MappingLock
@@ -203,8 +204,6 @@ def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> 
 def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
                  beat: Callable[[], None] | None = None) -> Counters:
     spec = stored.spec
-    if spec.direction == "bidirectional":
-        raise JobRefused(f"mapping {spec.name} is bidirectional; this release syncs one-way mappings only")
     tables = {}
     for side in ("local", "integration"):
         side_spec = spec.side(side)
@@ -217,10 +216,9 @@ def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, jo
         except sa.exc.DBAPIError as exc:
             failure = app_failure(exc)
             raise type(failure)(f"app {side_spec.app} ({redact_url(str(engine.url))}): {failure}") from exc
-    total = Counters()
     ctx = RunContext(store=store, job_id=job_id, batch_size=spec.batch_size or settings.batch_size,
                      overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))
-    for direction in spec.directions():
-        source, target = tables[source_side(direction)], tables[target_side(direction)]
-        total.add(run_direction(ctx, compile_plan(spec, direction, target.table), source, target))
-    return total
+    if spec.direction == "bidirectional":
+        return run_bidirectional(ctx, spec, tables["local"], tables["integration"])
+    source, target = tables[source_side(spec.direction)], tables[target_side(spec.direction)]
+    return run_direction(ctx, compile_plan(spec, spec.direction, target.table), source, target)
