@@ -33,8 +33,9 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
             problems.append(Problem(where, f"cannot connect to {redact_url(url)}: {reason}"))
             engines[name] = None
     try:
+        by_name = {m.name: m for m in cfg.mappings}
         for m in cfg.mappings:
-            problems.extend(_check_mapping(m, engines))
+            problems.extend(_check_mapping(m, engines, by_name))
     finally:
         for engine in engines.values():
             if engine is not None:
@@ -42,7 +43,7 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
     return problems
 
 
-def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None]) -> list[Problem]:
+def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name: dict[str, MappingSpec]) -> list[Problem]:
     problems: list[Problem] = []
     tables: dict[str, sa.Table] = {}
     for side in ("local", "integration"):
@@ -67,6 +68,9 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None]) -> list
             if col and col not in tables[side].c:
                 problems.append(Problem(where, f"column {col!r} does not exist in {side} table {m.side(side).table}"))
         if f.constant is not None or f.local not in tables["local"].c or f.integration not in tables["integration"].c:
+            continue
+        if f.parent is not None:
+            problems.extend(_check_parent_field(where, f.local, f.integration, tables, by_name.get(f.parent), engines))
             continue
         direction = m.field_direction(f)
         flows = ["to_integration", "from_integration"] if direction == "bidirectional" else [direction]
@@ -124,3 +128,24 @@ def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table) ->
                                 f"({direction.replace('_', ' ')}): add a field or a constant for it"))
     return problems
 
+
+
+def _check_parent_field(where: str, local: str, integration: str, tables: dict[str, sa.Table],
+                        parent: MappingSpec | None, engines: dict[str, sa.Engine | None]) -> list[Problem]:
+    """A parent field holds the parent mapping's record keys: each side must fit that side's key type."""
+    problems: list[Problem] = []
+    if parent is None:
+        return problems
+    for side, column in (("local", local), ("integration", integration)):
+        spec, engine = parent.side(side), engines.get(parent.side(side).app)
+        if engine is None:
+            continue
+        try:
+            key = reflect_table(engine, spec.table, spec.schema_).c.get(spec.key)
+        except sa.exc.NoSuchTableError:
+            continue  # reported with the parent mapping
+        col = tables[side].c[column]
+        if key is not None and not compatible(category(key.type), category(col.type)):
+            problems.append(Problem(where, f"{side} {column} is {category(col.type)} ({col.type}) but holds keys of "
+                                           f"{parent.name}'s {side} key {spec.key}, which is {category(key.type)} ({key.type})"))
+    return problems

@@ -41,6 +41,7 @@ class FieldSpec(_Strict):
     constant: Any = None
     direction: Direction | None = None
     transform: str | None = None
+    parent: str | None = None  # the values are record keys of this mapping, translated through its couplings
 
     def label(self, index: int) -> str:
         if self.constant is not None:
@@ -165,6 +166,11 @@ def _check_fields(m: MappingSpec, transforms: set[str]) -> list[Problem]:
             continue
         if f.transform is not None and f.transform not in transforms:
             problems.append(Problem(where, f"unknown transform {f.transform!r}; known: {', '.join(sorted(transforms))}"))
+        if f.parent is not None:
+            if f.parent not in m.depends_on:
+                problems.append(Problem(where, f"parent {f.parent!r} must also be listed in depends_on, so it syncs first"))
+            if f.transform is not None or f.constant is not None:
+                problems.append(Problem(where, "a parent field carries keys as they are: no transform or constant"))
         if f.transform is not None and direction == "bidirectional":
             problems.append(Problem(where, "a transform applies one way: give the field a direction"))
         for d in ([direction] if direction != "bidirectional" else ["to_integration", "from_integration"]):

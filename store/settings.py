@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(60.0, gt=0)
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     max_retries: int = Field(5, ge=0, le=100)
+    dependency_wait_seconds: float = Field(600.0, ge=0)
     operator: str | None = None
 
     @field_validator("store_url")

@@ -7,7 +7,7 @@ from dramatiq.middleware import CurrentMessage
 
 from store.settings import get_settings
 from workers.broker import installed_broker
-from workers.runner import RetryLater, run_job
+from workers.runner import DEFERRED, RetryLater, run_job
 from workers.store_engine import store_engine
 
 if installed_broker() is None:
@@ -27,4 +27,9 @@ def sync_job(job_id: int) -> None:
     """Run sync job `job_id` (kinds sync / full_sync)."""
     message = CurrentMessage.get_current_message()
     retries = int(message.options.get("retries", 0)) if message is not None else 0
-    run_job(store_engine(), _settings, int(job_id), retries=retries)
+    if run_job(store_engine(), _settings, int(job_id), retries=retries) == DEFERRED:
+        # A parent mapping has not synced yet: look again shortly. The job stays queued meanwhile.
+        sync_job.send_with_options(args=(int(job_id),), delay=DEFER_MS)
+
+
+DEFER_MS = 1000

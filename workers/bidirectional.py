@@ -97,6 +97,11 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
     other = "integration" if local_side else "local"
     columns = plan.integration_columns if local_side else plan.local_columns
     others = app_call(lambda: tables[other].fetch([str(c.target_key) for _, c in pairs], columns, apply_filter=False))
+    with ctx.store.connect() as conn:
+        mine = [row for row, _ in pairs]
+        theirs = list(others.values())
+        refs = {"to_integration": cs.parent_refs(conn, plan.to_integration, mine if local_side else theirs),
+                "from_integration": cs.parent_refs(conn, plan.from_integration, theirs if local_side else mine)}
     decisions: list[PairDecision] = []
     missing: list[PairDecision] = []
     for row, c in pairs:
@@ -106,7 +111,7 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
             missing.append(PairDecision(FAIL, oriented, message=f"the coupled {other} record {c.target_key} no longer exists"))
             continue
         local_row, integration_row = (row, counterpart) if local_side else (counterpart, row)
-        decisions.append(merge(plan, oriented, local_row, integration_row))
+        decisions.append(merge(plan, oriented, local_row, integration_row, refs))
     decisions.extend(missing)
     modified = {c.id: (row, others.get(str(c.target_key)) or {}) for row, c in pairs}
     return _apply_pairs(ctx, plan, tables, decisions, modified, local_side)

@@ -6,7 +6,7 @@ Every function is set-based: one query per 1,000 keys for reads, one executemany
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from store.db import utcnow
 from store.schema import couplings
 from workers.apps import IN_CHUNK, key_batch, key_in
 from workers.decide import CouplingState
+from workers.fieldmap import DirectionPlan
 
 
 
@@ -206,6 +207,29 @@ def delete_intents(conn: sa.Connection, ids: Sequence[int]) -> None:
     """Forget insert intents whose source record disappeared before it was ever synced."""
     for i in range(0, len(ids), IN_CHUNK):
         conn.execute(sa.delete(couplings).where(couplings.c.id.in_(ids[i:i + IN_CHUNK]), couplings.c.state == "pending"))
+
+
+def translate(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> dict[str, str]:
+    """{source key: target key} of `mapping`'s synced couplings: how a child's parent key crosses over."""
+    sides = Sides.of(direction)
+    src, tgt = couplings.c[sides.source_key], couplings.c[sides.target_key]
+    out: dict[str, str] = {}
+    step = key_batch(conn.dialect.name)
+    for i in range(0, len(keys), step):
+        q = sa.select(src, tgt).where(couplings.c.mapping == mapping, couplings.c.state == "synced", tgt.is_not(None),
+                                      key_in(src, list(keys[i:i + step]), conn.dialect.name))
+        out.update({str(s): str(t) for s, t in conn.execute(q)})
+    return out
+
+
+def parent_refs(conn: sa.Connection, plan: DirectionPlan, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Translations for the parent fields of these source rows (one query per parent field)."""
+    out: dict[str, dict[str, str]] = {}
+    for rule in plan.rules:
+        if rule.parent is not None and rule.source is not None:
+            keys = sorted({str(r[rule.source]) for r in rows if r.get(rule.source) is not None})
+            out[rule.target] = translate(conn, rule.parent, plan.direction, keys) if keys else {}
+    return out
 
 
 def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> set[str]:

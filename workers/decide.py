@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
+from workers.fieldmap import DirectionPlan, RecordError, Refs, canonical_values, target_values
 from workers.hashing import canonical, content_hash
 
 INSERT, UPDATE, UNCHANGED, IGNORE, SKIP, FAIL = "insert", "update", "unchanged", "ignore", "skip", "fail"
@@ -63,12 +63,14 @@ def decide(
     rows: list[Mapping[str, Any]],
     couplings: Mapping[str, CouplingState],
     targets: Mapping[str, Mapping[str, Any]],
+    refs: Refs | None = None,
 ) -> list[Decision]:
     """One decision per source row, in input order.
 
-    `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only).
+    `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only),
+    `refs` translates parent fields' keys.
     """
-    return [_decide_one(plan, row, couplings, targets) for row in rows]
+    return [_decide_one(plan, row, couplings, targets, refs) for row in rows]
 
 
 def _decide_one(
@@ -76,6 +78,7 @@ def _decide_one(
     row: Mapping[str, Any],
     couplings: Mapping[str, CouplingState],
     targets: Mapping[str, Mapping[str, Any]],
+    refs: Refs | None,
 ) -> Decision:
     key = str(row[plan.source_key_column])
     coupling = couplings.get(key)
@@ -84,7 +87,7 @@ def _decide_one(
     if coupling is not None and coupling.state == "uncoupled":  # an operator or strategy removed the pair
         return Decision(IGNORE, key, coupling)
     try:
-        values = target_values(plan, row)
+        values = target_values(plan, row, refs)
     except RecordError as exc:
         return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
     source_canon = canonical_values(row, plan.source_columns)

@@ -25,7 +25,7 @@ from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
 from workers.deletions import scan_deletions
 from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff
-from workers.fieldmap import DirectionPlan, RecordError, canonical_values, target_values
+from workers.fieldmap import DirectionPlan, RecordError, Refs, canonical_values, target_values
 from workers.hashing import canonical
 from workers.journal import RecordRef, event_row, write_errors, write_events
 from workers.watermark import get_watermark, minus_overlap, set_watermark
@@ -101,13 +101,14 @@ def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target:
     if not rows:
         return Counters()
     keys = [str(r[source.side.key]) for r in rows]
-    if couplings is None:
-        with ctx.store.connect() as conn:
+    with ctx.store.connect() as conn:
+        if couplings is None:
             couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
-    couplings = _recover_unkeyed(ctx, plan, target, rows, couplings)
+        refs = cs.parent_refs(conn, plan, rows)
+    couplings = _recover_unkeyed(ctx, plan, target, rows, couplings, refs)
     wanted = [c.target_key for c in couplings.values() if c.target_key is not None and not c.skipped]
     targets = app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
-    decisions = decide(plan, rows, couplings, targets)
+    decisions = decide(plan, rows, couplings, targets, refs)
     modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
     return _apply(ctx, plan, target, decisions, modified_of)
 
@@ -290,7 +291,8 @@ def update_targets(target: AppTable, todo: list[Decision], failures: list[tuple[
 
 
 def _recover_unkeyed(
-    ctx: RunContext, plan: DirectionPlan, target: AppTable, rows: list[dict[str, Any]], couplings: dict[str, Any]
+    ctx: RunContext, plan: DirectionPlan, target: AppTable, rows: list[dict[str, Any]], couplings: dict[str, Any],
+    refs: Refs,
 ) -> dict[str, Any]:
     """Intents interrupted while the database was making their key: find the row they may have made."""
     suspects = [c for c in couplings.values() if c.state == "pending" and c.target_key is None and c.last_result is None]
@@ -304,7 +306,7 @@ def _recover_unkeyed(
         if row is None:
             continue
         try:
-            values = target_values(plan, row)
+            values = target_values(plan, row, refs)
         except RecordError:
             continue
         found = app_call(lambda: target.find_equal(values, taken))

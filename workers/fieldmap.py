@@ -29,6 +29,7 @@ class FieldRule:
     constant: Any = None
     transform: Callable[[Any], Any] | None = None
     transform_name: str | None = None
+    parent: str | None = None  # a mapping whose couplings translate this field's keys
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
             continue
         source_col = f.local if src == "local" else f.integration
         fn = get_transform(f.transform) if f.transform else None
-        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform))
+        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform, parent=f.parent))
     # Every mapped column of each side, whichever way its field flows: a bidirectional mapping's
     # snapshot must cover the whole record on both sides for the three-way comparison.
     source_cols = side_columns(spec, src)
@@ -106,11 +107,24 @@ def side_columns(spec: MappingSpec, side: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
-def target_values(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The target-side values one source row maps to, coerced to the target columns' types."""
+Refs = Mapping[str, Mapping[str, str]]  # target column of a parent field → {source-side key: target-side key}
+
+
+def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None = None) -> dict[str, Any]:
+    """The target-side values one source row maps to, coerced to the target columns' types.
+
+    A parent field's value is a key of another mapping's record: it is replaced by the key of that
+    record's counterpart, from `refs`; a parent not coupled yet fails this record alone.
+    """
     out: dict[str, Any] = {}
     for rule in plan.rules:
         value = rule.constant if rule.source is None else row.get(rule.source)
+        if rule.parent is not None and value is not None:
+            found = (refs or {}).get(rule.target, {}).get(str(value))
+            if found is None:
+                raise RecordError(f"field {rule.source} → {rule.target}: the parent record {value} of mapping "
+                                  f"{rule.parent} is not coupled yet; this record is retried after {rule.parent} syncs it")
+            value = found
         if rule.transform is not None:
             try:
                 value = rule.transform(value)

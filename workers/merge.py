@@ -22,7 +22,7 @@ from typing import Any
 
 from store.config_model import MappingSpec
 from workers.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState
-from workers.fieldmap import DirectionPlan, RecordError, target_values
+from workers.fieldmap import DirectionPlan, RecordError, Refs, target_values
 from workers.hashing import canonical, content_hash
 
 CONFLICT = "conflict"
@@ -105,8 +105,10 @@ def side_hash(values: Mapping[str, Any], columns: tuple[str, ...]) -> str:
     return content_hash([values.get(c) for c in columns])
 
 
-def merge(plan: PairPlan, coupling: CouplingState, local: Mapping[str, Any], integration: Mapping[str, Any]) -> PairDecision:
-    """Decide one coupled record with both sides in view. `coupling` is oriented local → integration."""
+def merge(plan: PairPlan, coupling: CouplingState, local: Mapping[str, Any], integration: Mapping[str, Any],
+          refs: Mapping[str, Refs] | None = None) -> PairDecision:
+    """Decide one coupled record with both sides in view. `coupling` is oriented local → integration;
+    `refs` holds each direction's parent-key translations."""
     if coupling.skipped:
         return PairDecision(SKIP, coupling)
     cur_l = {c: canonical(local.get(c)) for c in plan.local_columns}
@@ -115,8 +117,8 @@ def merge(plan: PairPlan, coupling: CouplingState, local: Mapping[str, Any], int
     if lh == coupling.source_hash and ih == coupling.target_hash and coupling.last_result == "success":
         return PairDecision(UNCHANGED, coupling, local_hash=lh, integration_hash=ih)
     try:
-        want_i = target_values(plan.to_integration, local)
-        want_l = target_values(plan.from_integration, integration)
+        want_i = target_values(plan.to_integration, local, (refs or {}).get("to_integration"))
+        want_l = target_values(plan.from_integration, integration, (refs or {}).get("from_integration"))
     except RecordError as exc:
         return PairDecision(FAIL, coupling, message=str(exc))
 

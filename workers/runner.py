@@ -99,6 +99,11 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
     if not _deliverable(job, retries):  # decided before locking: a duplicate must never hold the lock
         log.info("job %s is already %s; duplicate delivery dropped", job_id, job.status)
         return None
+    with store.connect() as conn:
+        blocking = _dependencies_active(conn, job)
+    if blocking and (utcnow() - job.enqueued_at).total_seconds() < settings.dependency_wait_seconds:
+        log.info("job %s (%s) waits for %s to sync first", job_id, job.mapping, ", ".join(blocking))
+        return DEFERRED
     lock = MappingLock(store, job.mapping, lease_seconds=settings.heartbeat_timeout_seconds)
     if not _acquire(store, lock, job_id):
         with store.begin() as conn:
@@ -159,6 +164,20 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
 
 
 LOCK_GRACE_SECONDS = 10.0
+DEFERRED = "deferred"  # run_job's answer when the job must wait for its depends_on mappings: send it again later
+
+
+def _dependencies_active(conn: sa.Connection, job: sa.Row) -> list[str]:  # type: ignore[type-arg]
+    """`depends_on` mappings with a sync job enqueued no later than this one and not yet finished:
+    within a tick (or after a manual sync of the parent) the parent's records are coupled first."""
+    if job.kind not in SYNC_KINDS:
+        return []
+    stored = get_mapping(conn, job.mapping)
+    if stored is None or not stored.spec.depends_on:
+        return []
+    return sorted(set(conn.execute(sa.select(jobs.c.mapping).where(
+        jobs.c.mapping.in_(stored.spec.depends_on), jobs.c.status.in_(("queued", "running")),
+        jobs.c.kind.in_(SYNC_KINDS), jobs.c.enqueued_at <= job.enqueued_at)).scalars()))
 
 
 def _deliverable(job: sa.Row, retries: int) -> bool:  # type: ignore[type-arg]

@@ -78,6 +78,10 @@ def test_valid_config_parses() -> None:
      "app crm, url: holds a literal password; tablesync never stores secrets"),
     (lambda d: m0(d).update(name="has space"), "mapping has space, name: String should match pattern"),
     (lambda d: m0(d).update(skip_after_failures=0), "mapping CUSTOMER, skip_after_failures: Input should be greater than or equal to 1"),
+    (lambda d: m0(d)["fields"].append({"local": "parent_id", "integration": "parentid", "parent": "CUSTOMER"}),
+     "mapping CUSTOMER, field #3 (parent_id ↔ parentid): parent 'CUSTOMER' must also be listed in depends_on"),
+    (lambda d: (m0(d).update(on_update_conflict="newest_wins"), m0(d)["integration"].pop("modified")),
+     "mapping CUSTOMER, on_update_conflict: newest_wins compares modified-on values"),
 ])
 def test_each_problem_is_located_and_explained(mutate: Any, expected: str) -> None:
     found = problems(mutate)
