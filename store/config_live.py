@@ -96,6 +96,12 @@ def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) 
         elif category(table.c[spec.modified].type) not in _MODIFIED_OK:
             problems.append(Problem(where, f"modified column {spec.modified!r} is {table.c[spec.modified].type}; "
                                            "it must be a timestamp, date or number"))
+    if spec.deleted:
+        if spec.deleted not in table.c:
+            problems.append(Problem(where, f"deleted column {spec.deleted!r} does not exist in {spec.table}"))
+        elif category(table.c[spec.deleted].type) not in ("boolean", "datetime", "date"):
+            problems.append(Problem(where, f"deleted column {spec.deleted!r} is {table.c[spec.deleted].type}; "
+                                           "it must be a boolean flag or a deleted-at timestamp"))
     if spec.filter:
         try:
             with engine.connect() as conn:

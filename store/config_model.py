@@ -32,6 +32,7 @@ class SideSpec(_Strict):
     key: str
     modified: str | None = None
     filter: str | None = None
+    deleted: str | None = None  # soft-delete column: a true flag or a set deleted-at means the record is deleted
     schema_: str | None = Field(default=None, alias="schema")
 
 

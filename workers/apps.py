@@ -52,8 +52,16 @@ class AppTable:
     def modified(self) -> sa.Column[Any] | None:
         return self.table.c[self.side.modified] if self.side.modified else None
 
+    @property
+    def deleted(self) -> sa.Column[Any] | None:
+        return self.table.c[self.side.deleted] if self.side.deleted else None
+
     def _filtered(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.where(sa.text(f"({self.side.filter})")) if self.side.filter else query
+
+    def _live(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        """Soft-deleted rows (the side's `deleted:` column set) read as absent everywhere."""
+        return query.where(alive(self.deleted)) if self.deleted is not None else query
 
     def _columns(self, names: Sequence[str], raw: bool = False) -> list[Any]:
         """Key, modified-on and `names`; with `raw`, the mapped columns skip SQLAlchemy's result
@@ -91,7 +99,7 @@ class AppTable:
 
     def _page_query(self, columns: Sequence[str], raw: bool, since: Any, last: tuple[Any, Any] | None) -> sa.Select[Any]:
         mod, key = self.modified, self.key
-        q = self._filtered(sa.select(*self._columns(columns, raw)))
+        q = self._live(self._filtered(sa.select(*self._columns(columns, raw))))
         if since is not None and mod is not None:
             q = q.where(mod >= since)
             if last is not None:
@@ -111,7 +119,7 @@ class AppTable:
                 chunk = keylist[i:i + step]
 
                 def build(raw: bool, chunk: list[str] = chunk) -> sa.Select[Any]:
-                    q = sa.select(*self._columns(columns, raw)).where(key_in(self.key, chunk, self.engine.dialect.name))
+                    q = self._live(sa.select(*self._columns(columns, raw)).where(key_in(self.key, chunk, self.engine.dialect.name)))
                     return self._filtered(q) if apply_filter else q
 
                 for row in self._rows(conn, build):
@@ -125,7 +133,7 @@ class AppTable:
         step = key_batch(self.engine.dialect.name)
         with self.engine.connect() as conn:
             for i in range(0, len(keylist), step):
-                q = sa.select(self.key).where(key_in(self.key, keylist[i:i + step], self.engine.dialect.name))
+                q = self._live(sa.select(self.key).where(key_in(self.key, keylist[i:i + step], self.engine.dialect.name)))
                 found.update(str(k) for k in conn.execute(q).scalars())
         return found
 
@@ -135,11 +143,13 @@ class AppTable:
         keylist = [k for k in dict.fromkeys(keys) if k is not None]
         if self.engine.dialect.name != "postgresql" or not keylist:
             return set(keylist) - self.existing(keylist)
-        preparer = self.engine.dialect.identifier_preparer
         key_type = self.key.type.compile(dialect=self.engine.dialect)
+        live = "" if self.deleted is None else " AND " + str(
+            alive(self.deleted).compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
         stmt = sa.text(
-            f"SELECT u.k FROM unnest(CAST(:keys AS text[])) AS u(k) WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {self._qualified()} t WHERE t.{preparer.quote(self.key.name)} = CAST(u.k AS {key_type}))"
+            f"SELECT u.k FROM unnest(CAST(:keys AS text[])) AS u(k) WHERE NOT EXISTS (SELECT 1 FROM {self._qualified()} "
+            f"WHERE {self._qualified()}.{self.engine.dialect.identifier_preparer.quote(self.key.name)} = "
+            f"CAST(u.k AS {key_type}){live})"
         )
         with self.engine.connect() as conn:
             return {str(k) for k in conn.execute(stmt, {"keys": keylist}).scalars()}
@@ -155,7 +165,8 @@ class AppTable:
             for i in range(0, len(unique), 500):
                 chunk = unique[i:i + 500]
                 cond = exprs[0].in_([t[0] for t in chunk]) if len(exprs) == 1 else sa.tuple_(*exprs).in_(chunk)
-                for row in conn.execute(sa.select(self.key, *[e.label(f"m{j}") for j, e in enumerate(exprs)]).where(cond)):
+                q = self._live(sa.select(self.key, *[e.label(f"m{j}") for j, e in enumerate(exprs)]).where(cond))
+                for row in conn.execute(q):
                     values = tuple(match_value(canonical(v)) for v in row[1:])
                     found.setdefault(values, []).append(str(row[0]))
         return found
@@ -164,7 +175,8 @@ class AppTable:
         """A row whose mapped columns equal `values` and whose key is not in `exclude_keys`."""
         conds = [self.table.c[c] == v if v is not None else self.table.c[c].is_(None) for c, v in values.items()]
         with self.engine.connect() as conn:
-            for (k,) in conn.execute(sa.select(self.key).where(*conds).order_by(self.key).limit(len(exclude_keys) + 1)):
+            q = self._live(sa.select(self.key).where(*conds)).order_by(self.key).limit(len(exclude_keys) + 1)
+            for (k,) in conn.execute(q):
                 if str(k) not in exclude_keys:
                     return str(k)
         return None
@@ -229,6 +241,27 @@ class AppTable:
             rows = conn.execute(sa.text(f"SELECT {expr} FROM generate_series(1, :n)"), {"n": n})
             return [str(r[0]) for r in rows]
 
+    def delete(self, conn: sa.Connection, keys: Sequence[str]) -> None:
+        """Delete these records: a soft-delete side only sets its `deleted:` column."""
+        cond = self.key.in_([key_to_db(k, self.key) for k in keys])
+        if self.deleted is None:
+            conn.execute(sa.delete(self.table).where(cond))
+        else:
+            mark = sa.true() if category(self.deleted.type) == "boolean" else sa.func.current_timestamp()
+            conn.execute(sa.update(self.table).where(cond).values({self.deleted.name: mark}))
+
+    def undelete(self, keys: Sequence[str]) -> set[str]:
+        """Clear the `deleted:` mark of these soft-deleted records; returns the keys it revived."""
+        if self.deleted is None or not keys:
+            return set()
+        cond = sa.and_(self.key.in_([key_to_db(k, self.key) for k in keys]), sa.not_(alive(self.deleted)))
+        clear = sa.false() if category(self.deleted.type) == "boolean" else None
+        with self.engine.begin() as conn:
+            revived = {str(k) for k in conn.execute(sa.select(self.key).where(cond)).scalars()}
+            if revived:
+                conn.execute(sa.update(self.table).where(cond).values({self.deleted.name: clear}))
+        return revived
+
     def _qualified(self) -> str:
         preparer = self.engine.dialect.identifier_preparer
         name = preparer.quote(self.table.name)
@@ -260,6 +293,13 @@ def key_batch(dialect: str) -> int:
     """Keys per lookup: one array parameter holds many on PostgreSQL; elsewhere each key is a
     placeholder, and drivers/servers limit those."""
     return 50_000 if dialect == "postgresql" else IN_CHUNK
+
+
+def alive(deleted: sa.Column[Any]) -> sa.ColumnElement[bool]:
+    """Not soft-deleted: a boolean mark unset, or a deleted-at (any other type) null."""
+    if category(deleted.type) == "boolean":
+        return sa.not_(sa.func.coalesce(deleted, sa.false()))
+    return deleted.is_(None)
 
 
 def key_in(column: sa.Column[Any], keys: list[str], dialect: str) -> sa.ColumnElement[bool]:

@@ -20,7 +20,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from store.app_schema import key_to_db
 from store.jobs import Counters, add_counters
 from store.schema import couplings
 from workers import coupling_store as cs
@@ -107,11 +106,8 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
                                        (source, delete_source, src_side, lambda g: g.source_key)):
         if not items:
             continue
-        key_col = table.key
-
-        def write(conn: sa.Connection, part: Sequence[Gone], table: AppTable = table, key_col: Any = key_col,
-                  key_of: Any = key_of) -> None:
-            conn.execute(sa.delete(table.table).where(key_col.in_([key_to_db(key_of(g), key_col) for g in part])))
+        def write(conn: sa.Connection, part: Sequence[Gone], table: AppTable = table, key_of: Any = key_of) -> None:
+            table.delete(conn, [key_of(g) for g in part])
 
         done, failed = split_write(table.engine, items, write)
         deleted = [g for g, _ in done]
@@ -120,6 +116,8 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
         counters.deleted += len(deleted)
         skip.extend((f.item, f"deleting the {side} record {key_of(f.item)} failed: {f.message}") for f in failed)
 
+    revived = {tgt_side: app_call(lambda: target.undelete([g.target_key for g in restore])),
+               src_side: app_call(lambda: source.undelete([g.source_key for g in restore_source]))}
     events: list[dict[str, Any]] = []
 
     def event(g: Gone, outcome: str, message: str | None = None) -> dict[str, Any]:
@@ -141,6 +139,12 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
             events.extend(event(g, "deleted" if g.coupling_id in deleted_ids else "uncoupled") for g in remove)
         for items, lost, lost_key, origin in ((restore, tgt_side, sides.target_key, src_side),
                                               (restore_source, src_side, sides.source_key, tgt_side)):
+            if revived.get(lost):  # soft-deleted: cleared, then compared and updated by this job's retry pass
+                ids = [g.coupling_id for g in items if (g.target_key if lost == tgt_side else g.source_key) in revived[lost]]
+                conn.execute(sa.update(couplings).where(couplings.c.id.in_(ids)).values(last_result=None))
+                events.extend(event(g, "restoring", f"the soft-deleted {lost} record was undeleted")
+                              for g in items if g.coupling_id in ids)
+                items = [g for g in items if g.coupling_id not in ids]
             if items:  # back to an insert intent from the survivor: this job's retry pass re-creates the record
                 conn.execute(sa.update(couplings).where(couplings.c.id.in_([g.coupling_id for g in items])).values(
                     {lost_key: None, "state": "pending", "origin": origin, "last_result": None}))

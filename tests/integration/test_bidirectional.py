@@ -19,8 +19,8 @@ apps:
   crm: {{url: "${{CRM_DATABASE_URL}}"}}
 mappings:
   - name: CUSTOMER
-    local:       {{app: erp, table: customers, key: id, modified: modified_at}}
-    integration: {{app: crm, table: accounts, key: account_id, modified: modifiedon}}
+    local:       {{app: erp, table: customers, key: id, modified: modified_at{local_extra}}}
+    integration: {{app: crm, table: accounts, key: account_id, modified: modifiedon{integ_extra}}}
     direction: bidirectional
     schedule: "every 1h"
     on_update_conflict: {update}
@@ -41,8 +41,9 @@ CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUN
 """
 
 
-def configure(env: Any, update: str = "skip", delete: str = "skip") -> None:
-    (env.tmp / "tablesync.yaml").write_text(CONFIG.format(update=update, delete=delete))
+def configure(env: Any, update: str = "skip", delete: str = "skip", local_extra: str = "", integ_extra: str = "") -> None:
+    (env.tmp / "tablesync.yaml").write_text(CONFIG.format(update=update, delete=delete, local_extra=local_extra,
+                                                          integ_extra=integ_extra))
     env.cli("config", "apply")
 
 
@@ -181,4 +182,35 @@ def test_deletions_on_either_side(env, strategy: str) -> None:  # type: ignore[n
         execute(erp, "UPDATE customers SET city = 'Moved' WHERE name = 'ERP 1'")
         assert sync(env)["inserted"] == 0  # ... and are never re-created on the other side
         assert "ERP 1" not in crm_view(crm)
+    assert_quiet(env, erp, crm)
+
+
+def test_soft_delete_columns_delete_and_restore_by_flag(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm = setup(env, erp_rows=3, crm_rows=2)
+    execute(erp, "ALTER TABLE customers ADD COLUMN is_deleted boolean NOT NULL DEFAULT false")
+    execute(crm, "ALTER TABLE accounts ADD COLUMN deleted_at timestamptz")
+    soft = {"local_extra": ", deleted: is_deleted", "integ_extra": ", deleted: deleted_at"}
+    configure(env, delete="delete", **soft)
+    env.start_worker()
+    assert sync(env)["inserted"] == 5
+
+    execute(erp, "UPDATE customers SET is_deleted = true WHERE name = 'ERP 1'")
+    execute(crm, "UPDATE accounts SET deleted_at = now() WHERE name = 'CRM 1'")
+    job = sync(env)
+    assert (job["deleted"], job["conflicts"], job["inserted"]) == (2, 0, 0), job
+    # Deleting on a soft-delete side sets its mark; no row is removed.
+    assert rows(crm, "SELECT name, deleted_at IS NOT NULL FROM accounts WHERE name IN ('ERP 1', 'CRM 1')") == {
+        "ERP 1": (True,), "CRM 1": (True,)}
+    assert rows(erp, "SELECT name, is_deleted FROM customers WHERE name IN ('ERP 1', 'CRM 1')") == {
+        "ERP 1": (True,), "CRM 1": (True,)}
+    assert count(erp, "customers") == count(crm, "accounts") == 5
+    assert_quiet(env, erp, crm)
+
+    configure(env, delete="restore", **soft)
+    execute(crm, "UPDATE accounts SET deleted_at = now() WHERE name = 'ERP 2'")
+    execute(erp, "UPDATE customers SET city = 'Narvik' WHERE name = 'ERP 2'")
+    job = sync(env)
+    assert (job["conflicts"], job["inserted"], job["failed"]) == (0, 0, 0), job
+    # Restored by clearing the mark, then brought up to date in the same job.
+    assert rows(crm, "SELECT name, deleted_at IS NULL, address1_city FROM accounts WHERE name = 'ERP 2'") == {"ERP 2": (True, "Narvik")}
     assert_quiet(env, erp, crm)
