@@ -44,6 +44,17 @@ mappings:
       - {{local: name,    integration: fullname, transform: strip}}
       - {{local: email,   integration: emailaddress1}}
       - {{local: company, integration: companyname}}
+  - name: CONTACT
+    local:       {{app: erp, table: contacts, key: id, modified: modified_at}}
+    integration: {{app: crm, table: contacts, key: contactid, modified: modifiedon}}
+    direction: bidirectional
+    schedule: "every 30s"
+    depends_on: [CUSTOMER]
+    fields:
+      - {{local: customer_id, integration: parentcustomerid, parent: CUSTOMER, direction: to_integration}}
+      - {{local: name,        integration: fullname}}
+      - {{local: phone,       integration: telephone1}}
+      - {{local: title,       integration: jobtitle}}
 """
 
 FIRST = ["Anna", "Bo", "Carla", "Dmitri", "Eva", "Femi", "Greta", "Hiro", "Ines", "Jonas", "Kaja", "Lars", "Mona", "Nils"]
@@ -73,6 +84,14 @@ def _apps(erp_url: str, crm_url: str, rows: int) -> None:
     leads = sa.Table("leads", crm_md, sa.Column("lead_id", sa.Integer, primary_key=True),
                      sa.Column("fullname", sa.String(100)), sa.Column("emailaddress1", sa.String(200)),
                      sa.Column("companyname", sa.String(100)), sa.Column("modifiedon", sa.DateTime, nullable=False))
+    contacts = sa.Table("contacts", erp_md, sa.Column("id", sa.Integer, primary_key=True),
+                        sa.Column("customer_id", sa.Integer), sa.Column("name", sa.String(100), nullable=False),
+                        sa.Column("phone", sa.String(40)), sa.Column("title", sa.String(60)),
+                        sa.Column("modified_at", sa.DateTime, nullable=False, server_default=sa.func.current_timestamp()))
+    sa.Table("contacts", crm_md, sa.Column("contactid", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("parentcustomerid", sa.Integer), sa.Column("fullname", sa.String(100), nullable=False),
+             sa.Column("telephone1", sa.String(40)), sa.Column("jobtitle", sa.String(60)),
+             sa.Column("modifiedon", sa.DateTime, server_default=sa.func.current_timestamp()))
     erp, crm = sa.create_engine(erp_url), sa.create_engine(crm_url)
     erp_md.create_all(erp)
     crm_md.create_all(crm)
@@ -86,6 +105,9 @@ def _apps(erp_url: str, crm_url: str, rows: int) -> None:
                           "credit_limit": Decimal(rng.randrange(0, 50000, 500)), "blocked": i % 25 == 0,
                           "modified_at": now - timedelta(seconds=rows - i)})
         conn.execute(customers.insert(), batch)
+        conn.execute(contacts.insert(), [{"id": i, "customer_id": i, "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                                          "phone": f"+45 {20000000 + i}", "title": "Buyer", "modified_at": now}
+                                         for i in range(1, 6)])
     with crm.begin() as conn:
         conn.execute(leads.insert(), [{"lead_id": i, "fullname": f"  {rng.choice(FIRST)} {rng.choice(LAST)} ",
                                        "emailaddress1": f"lead{i}@example.org", "companyname": f"Prospect {i} ApS",
@@ -130,12 +152,13 @@ def run_demo(directory: str, rows: int = 300) -> int:
             out.print(f"[red]config problem[/]: {p}")
         return 1
     apply_config(store, cfg, applied_by="demo")
-    out.print("[bold]2. Config checked against the live tables and applied[/]: mappings CUSTOMER (ERP → CRM), LEAD (CRM → ERP)")
+    out.print("[bold]2. Config checked against the live tables and applied[/]: mappings CUSTOMER (ERP → CRM), "
+              "LEAD (CRM → ERP), CONTACT (both ways, after CUSTOMER)")
 
     erp_engine, crm_engine = sa.create_engine(f"sqlite:///{erp}"), sa.create_engine(f"sqlite:///{crm}")
     with InProcess(store, settings, threads=2) as app:
         def cycle(title: str) -> list[int]:
-            ids = [enqueue_sync(store, app.broker, settings, m, operator="demo") for m in ("CUSTOMER", "LEAD")]
+            ids = [enqueue_sync(store, app.broker, settings, m, operator="demo") for m in ("CUSTOMER", "LEAD", "CONTACT")]
             for i in ids:
                 app.wait_job(i)
             out.print(f"[bold]{title}[/]")
@@ -152,10 +175,17 @@ def run_demo(directory: str, rows: int = 300) -> int:
         with crm_engine.begin() as conn:
             conn.execute(sa.text("UPDATE leads SET companyname = 'Renamed Lead Co', modifiedon = :now WHERE lead_id = 1"), {"now": now})
             conn.execute(sa.text("DELETE FROM accounts WHERE accountnumber = 'C10010'"))
+            conn.execute(sa.text("UPDATE contacts SET jobtitle = 'Head of Purchasing', modifiedon = :now WHERE fullname = "
+                                 "(SELECT fullname FROM contacts ORDER BY contactid LIMIT 1)"), {"now": now})
+            conn.execute(sa.text("UPDATE contacts SET telephone1 = '+45 99 99 99 99', modifiedon = :now WHERE contactid = "
+                                 "(SELECT contactid FROM contacts ORDER BY contactid LIMIT 1 OFFSET 1)"), {"now": now})
+        with erp_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE contacts SET phone = '+45 11 11 11 11', modified_at = :now WHERE id IN (1, 2)"), {"now": now})
         out.print("[bold]4. Edits in the apps[/]: 3 customers moved city, 1 got a credit limit of 'a lot' (bad data), "
-                  "1 new customer, 1 lead renamed in the CRM, and the CRM account of customer 10 deleted")
-        ids = cycle("5. Incremental synchronization: only the changes travel, the bad record fails alone, "
-                    "the deleted account is a deletion conflict")
+                  "1 new customer, 1 lead renamed in the CRM, the CRM account of customer 10 deleted; contact 1 got a "
+                  "new phone in the ERP and a new title in the CRM, contact 2 a different new phone in each app")
+        ids = cycle("5. Incremental synchronization: only the changes travel, the bad record fails alone, the deleted "
+                    "account is a deletion conflict, contact 1 merges both ways, contact 2 is an update conflict")
         with erp_engine.begin() as conn:
             conn.execute(sa.text("UPDATE customers SET credit_limit = 2500, modified_at = :now WHERE id = 4"),
                          {"now": datetime.now(timezone.utc).replace(tzinfo=None)})
@@ -170,6 +200,11 @@ def run_demo(directory: str, rows: int = 300) -> int:
     if errors:
         out.print(table(f"Errors of job {ids[0]} (tablesync job {ids[0]})", ["source key", "message"],
                         [[e.source_key, e.message] for e in errors]))
+    with erp_engine.connect() as a, crm_engine.connect() as b:
+        erp_c = a.execute(sa.text("SELECT id, name, phone, title FROM contacts WHERE id IN (1, 2) ORDER BY id")).all()
+        crm_c = b.execute(sa.text("SELECT fullname, telephone1, jobtitle FROM contacts ORDER BY contactid LIMIT 2")).all()
+    out.print(table("Contacts 1 and 2 in both apps", ["id", "ERP name / phone / title", "CRM name / phone / title"],
+                    [[e[0], " / ".join(map(str, e[1:])), " / ".join(map(str, c))] for e, c in zip(erp_c, crm_c)]))
     with crm_engine.connect() as conn:
         sample = conn.execute(sa.text("SELECT accountnumber, name, address1_city, country_code, creditlimit FROM accounts "
                                       "ORDER BY account_id LIMIT 4")).all()

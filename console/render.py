@@ -79,5 +79,6 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = "Jobs") -> Table:
             duration = f"{d:.2f}s"
         enq = datetime.fromisoformat(j["enqueued_at"].replace("Z", "+00:00"))
         rows.append([j["id"], j["mapping"], j["kind"], j["status"], ago(enq), duration, j["inserted"], j["modified"],
-                     j["unchanged"], j["skipped"], j["failed"], j["message"] or ""])
-    return table(title, ["id", "mapping", "kind", "status", "enqueued", "took", "ins", "mod", "unch", "skip", "fail", "message"], rows)
+                     j["deleted"], j["unchanged"], j["conflicts"], j["skipped"], j["failed"], j["message"] or ""])
+    return table(title, ["id", "mapping", "kind", "status", "enqueued", "took", "ins", "mod", "del", "unch", "confl", "skip", "fail",
+                         "message"], rows)

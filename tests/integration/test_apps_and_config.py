@@ -155,6 +155,8 @@ def test_demo_runs_on_a_fresh_machine_without_servers(tmp_path) -> None:  # type
     assert [j["status"] for j in customer] == ["succeeded"] * 3
     assert customer[0]["inserted"] == 288  # 300 customers, 12 blocked ones filtered out
     assert (customer[1]["inserted"], customer[1]["modified"], customer[1]["failed"], customer[1]["conflicts"]) == (1, 3, 1, 1)
-    assert "Coupled data synchronization errors (1)" in out and "deletion_conflict" in out
+    assert "Coupled data synchronization errors (2)" in out and "deletion_conflict" in out and "update_conflict" in out
+    contact = by_mapping["CONTACT"]
+    assert contact[0]["inserted"] == 5 and (contact[1]["modified"], contact[1]["conflicts"]) == (2, 1)
     assert (customer[2]["modified"], customer[2]["failed"]) == (1, 0)
     assert by_mapping["LEAD"][0]["inserted"] == 30
