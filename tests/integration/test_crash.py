@@ -56,3 +56,50 @@ def test_sigkill_mid_initial_sync_converges_exactly(env, kill_at: int) -> None: 
     assert jobs[0].id == job_id and jobs[0].status in ("abandoned", "succeeded")
     assert sum(j.inserted for j in jobs) == ROWS, jobs  # counted exactly once across the dead run and the redo
     assert all(j.failed == 0 for j in jobs)
+
+
+@pytest.mark.parametrize("kill_at", [2_500, 9_000])
+def test_sigkill_mid_bidirectional_initial_sync_converges_exactly(env, kill_at: int) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_bidirectional import setup
+
+    per_side = 6_000
+    erp, crm = setup(env, erp_rows=0, crm_rows=0)
+    with erp.begin() as conn:
+        conn.execute(sa.text("INSERT INTO customers (name, city) SELECT 'ERP ' || g, 'Oslo' FROM generate_series(1, :n) g"),
+                     {"n": per_side})
+    with crm.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (name, address1_city) SELECT 'CRM ' || g, 'Bergen' FROM generate_series(1, :n) g"),
+                     {"n": per_side})
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    fast = {"TABLESYNC_HEARTBEAT_TIMEOUT_SECONDS": "3", "TABLESYNC_BATCH_SIZE": "500"}
+    worker = env.start_worker(**fast)
+    env.cli("sync", "CUSTOMER")
+
+    def progress() -> int:
+        with store.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM couplings")).scalar_one())
+
+    wait_for(lambda: progress() >= kill_at, timeout=120, what=f"{kill_at} intents")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert count(erp, "customers") + count(crm, "accounts") < 4 * per_side, "the kill came too late to test anything"
+
+    env.start_worker(**fast)
+    env.start_scheduler(**fast)
+
+    def finished() -> bool:
+        with store.connect() as conn:
+            rows = conn.execute(sa.text("SELECT status FROM jobs ORDER BY id")).scalars().all()
+        return "succeeded" in rows and not {"queued", "running"} & set(rows)
+
+    wait_for(finished, timeout=180, what="the redo to finish")
+    with store.connect() as conn:
+        inserted = conn.execute(sa.text("SELECT sum(inserted), sum(failed) FROM jobs")).one()
+        states = conn.execute(sa.text("SELECT state, last_result, count(*), count(DISTINCT local_key), "
+                                      "count(DISTINCT integration_key) FROM couplings GROUP BY 1, 2")).all()
+    for engine, table in ((erp, "customers"), (crm, "accounts")):
+        assert count(engine, table) == 2 * per_side
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(f"SELECT count(*) - count(DISTINCT name) FROM {table}")).scalar() == 0
+    assert states == [("synced", "success", 2 * per_side, 2 * per_side, 2 * per_side)], states
+    assert tuple(inserted) == (2 * per_side, 0), inserted
