@@ -13,7 +13,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from console.render import console, error_object, job_object, jobs_table, print_json, table, ago, iso
+from console.render import (
+    ago,
+    console,
+    error_object,
+    iso,
+    job_object,
+    jobs_table,
+    print_json,
+    table,
+)
 from store.config_load import ConfigError, load_config
 from store.db import create_engine, utcnow
 from store.jobs import FINISHED, errors_of, get_job, last_runs, list_jobs

@@ -22,7 +22,13 @@ from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter
 from workers.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState, Decision
 from workers.deletions import scan_deletions
-from workers.engine import RunContext, advance_watermark, page_top, process_rows, update_targets
+from workers.engine import (
+    RunContext,
+    advance_watermark,
+    page_top,
+    process_rows,
+    update_targets,
+)
 from workers.fieldmap import compile_plan
 from workers.journal import RecordRef, event_row, write_errors, write_events
 from workers.merge import CONFLICT, PairDecision, PairPlan, merge, pair_plan
@@ -113,12 +119,17 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
         local_row, integration_row = (row, counterpart) if local_side else (counterpart, row)
         decisions.append(merge(plan, oriented, local_row, integration_row, refs))
     decisions.extend(missing)
-    modified = {c.id: (row, others.get(str(c.target_key)) or {}) for row, c in pairs}
-    return _apply_pairs(ctx, plan, tables, decisions, modified, local_side)
+    if plan.local_modified:
+        local_rows = {c.id: row if local_side else others.get(str(c.target_key), {}) for row, c in pairs}
+        local_modified = {cid: r.get(plan.local_modified) for cid, r in local_rows.items()}
+    else:
+        local_modified = {}
+    return _apply_pairs(ctx, plan, tables, decisions, local_modified)
 
 
 def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
-                 rows: dict[int, tuple[dict[str, Any], dict[str, Any]]], local_side: bool) -> Counters:
+                 local_modified: dict[int, Any]) -> Counters:
+    """Write both directions' updates, then every outcome, error, event and counter in one store transaction."""
     counters = Counters()
     failures: list[tuple[PairDecision, str, str]] = [(d, d.message or "failed", "") for d in decisions if d.action == FAIL]
     written = [d for d in decisions if d.action in (UPDATE, CONFLICT)]
@@ -144,25 +155,23 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
     conflicts: list[PairDecision] = []
     for d in decisions:
         cid = d.coupling.id
-        if d.action == SKIP:
-            counters.skipped += 1
-            continue
-        if cid in failed_ids or d.action == FAIL:
-            continue
-        if d.action == UNCHANGED and d.snapshot is None:
-            if not (d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"):
-                counters.unchanged += 1
-            continue
-        local_row, integration_row = rows[cid] if local_side else rows[cid][::-1]
-        outcomes.append(cs.Outcome(
-            coupling_id=cid, success=True, target_key=d.integration_key, source_hash=d.local_hash,
-            target_hash=d.integration_hash, source_modified=local_row.get(plan.local_modified or "") if plan.local_modified else None,
-            values=d.snapshot))
-        for direction in sorted(landed.get(cid, ())):
+        for direction in sorted(landed.get(cid, ())):  # a write that landed counts even if the other side's failed
             counters.modified += 1
             resolved = f"update conflict settled: {d.resolved_by} wins" if d.resolved_by else None
             changes = d.changes_integration if direction == "to_integration" else d.changes_local
             events.append(event_row(_ref(ctx, plan, d, direction), "modified", resolved, changes))
+        if d.action == SKIP:
+            counters.skipped += 1
+            continue
+        if cid in failed_ids or d.action == FAIL:
+            continue  # the snapshot stays as it was: the next run merges again, and a landed write reads as agreed
+        if d.action == UNCHANGED and d.snapshot is None:
+            if not (d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"):
+                counters.unchanged += 1
+            continue
+        outcomes.append(cs.Outcome(
+            coupling_id=cid, success=True, target_key=d.integration_key, source_hash=d.local_hash,
+            target_hash=d.integration_hash, source_modified=local_modified.get(cid), values=d.snapshot))
         if d.action == CONFLICT:
             conflicts.append(d)
         elif not landed.get(cid):

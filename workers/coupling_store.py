@@ -20,7 +20,6 @@ from workers.decide import CouplingState
 from workers.fieldmap import DirectionPlan
 
 
-
 @dataclass(frozen=True)
 class Sides:
     """Column names of the coupling table for one direction."""

@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workers.fieldmap import DirectionPlan, RecordError, Refs, canonical_values, target_values
+from workers.fieldmap import (
+    DirectionPlan,
+    RecordError,
+    Refs,
+    canonical_values,
+    target_values,
+)
 from workers.hashing import canonical, content_hash
 
 INSERT, UPDATE, UNCHANGED, IGNORE, SKIP, FAIL = "insert", "update", "unchanged", "ignore", "skip", "fail"

@@ -28,7 +28,6 @@ from workers.fieldmap import DirectionPlan
 from workers.journal import RecordRef, event_row, write_errors, write_events
 from workers.writer import split_write
 
-
 SCAN_CHUNK = 20_000  # keys per store query and per app lookup: few round trips, bounded memory
 
 

@@ -23,9 +23,15 @@ from store.app_schema import key_to_db
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
-from workers.deletions import scan_deletions
 from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff
-from workers.fieldmap import DirectionPlan, RecordError, Refs, canonical_values, target_values
+from workers.deletions import scan_deletions
+from workers.fieldmap import (
+    DirectionPlan,
+    RecordError,
+    Refs,
+    canonical_values,
+    target_values,
+)
 from workers.hashing import canonical
 from workers.journal import RecordRef, event_row, write_errors, write_events
 from workers.watermark import get_watermark, minus_overlap, set_watermark

@@ -11,9 +11,9 @@ import hashlib
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from collections.abc import Iterator
 
 import sqlalchemy as sa
 

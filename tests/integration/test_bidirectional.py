@@ -214,3 +214,26 @@ def test_soft_delete_columns_delete_and_restore_by_flag(env) -> None:  # type: i
     # Restored by clearing the mark, then brought up to date in the same job.
     assert rows(crm, "SELECT name, deleted_at IS NULL, address1_city FROM accounts WHERE name = 'ERP 2'") == {"ERP 2": (True, "Narvik")}
     assert_quiet(env, erp, crm)
+
+
+def test_a_write_refused_on_one_side_fails_the_record_alone_and_converges_after_the_fix(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm = setup(env, erp_rows=3, crm_rows=0)
+    execute(crm, "ALTER TABLE accounts ADD CONSTRAINT no_atlantis CHECK (address1_city <> 'Atlantis')")
+    env.start_worker()
+    assert sync(env)["inserted"] == 3
+    execute(erp, "UPDATE customers SET city = 'Atlantis' WHERE name IN ('ERP 1', 'ERP 2')")
+    execute(erp, "UPDATE customers SET city = 'Bodø' WHERE name = 'ERP 3'")
+    execute(crm, "UPDATE accounts SET telephone1 = '+47 555' WHERE name = 'ERP 1'")
+    job = sync(env)
+    # ERP 1: the phone lands in the ERP, the city is refused by the CRM; ERP 2 fails; ERP 3 lands.
+    assert (job["failed"], job["modified"]) == (2, 2), job
+    errors = json.loads(env.cli("job", str(job["id"]), "--json").stdout)["errors"]
+    assert len(errors) == 2 and all("no_atlantis" in e["message"] for e in errors), errors
+    assert local_view(erp)["ERP 1"] == ("Atlantis", "+47 555") and crm_view(crm)["ERP 1"] == ("Oslo", "+47 555")
+    assert crm_view(crm)["ERP 3"] == ("Bodø", "+47 3")
+
+    execute(erp, "UPDATE customers SET city = 'Atlantida' WHERE city = 'Atlantis'")
+    job = sync(env)
+    assert (job["failed"], job["modified"], job["conflicts"]) == (0, 2, 0), job
+    assert local_view(erp) == crm_view(crm)
+    assert_quiet(env, erp, crm)

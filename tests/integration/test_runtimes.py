@@ -12,7 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ROOT, wait_for
-from tests.integration.helpers import count, customers_table, customer_rows, now, setup_customer_sync, sync, write_config
+from tests.integration.helpers import (
+    count,
+    customer_rows,
+    customers_table,
+    now,
+    setup_customer_sync,
+    sync,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,13 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.helpers import count, customer_rows, now, setup_customer_sync, sync
+from tests.integration.helpers import (
+    count,
+    customer_rows,
+    now,
+    setup_customer_sync,
+    sync,
+)
 
 pytestmark = pytest.mark.integration
 

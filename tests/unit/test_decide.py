@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from store.config_model import MappingSpec
-from workers.decide import FAIL, IGNORE, INSERT, SKIP, UNCHANGED, UPDATE, CouplingState, decide
+from workers.decide import (
+    FAIL,
+    IGNORE,
+    INSERT,
+    SKIP,
+    UNCHANGED,
+    UPDATE,
+    CouplingState,
+    decide,
+)
 from workers.fieldmap import canonical_values, compile_plan
 from workers.hashing import content_hash
 
