@@ -23,16 +23,12 @@ from console.render import (
     print_json,
     table,
 )
+from console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from store.config_load import ConfigError, load_config
 from store.db import create_engine, utcnow
 from store.jobs import FINISHED, errors_of, get_job, last_runs, list_jobs
 from store.settings import Settings, SettingsError, get_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed without a traceback, exit status 2."""
 
 
 def _store(settings: Settings) -> sa.Engine:
@@ -141,7 +137,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
     """The coupled data synchronization errors: skipped couplings, with both records checked live."""
-    from store.couplings import skipped_couplings
+    from store.couplings import error_signature, skipped_couplings
     from store.mappings import active_mappings
     from workers.existence import existing_keys
 
@@ -162,7 +158,10 @@ def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
 
     out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
             "local_exists": live(r, "local"), "integration_exists": live(r, "integration"), "reason": r.skip_reason,
-            "message": r.message, "failed_on": iso(r.failed_on)} for r in rows]
+            "message": r.message, "failed_on": iso(r.failed_on),
+            "signature": error_signature(r.mapping, r.skip_reason, r.message)} for r in rows]
+    if args.group:
+        return _print_groups(out, args.json)
     if args.json:
         print_json(out)
         return EXIT_OK
@@ -175,6 +174,50 @@ def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
                           [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
                             yes(e["integration_exists"]), e["reason"], ago(r.failed_on), e["message"]]
                            for e, r in zip(out, rows)]))
+    return EXIT_OK
+
+
+def _print_groups(errors: list[dict[str, Any]], as_json: bool) -> int:
+    """Errors of one mapping, reason and normalised message, with counts: act on a group with --group."""
+    from store.couplings import normalized_message
+
+    groups: dict[str, dict[str, Any]] = {}
+    for e in errors:
+        g = groups.setdefault(e["signature"], {"signature": e["signature"], "mapping": e["mapping"], "reason": e["reason"],
+                                               "message": normalized_message(e["message"]), "count": 0,
+                                               "example_coupling_id": e["coupling_id"]})
+        g["count"] += 1
+    out = sorted(groups.values(), key=lambda g: (-g["count"], g["mapping"], g["signature"]))
+    if as_json:
+        print_json(out)
+    else:
+        console().print(table(f"Error groups ({len(out)}; act on one with --group SIGNATURE)",
+                              ["signature", "mapping", "reason", "count", "message", "e.g. coupling"],
+                              [[g["signature"], g["mapping"], g["reason"], g["count"], g["message"], g["example_coupling_id"]]
+                               for g in out]))
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
+    """A record's synchronization log, which is also the audit trail of what operators did to it."""
+    from store.record_log import record_log
+
+    with _store(settings).connect() as conn:
+        rows = record_log(conn, args.mapping, args.key, args.side)
+    out = [{"job_id": r.job_id, "kind": r.kind, "direction": r.direction, "status": r.status, "outcome": r.outcome,
+            "message": r.message, "operator": r.operator, "at": iso(r.at), "changes": r.changes,
+            "local_key": r.local_key, "integration_key": r.integration_key} for r in rows]
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+
+    def changes(c: dict[str, Any] | None) -> str:
+        return ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in (c or {}).items())
+
+    console().print(table(f"Synchronization log of {args.side} record {args.key} of {args.mapping} ({len(out)} events)",
+                          ["when", "job", "kind", "direction", "outcome", "by", "changes / message"],
+                          [[ago(r.at), r.job_id, r.kind, r.direction, r.outcome, r.operator or "",
+                            " · ".join(x for x in (changes(r.changes), r.message or "") if x)] for r in rows]))
     return EXIT_OK
 
 
@@ -237,7 +280,9 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         broker = setup_broker(settings)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
-    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=_operator(args, settings))
+    params = {"record": args.record, "side": args.side} if args.record is not None else None
+    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=_operator(args, settings),
+                          params=params)
     if not args.wait:
         print(job_id)
         return EXIT_OK
@@ -355,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("errors", cmd_errors, "coupled data synchronization errors: skipped couplings, records checked live")
     sp.add_argument("--mapping")
+    sp.add_argument("--group", action="store_true", help="group by error signature, with counts")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("log", cmd_log, "a record's synchronization log and audit trail, oldest first")
+    sp.add_argument("mapping")
+    sp.add_argument("key")
+    sp.add_argument("--side", choices=["local", "integration"], default="local", help="the side KEY belongs to (default local)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("couplings", cmd_couplings, "couplings of a mapping")
@@ -368,10 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("sync", cmd_sync, "enqueue a sync run of a mapping now")
     sp.add_argument("mapping")
     sp.add_argument("--full", action="store_true", help="ignore watermarks: compare every row")
+    sp.add_argument("--record", metavar="KEY", help="sync only this record, now")
+    sp.add_argument("--side", choices=["local", "integration"], help="the side --record's key belongs to (default: local, "
+                    "or integration for from_integration mappings)")
     sp.add_argument("--wait", action="store_true", help="block until the job ends; exit 1 if it failed")
     sp.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--operator")
+
+    from console.actions_cli import register as register_actions
+
+    register_actions(add)
 
     sp = add("worker", cmd_worker, "run Dramatiq worker processes")
     sp.add_argument("--processes", type=int, default=os.cpu_count() or 1)

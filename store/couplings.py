@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,3 +40,19 @@ def find_couplings(
     if skipped_only:
         q = q.where(couplings.c.skipped.is_(True))
     return conn.execute(q).all()
+
+
+_VALUES = re.compile(
+    r"'[^']*'|\"[^\"]*\"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b|(?<![A-Za-z_])-?\d+(?:[.,]\d+)?",
+    re.IGNORECASE)
+
+
+def normalized_message(message: str | None) -> str:
+    """The message with its values (quoted text, numbers, uuids) replaced: what errors of one kind share."""
+    return _VALUES.sub("…", message or "")
+
+
+def error_signature(mapping: str, reason: str | None, message: str | None) -> str:
+    """A short, stable name for a group of errors of one mapping, reason and normalised message."""
+    text = f"{mapping}\x1f{reason or ''}\x1f{normalized_message(message)}"
+    return hashlib.blake2b(text.encode(), digest_size=5).hexdigest()

@@ -131,6 +131,7 @@ record_events = sa.Table(
 sa.Index("ix_record_events_local", record_events.c.mapping, record_events.c.local_key)
 sa.Index("ix_record_events_integration", record_events.c.mapping, record_events.c.integration_key)
 sa.Index("ix_record_events_job", record_events.c.job_id)
+sa.Index("ix_record_events_coupling", record_events.c.coupling_id)
 
 # Per mapping and side: how far incremental selection has safely read. `value` is a JSON-encoded
 # scalar in the app's own clock/number domain.

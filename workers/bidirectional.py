@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from store.config_model import MappingSpec
@@ -38,10 +39,14 @@ KEY_PAGE = 20_000  # keys per page while collecting changes: only key and modifi
 SIDES = ("local", "integration")
 
 
+def compile_pair_plan(spec: MappingSpec, tables: dict[str, AppTable]) -> PairPlan:
+    return pair_plan(spec, compile_plan(spec, "to_integration", tables["integration"].table),
+                     compile_plan(spec, "from_integration", tables["local"].table))
+
+
 def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integration: AppTable) -> Counters:
     tables = {"local": local, "integration": integration}
-    plan = pair_plan(spec, compile_plan(spec, "to_integration", integration.table),
-                     compile_plan(spec, "from_integration", local.table))
+    plan = compile_pair_plan(spec, tables)
     total = Counters()
     total.add(scan_deletions(ctx, plan.to_integration, local, integration, spec.on_deletion_conflict, two_way=True))
 
@@ -64,14 +69,14 @@ def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integ
     for side in SIDES:
         todo = list(dict.fromkeys(keys[side]))
         for i in range(0, len(todo), ctx.batch_size):
-            total.add(_batch(ctx, plan, side, tables, todo[i:i + ctx.batch_size]))
+            total.add(sync_batch(ctx, plan, side, tables, todo[i:i + ctx.batch_size]))
             ctx.beat()
     for side in SIDES:
         advance_watermark(ctx, spec.name, side, marks[side], tops[side], horizons[side])
     return total
 
 
-def _batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable], keys: list[str]) -> Counters:
+def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable], keys: list[str]) -> Counters:
     """Changed records of one side: new ones go one way, coupled ones are merged with their counterpart."""
     one_way = plan.to_integration if side == "local" else plan.from_integration
     source, target = tables[side], tables["integration" if side == "local" else "local"]
@@ -98,7 +103,14 @@ def _batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTabl
 
 
 def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable],
-                 pairs: list[tuple[dict[str, Any], CouplingState]]) -> Counters:
+                 pairs: list[tuple[dict[str, Any], CouplingState]], winner: str | None = None) -> Counters:
+    """Merge coupled records read on `side` with their counterparts. With `winner`, the pairs are
+    merged as if nothing were known of their past: every differing field goes `winner`'s way (the
+    operator's Synchronize action)."""
+    if winner is not None:
+        plan = replace(plan, on_update_conflict=f"{winner}_wins")
+        pairs = [(row, replace(c, snapshot=None, source_hash=None, target_hash=None, last_result=None, skipped=False))
+                 for row, c in pairs]
     local_side = side == "local"
     other = "integration" if local_side else "local"
     columns = plan.integration_columns if local_side else plan.local_columns
@@ -125,6 +137,15 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
     else:
         local_modified = {}
     return _apply_pairs(ctx, plan, tables, decisions, local_modified)
+
+
+def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], local_keys: list[str], winner: str) -> Counters:
+    """Force `winner`'s values onto the other side for these coupled local records."""
+    rows = app_call(lambda: tables["local"].fetch(local_keys, plan.local_columns, apply_filter=False))
+    with ctx.store.connect() as conn:
+        couplings = cs.by_source_keys(conn, plan.mapping, "to_integration", local_keys)
+    pairs = [(rows[k], c) for k, c in couplings.items() if k in rows and c.state == "synced"]
+    return _merge_pairs(ctx, plan, "local", tables, pairs, winner) if pairs else Counters()
 
 
 def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],

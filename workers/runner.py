@@ -26,6 +26,7 @@ from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
 from workers.apps import AppError, AppTable, AppUnavailable, app_failure
+from workers.actions import ACTION_KINDS, ActionRefused, run_action, sync_record
 from workers.bidirectional import run_bidirectional
 from workers.engine import RunContext, run_direction
 from workers.fieldmap import compile_plan
@@ -105,7 +106,10 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         log.info("job %s (%s) waits for %s to sync first", job_id, job.mapping, ", ".join(blocking))
         return DEFERRED
     lock = MappingLock(store, job.mapping, lease_seconds=settings.heartbeat_timeout_seconds)
-    if not _acquire(store, lock, job_id):
+    if job.kind in ACTION_KINDS:  # an operator's action waits for a running sync instead of racing it
+        if not _await_lock(lock, settings.dependency_wait_seconds):
+            raise RetryLater(f"mapping {job.mapping} stayed locked; action job {job_id} will be retried")
+    elif not _acquire(store, lock, job_id):
         with store.begin() as conn:
             other = _running_other(conn, job.mapping, job_id)
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
@@ -130,7 +134,12 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         started = time.monotonic()
         log.info("job %s started: mapping=%s kind=%s attempt=%s", job_id, job.mapping, job.kind, retries + 1)
         try:
-            counters = _run(store, settings, job, beat)
+            counters, summary = _run(store, settings, job, beat)
+        except ActionRefused as exc:
+            with store.begin() as conn:
+                finish_job(conn, job_id, "failed", str(exc))
+            log.warning("job %s (%s) refused: %s", job_id, job.kind, exc)
+            return "failed"
         except AppUnavailable as exc:
             more = retries < settings.max_retries
             note = f"app unavailable: {exc}" + (f"; retrying (attempt {retries + 2} of {settings.max_retries + 1})" if more else "")
@@ -151,7 +160,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
             log.exception("job %s failed with an internal error", job_id)
             return "failed"
         status = "succeeded"
-        message = None if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
+        message = summary if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
         with store.begin() as conn:
             finish_job(conn, job_id, status, message)
         log.info("job %s %s in %.2fs: mapping=%s %s", job_id, status, time.monotonic() - started, job.mapping,
@@ -207,8 +216,17 @@ class JobRefused(Exception):
     """The job cannot run as asked (unknown mapping, unsupported kind); the message says why."""
 
 
-def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> Counters:  # type: ignore[type-arg]
-    if job.kind not in SYNC_KINDS:
+def _await_lock(lock: MappingLock, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not lock.acquire():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> tuple[Counters, str | None]:  # type: ignore[type-arg]
+    if job.kind not in SYNC_KINDS and job.kind not in ACTION_KINDS:
         raise JobRefused(f"job kind {job.kind!r} is not supported by this worker")
     with store.connect() as conn:
         stored = get_mapping(conn, job.mapping)
@@ -217,11 +235,20 @@ def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> 
     with store.begin() as conn:
         conn.execute(sa.update(jobs).where(jobs.c.id == job.id).values(mapping_version=stored.version,
                                                                        direction=stored.spec.direction))
-    return sync_mapping(store, settings, stored, job.id, full=job.kind == "full_sync" or bool((job.params or {}).get("full")), beat=beat.beat)
+    params = job.params or {}
+    if job.kind in ACTION_KINDS:
+        ctx = run_context(store, settings, stored, job.id, beat=beat.beat)
+        return run_action(ctx, stored.spec, open_tables(stored), job.kind, params)
+    if params.get("record") is not None:
+        ctx = run_context(store, settings, stored, job.id, beat=beat.beat)
+        side = params.get("side") or ("local" if stored.spec.direction != "from_integration" else "integration")
+        return sync_record(ctx, stored.spec, open_tables(stored), str(params["record"]), side), None
+    full = job.kind == "full_sync" or bool(params.get("full"))
+    return sync_mapping(store, settings, stored, job.id, full=full, beat=beat.beat), None
 
 
-def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
-                 beat: Callable[[], None] | None = None) -> Counters:
+def open_tables(stored: StoredMapping) -> dict[str, AppTable]:
+    """Both sides' tables, reflected; a missing table or an unreachable app says which and where."""
     spec = stored.spec
     tables = {}
     for side in ("local", "integration"):
@@ -235,8 +262,20 @@ def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, jo
         except sa.exc.DBAPIError as exc:
             failure = app_failure(exc)
             raise type(failure)(f"app {side_spec.app} ({redact_url(str(engine.url))}): {failure}") from exc
-    ctx = RunContext(store=store, job_id=job_id, batch_size=spec.batch_size or settings.batch_size,
-                     overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))
+    return tables
+
+
+def run_context(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
+                beat: Callable[[], None] | None = None) -> RunContext:
+    return RunContext(store=store, job_id=job_id, batch_size=stored.spec.batch_size or settings.batch_size,
+                      overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))
+
+
+def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
+                 beat: Callable[[], None] | None = None) -> Counters:
+    spec = stored.spec
+    tables = open_tables(stored)
+    ctx = run_context(store, settings, stored, job_id, full, beat)
     if spec.direction == "bidirectional":
         return run_bidirectional(ctx, spec, tables["local"], tables["integration"])
     source, target = tables[source_side(spec.direction)], tables[target_side(spec.direction)]
