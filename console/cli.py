@@ -274,8 +274,11 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = _store(settings)
     with engine.connect() as conn:
-        if get_mapping(conn, args.mapping) is None:
-            raise UsageError(f"unknown mapping {args.mapping!r} (see `tablesync mappings`)")
+        stored = get_mapping(conn, args.mapping)
+    if stored is None:
+        raise UsageError(f"unknown mapping {args.mapping!r} (see `tablesync mappings`)")
+    if args.dry_run:
+        return _dry_run(engine, settings, stored, args.json)
     try:
         broker = setup_broker(settings)
     except RuntimeError as exc:
@@ -287,6 +290,43 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         print(job_id)
         return EXIT_OK
     return _wait_and_print(engine, job_id, args.timeout, args.json)
+
+
+def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool) -> int:
+    """Decide a run of the mapping in this process and print what it would do; writes nothing."""
+    from workers.apps import AppError, AppUnavailable
+    from workers.dry_run import dry_run
+    from workers.runner import JobRefused
+
+    try:
+        report = dry_run(engine, settings, stored)
+    except (AppUnavailable, AppError, JobRefused) as exc:
+        print(f"tablesync: dry run of {stored.spec.name} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print_json(report.as_dict())
+        return EXIT_OK
+    out = console()
+    out.print(f"[bold]Dry run of {stored.spec.name}[/]: nothing was written")
+    if not report.directions:
+        out.print("no changes: a run now would do nothing")
+    for direction, r in report.directions.items():
+        out.print(table(f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())),
+                        ["would", "record", "detail"],
+                        [[what, " / ".join(str(s.get(k)) for k in ("source_key", "local_key", "target_key", "integration_key")
+                                           if s.get(k) is not None),
+                          _detail(s)] for what, items in r.samples.items() for s in items]))
+    return EXIT_OK
+
+
+def _detail(sample: dict[str, Any]) -> str:
+    if sample.get("changes"):
+        return ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in sample["changes"].items())
+    if sample.get("values"):
+        return ", ".join(f"{k}={v!r}" for k, v in sample["values"].items())
+    if sample.get("deleted_side"):
+        return f"the {sample['deleted_side']} record was deleted (on_deletion_conflict: {sample['on_deletion_conflict']})"
+    return str(sample.get("message") or "")
 
 
 def _wait_and_print(engine: sa.Engine, job_id: int, timeout: float, as_json: bool) -> int:
@@ -421,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("mapping")
     sp.add_argument("--full", action="store_true", help="ignore watermarks: compare every row")
     sp.add_argument("--record", metavar="KEY", help="sync only this record, now")
+    sp.add_argument("--dry-run", action="store_true", help="print what a run would do (counts and samples); write nothing")
     sp.add_argument("--side", choices=["local", "integration"], help="the side --record's key belongs to (default: local, "
                     "or integration for from_integration mappings)")
     sp.add_argument("--wait", action="store_true", help="block until the job ends; exit 1 if it failed")

@@ -131,6 +131,10 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
         local_row, integration_row = (row, counterpart) if local_side else (counterpart, row)
         decisions.append(merge(plan, oriented, local_row, integration_row, refs))
     decisions.extend(missing)
+    if ctx.report is not None:
+        ctx.report.pairs(decisions)
+        ctx.handled.update(d.coupling.id for d in decisions)
+        return Counters()
     if plan.local_modified:
         local_rows = {c.id: row if local_side else others.get(str(c.target_key), {}) for row, c in pairs}
         local_modified = {cid: r.get(plan.local_modified) for cid, r in local_rows.items()}

@@ -62,7 +62,11 @@ def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppT
         tgt_gone = app_call(lambda: target.missing([r[2] for r in rows]))
         gone = [Gone(r[0], r[1], r[2], r[1] not in src_gone, r[2] not in tgt_gone)
                 for r in rows if r[1] in src_gone or r[2] in tgt_gone]
-        if gone:
+        if gone and ctx.report is not None:
+            for g in gone:
+                deleted = plan.source_side() if not g.source_exists else plan.target_side()
+                ctx.report.deletion(plan.direction, g.source_key, g.target_key, deleted, strategy)
+        elif gone:
             total.add(_resolve(ctx, plan, source, target, gone, strategy, two_way))
         ctx.beat()
 

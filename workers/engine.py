@@ -49,6 +49,7 @@ class RunContext:
     full: bool = False
     beat: Callable[[], None] = lambda: None
     handled: set[int] = field(default_factory=set)  # couplings decided in this job (bidirectional: decide once)
+    report: Any = None  # a workers.dry_run.DryReport: decide everything, write nothing
 
 
 def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable) -> Counters:
@@ -93,6 +94,8 @@ def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
 def advance_watermark(ctx: RunContext, mapping: str, side: str, watermark: Any, max_seen: Any, horizon: Any) -> None:
     """Move the side's watermark to what this run read, never past the oldest open write
     transaction (`horizon`) and never backwards."""
+    if ctx.report is not None:
+        return
     new_mark = max_seen if horizon is None or max_seen is None else min(max_seen, horizon)
     if watermark is not None and (new_mark is None or new_mark < watermark):
         new_mark = watermark
@@ -115,6 +118,12 @@ def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target:
     wanted = [c.target_key for c in couplings.values() if c.target_key is not None and not c.skipped]
     targets = app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
     decisions = decide(plan, rows, couplings, targets, refs)
+    if ctx.report is not None:
+        _match(ctx, plan, target, [d for d in decisions if d.action == INSERT and d.target_key is None
+                                   and (d.coupling is None or d.coupling.target_key is None)])
+        ctx.report.decisions(plan.direction, decisions)
+        ctx.handled.update(d.cid for d in decisions if d.cid is not None)
+        return Counters()
     modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
     return _apply(ctx, plan, target, decisions, modified_of)
 
@@ -225,6 +234,8 @@ def _match(ctx: RunContext, plan: DirectionPlan, target: AppTable, fresh: list[D
     for d in matched:
         d.changes = diff(plan, rows.get(d.target_key or "", {}), canonical_values(d.values, plan.target_fields)) or None
         d.action = UPDATE if d.changes else UNCHANGED
+    if ctx.report is not None:
+        return
     with ctx.store.begin() as conn:  # coupled before the target write: a crash now is finished by the next run
         new = [d for d in matched if d.coupling is None]
         ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in new], ctx.job_id)
@@ -302,7 +313,7 @@ def _recover_unkeyed(
 ) -> dict[str, Any]:
     """Intents interrupted while the database was making their key: find the row they may have made."""
     suspects = [c for c in couplings.values() if c.state == "pending" and c.target_key is None and c.last_result is None]
-    if not suspects:
+    if not suspects or ctx.report is not None:
         return couplings
     by_key = {str(r[plan.source_key_column]): r for r in rows}
     adopted: list[tuple[int, str]] = []
@@ -359,7 +370,7 @@ def _event(ctx: RunContext, plan: DirectionPlan, d: Decision, outcome: str, mess
 
 def _forget_vanished(ctx: RunContext, plan: DirectionPlan, keys: list[str]) -> None:
     """Retry keys whose source row is gone: an unconfirmed insert intent has nothing left to insert."""
-    if not keys:
+    if not keys or ctx.report is not None:
         return
     with ctx.store.begin() as conn:
         states = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -266,16 +267,17 @@ def open_tables(stored: StoredMapping) -> dict[str, AppTable]:
 
 
 def run_context(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
-                beat: Callable[[], None] | None = None) -> RunContext:
+                beat: Callable[[], None] | None = None, report: Any = None) -> RunContext:
     return RunContext(store=store, job_id=job_id, batch_size=stored.spec.batch_size or settings.batch_size,
-                      overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None))
+                      overlap_seconds=settings.overlap_seconds, full=full, beat=beat or (lambda: None), report=report)
 
 
 def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
-                 beat: Callable[[], None] | None = None) -> Counters:
+                 beat: Callable[[], None] | None = None, report: Any = None) -> Counters:
+    """One run of a mapping; with a dry-run `report`, everything is read and decided, nothing written."""
     spec = stored.spec
     tables = open_tables(stored)
-    ctx = run_context(store, settings, stored, job_id, full, beat)
+    ctx = run_context(store, settings, stored, job_id, full, beat, report)
     if spec.direction == "bidirectional":
         return run_bidirectional(ctx, spec, tables["local"], tables["integration"])
     source, target = tables[source_side(spec.direction)], tables[target_side(spec.direction)]
