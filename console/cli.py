@@ -347,6 +347,23 @@ def _wait_and_print(engine: sa.Engine, job_id: int, timeout: float, as_json: boo
     return EXIT_OK if obj["status"] == "succeeded" else EXIT_FAILED
 
 
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    from store.retention import cleanup
+    from store.schedule import parse_duration
+
+    try:
+        age = parse_duration(args.older_than or settings.retention)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    removed = cleanup(_store(settings), age)
+    if args.json:
+        print_json(removed)
+    else:
+        print("removed " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in removed.items()) +
+              f" older than {args.older_than or settings.retention} (open errors and their jobs are kept)")
+    return EXIT_OK
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.broker_url is None:
         raise UsageError("TABLESYNC_BROKER_URL is not set: workers need redis://… or amqp://… "
@@ -472,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     from console.actions_cli import register as register_actions
 
     register_actions(add)
+
+    sp = add("cleanup", cmd_cleanup, "retention: remove old jobs, errors and record events (open errors are kept)")
+    sp.add_argument("--older-than", metavar="DURATION", help="e.g. 30d, 12h (default: $TABLESYNC_RETENTION, 30d)")
+    sp.add_argument("--json", action="store_true")
 
     sp = add("worker", cmd_worker, "run Dramatiq worker processes")
     sp.add_argument("--processes", type=int, default=os.cpu_count() or 1)

@@ -11,11 +11,14 @@ import sqlalchemy as sa
 
 from scheduler.reaper import reap
 from scheduler.ticks import TickCache, enqueue_due, resend_unsent
+from store.retention import cleanup
+from store.schedule import parse_duration
 from store.settings import Settings
 from workers.enqueue import send_job
 
 log = logging.getLogger("tablesync.scheduler")
 MAINTENANCE_EVERY = 5.0
+CLEANUP_EVERY = 86_400.0  # retention runs at start and then daily
 
 
 def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings, stop: threading.Event) -> None:
@@ -24,6 +27,7 @@ def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings,
 
     cache = TickCache()
     last_maintenance = 0.0
+    last_cleanup: float | None = None
     log.info("scheduler started (poll every %.1fs)", settings.scheduler_poll_seconds)
     while not stop.is_set():
         try:
@@ -32,6 +36,11 @@ def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings,
                 last_maintenance = time.monotonic()
                 resend_unsent(store, send)
                 reap(store, send, settings.heartbeat_timeout_seconds)
+            if last_cleanup is None or time.monotonic() - last_cleanup >= CLEANUP_EVERY:
+                last_cleanup = time.monotonic()
+                removed = cleanup(store, parse_duration(settings.retention))
+                log.info("retention (%s): removed %s", settings.retention,
+                         ", ".join(f"{n} {k}" for k, n in removed.items()))
         except sa.exc.OperationalError as exc:
             log.error("store unavailable, retrying: %s", str(exc.orig).strip().splitlines()[0])
         except Exception:

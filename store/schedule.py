@@ -17,6 +17,18 @@ _INTERVAL = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*(s|sec|second|seconds|m|min|
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days|w|week|weeks)\s*$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """ "30d", "12h", "90 min", "2w": a retention age or similar."""
+    m = _DURATION.match(text.lower())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration: write a number and a unit, e.g. 30d, 12h, 90m, 2w")
+    unit = m.group(2)[0]
+    return timedelta(seconds=float(m.group(1)) * (604800 if unit == "w" else _UNIT[unit]))
+
+
 @dataclass(frozen=True)
 class Schedule:
     text: str

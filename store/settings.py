@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from store.schedule import parse_duration
+
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names the variable and what to do."""
@@ -36,7 +38,14 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     max_retries: int = Field(5, ge=0, le=100)
     dependency_wait_seconds: float = Field(600.0, ge=0)
+    retention: str = "30d"
     operator: str | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
     @field_validator("store_url")
     @classmethod

@@ -144,3 +144,15 @@ def test_dependency_order_puts_parents_first() -> None:
     data["mappings"].insert(0, child)
     cfg = parse_config(data, "f.yaml")
     assert [m.name for m in dependency_order(cfg.mappings)] == ["CUSTOMER", "CONTACT"]
+
+
+def test_durations_parse_and_bad_ones_say_how_to_write_them() -> None:
+    from datetime import timedelta
+
+    from store.schedule import parse_duration
+
+    assert parse_duration("30d") == timedelta(days=30)
+    assert parse_duration("90 min") == timedelta(minutes=90)
+    assert parse_duration("2w") == timedelta(weeks=2)
+    with pytest.raises(ValueError, match="e.g. 30d"):
+        parse_duration("a month")
