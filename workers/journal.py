@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +39,24 @@ def event_row(ref: RecordRef, outcome: str, message: str | None = None, changes:
             "message": message, "changes": changes, "at": utcnow()}
 
 
+EVENT_COLUMNS = ("job_id", "mapping", "coupling_id", "local_key", "integration_key", "direction", "outcome",
+                 "message", "changes", "at")
+
+
 def write_events(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(sa.insert(record_events), list(rows))
+    """Append record events in bulk. An initial sync writes one per record, so on PostgreSQL they go
+    through COPY in the caller's transaction: several times cheaper than a multi-row INSERT."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur, cur.copy(f"COPY record_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row([json.dumps(r["changes"], default=str) if c == "changes" and r["changes"] is not None
+                                else r[c] for c in EVENT_COLUMNS])
+        return
+    conn.execute(sa.insert(record_events), list(rows))
 
 
 def write_errors(conn: sa.Connection, errors: Sequence[tuple[RecordRef, str, str | None]]) -> list[int]:
