@@ -311,7 +311,11 @@ def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool) 
     if not report.directions:
         out.print("no changes: a run now would do nothing")
     for direction, r in report.directions.items():
-        out.print(table(f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())),
+        title = f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+        if not r.samples:
+            out.print(title)
+            continue
+        out.print(table(title,
                         ["would", "record", "detail"],
                         [[what, " / ".join(str(s.get(k)) for k in ("source_key", "local_key", "target_key", "integration_key")
                                            if s.get(k) is not None),
