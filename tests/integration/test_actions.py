@@ -4,12 +4,17 @@ and an action racing a running sync."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from store.settings import Settings
 from tests.integration.helpers import count, setup_customer_sync, sync
+from workers.broker import build_broker
+from workers.enqueue import send_job
 from tests.integration.test_bidirectional import crm_view, execute, local_view, setup
 
 pytestmark = pytest.mark.integration
@@ -29,6 +34,8 @@ def test_conflict_retry_resolve_and_the_record_log_as_an_audit_trail(env) -> Non
     erp, crm = setup(env, erp_rows=2, crm_rows=0)
     env.start_worker()
     sync(env)
+    execute(erp, "UPDATE customers SET phone = '+47 1000' WHERE name = 'ERP 1'")
+    sync(env)
     execute(erp, "UPDATE customers SET city = 'ERP city' WHERE name = 'ERP 1'")
     execute(crm, "UPDATE accounts SET address1_city = 'CRM city' WHERE name = 'ERP 1'")
     sync(env)
@@ -42,20 +49,20 @@ def test_conflict_retry_resolve_and_the_record_log_as_an_audit_trail(env) -> Non
 
     status, job, _ = act(env, "resolve", cid, "--use", "integration", "--operator", "bob")
     assert status == 0 and job is not None and job["modified"] == 1, job
-    assert local_view(erp)["ERP 1"] == crm_view(crm)["ERP 1"] == ("CRM city", "+47 1")
+    assert local_view(erp)["ERP 1"] == crm_view(crm)["ERP 1"] == ("CRM city", "+47 1000")
     assert errors(env) == []
     execute(erp, "UPDATE customers SET phone = '+47 2222' WHERE name = 'ERP 1'")
     assert sync(env)["modified"] == 1  # synced normally again
 
     log = json.loads(env.cli("log", "CUSTOMER", key, "--json").stdout)
     trail = [(e["kind"], e["outcome"], e["operator"]) for e in log]
-    assert trail[0] == ("sync", "inserted", trail[0][2])
-    assert ("sync", "conflict", trail[1][2]) == trail[1]
+    assert [t[:2] for t in trail[:3]] == [("sync", "inserted"), ("sync", "modified"), ("sync", "conflict")], trail
+    assert log[1]["changes"] == {"telephone1": ["+47 1", "+47 1000"]}
     assert ("retry", "retried", "alice") in trail and ("resolve", "resolved", "bob") in trail
     resolved_at = trail.index(("resolve", "resolved", "bob"))
     assert trail[resolved_at + 1][:2] == ("resolve", "modified")
     assert log[resolved_at + 1]["changes"] == {"city": ["ERP city", "CRM city"]}
-    assert log[-1]["kind"] == "sync" and log[-1]["changes"] == {"telephone1": ["+47 1", "+47 2222"]}
+    assert log[-1]["kind"] == "sync" and log[-1]["changes"] == {"telephone1": ["+47 1000", "+47 2222"]}
     human = env.cli("log", "CUSTOMER", key).stdout
     assert "Synchronization log of local record" in human and "alice" in human and "'ERP city' → 'CRM city'" in human
 
@@ -166,3 +173,41 @@ def test_an_action_waits_for_a_running_sync_of_its_mapping(env) -> None:  # type
     assert status == 0 and job is not None and job["inserted"] == 1, job
     running = json.loads(env.cli("job", str(sync_id), "--json").stdout)
     assert running["status"] == "succeeded" and running["finished_at"] <= job["started_at"], (running, job)
+
+
+def test_sync_one_record_now_by_either_key(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, _, _ = setup_customer_sync(env, rows=4)
+    execute(erp, "UPDATE customers SET modified_at = now() - interval '1 hour' * (1 + id % 2)")  # 1 and 3 below the watermark
+    env.start_worker()
+    sync(env)
+    # A change that incremental selection cannot see: the app did not touch modified_at.
+    execute(erp, "UPDATE customers SET name = 'Quietly renamed' WHERE id IN (1, 3)")
+    assert sync(env)["modified"] == 0
+    job = sync(env, "CUSTOMER", "--record", "1")
+    assert (job["kind"], job["modified"]) == ("sync", 1), job
+    with crm.connect() as conn:
+        key3 = str(conn.execute(sa.text("SELECT account_id FROM accounts WHERE accountnumber = 'C000003'")).scalar())
+    job = sync(env, "CUSTOMER", "--record", key3, "--side", "integration")  # found through its coupling
+    assert job["modified"] == 1, job
+    assert count(crm, "accounts", "name = 'Quietly renamed'") == 2
+    job = sync(env, "CUSTOMER", "--record", "999")
+    assert job["status"] == "failed" and "local record 999 does not exist" in job["message"], job
+
+
+def test_a_redelivered_action_message_does_nothing_twice(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, _, _ = setup_customer_sync(env, rows=3)
+    worker = env.start_worker(threads=1)
+    sync(env)
+    execute(crm, "DELETE FROM accounts WHERE accountnumber = 'C000001'")
+    sync(env)
+    [error] = errors(env)
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait()
+    job_id = int(env.cli("restore", str(error["coupling_id"])).stdout)
+    settings = Settings(broker_url=env.broker_url, broker_namespace=env.namespace, queue=env.queue, store_url=env.store_url)
+    send_job(build_broker(settings), settings, job_id)  # at-least-once delivery: the same message twice
+    env.start_worker(threads=1)  # one thread: restore, its duplicate, then the sync below, in order
+    sync(env)
+    job = json.loads(env.cli("job", str(job_id), "--json").stdout)
+    assert (job["status"], job["inserted"]) == ("succeeded", 1), job
+    assert count(crm, "accounts", "accountnumber = 'C000001'") == 1
