@@ -44,3 +44,22 @@ def test_cleanup_removes_old_history_but_keeps_what_open_errors_need(env) -> Non
     assert json.loads(env.cli("cleanup", "--older-than", "30d", "--json").stdout)["jobs"] == 0  # idempotent
     proc = env.cli("cleanup", "--older-than", "soon", check=False)
     assert proc.returncode == 2 and "not a duration" in proc.stderr
+
+
+def test_the_scheduler_applies_retention_when_it_starts(env) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import wait_for
+
+    setup_customer_sync(env, rows=2)
+    env.start_worker()
+    old = sync(env)
+    store = sa.create_engine(env.store_url)
+    with store.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET enqueued_at = enqueued_at - interval '3 days', "
+                             "finished_at = finished_at - interval '3 days'"))
+    env.start_scheduler(TABLESYNC_RETENTION="2d")
+
+    def gone() -> bool:
+        with store.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM jobs WHERE id = :j"), {"j": old["id"]}).scalar() == 0
+
+    wait_for(gone, timeout=30, what="the scheduler's cleanup")
