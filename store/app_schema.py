@@ -21,8 +21,20 @@ def reflect_table(engine: sa.Engine, name: str, schema: str | None = None) -> sa
     return sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema)
 
 
+_CATEGORIES: dict[int, tuple[sa.types.TypeEngine[Any], str]] = {}
+
+
 def category(col_type: sa.types.TypeEngine[Any]) -> str:
-    t = col_type
+    """The kind of values a column holds; cached per type object, as coercion asks once per value."""
+    hit = _CATEGORIES.get(id(col_type))
+    if hit is not None and hit[0] is col_type:
+        return hit[1]
+    cat = _category(col_type)
+    _CATEGORIES[id(col_type)] = (col_type, cat)
+    return cat
+
+
+def _category(t: sa.types.TypeEngine[Any]) -> str:
     if isinstance(t, sa.Uuid) or type(t).__name__.upper() == "UUID":
         return "uuid"
     if isinstance(t, sa.Boolean):

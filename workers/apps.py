@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 from store.app_schema import category, has_server_key, key_to_db, reflect_table
 from store.config_model import SideSpec
+from workers import pg_bulk
 from workers.hashing import canonical
 
 IN_CHUNK = 1000
@@ -275,6 +276,15 @@ class AppTable:
         if returning:
             result = conn.execute(sa.insert(self.table).returning(self.key, sort_by_parameter_order=True), rows)
             return [str(k) for k in result.scalars()]
+        if pg_bulk.usable(conn) and rows:
+            columns = list(rows[0])
+            if all(len(r) == len(columns) for r in rows):  # every row writes the same columns
+                # SQLAlchemy's bind processors (JSON serialisation and the like) still apply to COPY
+                procs = [self.table.c[c].type.bind_processor(conn.dialect) for c in columns]
+                pg_bulk.copy_rows(conn, self._qualified(), columns,
+                                  (tuple(p(r[c]) if p is not None and r[c] is not None else r[c]
+                                         for c, p in zip(columns, procs)) for r in rows))
+                return None
         conn.execute(sa.insert(self.table), rows)
         return None
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from store.config_model import source_side, target_side
 from store.db import utcnow
 from store.schema import couplings
+from workers import pg_bulk
 from workers.apps import IN_CHUNK, key_batch, key_in
 from workers.decide import CouplingState
 from workers.fieldmap import DirectionPlan
@@ -93,15 +94,16 @@ def insert_intents(
         return {}
     sides = Sides.of(direction)
     now = utcnow()
-    if conn.dialect.name == "postgresql":  # one statement per batch instead of a parameter per value
-        stmt = sa.text(
+    if pg_bulk.usable(conn):  # keys go in by COPY: one stream instead of escaped array parameters
+        pg_bulk.staging(conn, "intents_in", [("s", "text"), ("t", "text")], items)
+        rows = conn.execute(sa.text(
             f"INSERT INTO couplings (mapping, {sides.source_key}, {sides.target_key}, state, origin, failures, skipped, "
             "created_at, last_job_id) SELECT :m, s, t, 'pending', :origin, 0, false, :now, :job "
-            f"FROM unnest(CAST(:sk AS text[]), CAST(:tk AS text[])) AS u(s, t) RETURNING id, {sides.source_key}"
-        )
-        rows = conn.execute(stmt, {"m": mapping, "now": now, "job": job_id, "origin": source_side(direction),
-                                   "sk": [sk for sk, _ in items], "tk": [tk for _, tk in items]})
-        return {str(sk): int(i) for i, sk in rows}
+            f"FROM intents_in RETURNING id, {sides.source_key}"
+        ), {"m": mapping, "now": now, "job": job_id, "origin": source_side(direction)})
+        out = {str(sk): int(i) for i, sk in rows}
+        conn.execute(sa.text("DROP TABLE intents_in"))
+        return out
     rows = [
         {"mapping": mapping, sides.source_key: sk, sides.target_key: tk, "state": "pending",
          "origin": source_side(direction), "failures": 0,
@@ -151,17 +153,18 @@ def write_outcomes(
     outcomes = list(outcomes)
     ok = [o for o in outcomes if o.success]
     bad = [o for o in outcomes if not o.success]
-    if ok and conn.dialect.name == "postgresql":
+    if ok and pg_bulk.usable(conn):
+        pg_bulk.staging(conn, "outcomes_in", [("id", "bigint"), ("tk", "text"), ("sh", "text"), ("th", "text"),
+                                              ("sm", "text"), ("lv", "json")],
+                        ((o.coupling_id, o.target_key, o.source_hash, o.target_hash, _modified_text(o.source_modified),
+                          json.dumps(o.values, default=str) if o.values is not None else None) for o in ok))
         conn.execute(sa.text(
             f"UPDATE couplings AS c SET {sides.target_key} = u.tk, {sides.source_hash} = u.sh, "
-            f"{sides.target_hash} = u.th, {sides.source_modified} = u.sm, last_values = CAST(u.lv AS json), "
+            f"{sides.target_hash} = u.th, {sides.source_modified} = u.sm, last_values = u.lv, "
             "state = 'synced', last_result = 'success', failures = 0, last_job_id = :job, last_synced_at = :now "
-            "FROM unnest(CAST(:ids AS bigint[]), CAST(:tks AS text[]), CAST(:shs AS text[]), CAST(:ths AS text[]), "
-            "CAST(:sms AS text[]), CAST(:lvs AS text[])) AS u(id, tk, sh, th, sm, lv) WHERE c.id = u.id"
-        ), {"job": job_id, "now": now, "ids": [o.coupling_id for o in ok], "tks": [o.target_key for o in ok],
-            "shs": [o.source_hash for o in ok], "ths": [o.target_hash for o in ok],
-            "sms": [_modified_text(o.source_modified) for o in ok],
-            "lvs": [json.dumps(o.values, default=str) if o.values is not None else None for o in ok]})
+            "FROM outcomes_in AS u WHERE c.id = u.id"
+        ), {"job": job_id, "now": now})
+        conn.execute(sa.text("DROP TABLE outcomes_in"))
     elif ok:
         conn.execute(
             sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values({

@@ -353,7 +353,10 @@ def _needs_refresh(d: Decision) -> bool:
 
 
 def _success(plan: DirectionPlan, d: Decision, modified_of: dict[str, Any]) -> cs.Outcome:
-    snapshot = {plan.source_side(): d.source_values, plan.target_side(): {k: canonical(v) for k, v in d.values.items()}}
+    # The per-field snapshot serves the three-way merge of bidirectional mappings; one-way ones
+    # decide by hashes alone and save its encoding and storage.
+    snapshot = ({plan.source_side(): d.source_values, plan.target_side(): {k: canonical(v) for k, v in d.values.items()}}
+                if plan.keeps_snapshot else None)
     return cs.Outcome(
         coupling_id=_cid(d), success=True, target_key=d.target_key, source_hash=d.source_hash,
         target_hash=d.target_hash, source_modified=modified_of.get(d.source_key), values=snapshot,

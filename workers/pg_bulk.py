@@ -1,0 +1,41 @@
+"""PostgreSQL bulk writes through psycopg's COPY, inside the caller's SQLAlchemy transaction.
+
+Measured on an initial sync, psycopg spent most of its time escaping the elements of big text-array
+parameters (one regex substitution per element) and executemany costs a round trip per row in
+pipeline mode. COPY moves the same rows in one stream with C-level formatting, several times faster.
+Everything here runs on the connection's own transaction, so atomicity and crash behaviour are those
+of the statement it replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+
+def usable(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+def copy_rows(conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """COPY `rows` (tuples in `columns` order) into `table` (already quoted if it needs to be)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    quote = conn.dialect.identifier_preparer.quote
+    statement = f"COPY {table} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    try:
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:  # as SQLAlchemy would raise it, so callers classify it the same way
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+def staging(conn: sa.Connection, name: str, columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> None:
+    """A temporary table `name` (dropped at commit) filled with `rows`: the input of one set-based
+    INSERT … SELECT or UPDATE … FROM instead of thousands of parameters."""
+    conn.execute(sa.text(f"CREATE TEMP TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns)}) ON COMMIT DROP"))
+    copy_rows(conn, name, [c for c, _ in columns], rows)
