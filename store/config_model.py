@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from store.schedule import Schedule, parse_schedule
+from store.schedule import Schedule, parse_duration, parse_schedule
 from store.transforms import known_transforms
 
 Direction = Literal["to_integration", "from_integration", "bidirectional"]
@@ -64,6 +64,7 @@ class MappingSpec(_Strict):
     skip_after_failures: int = Field(3, ge=1)
     depends_on: list[str] = []
     batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    deletion_scan: str = "every run"  # or an interval ("every 10m"): how often jobs scan coupled keys for deletions
     fields: list[FieldSpec] = Field(min_length=1)
 
     @field_validator("schedule")
@@ -71,6 +72,17 @@ class MappingSpec(_Strict):
     def _schedule(cls, value: str) -> str:
         parse_schedule(value)
         return value
+
+    @field_validator("deletion_scan")
+    @classmethod
+    def _deletion_scan(cls, value: str) -> str:
+        if value.strip().lower() != "every run":
+            parse_duration(value.strip().lower().removeprefix("every").strip())
+        return value
+
+    def deletion_scan_seconds(self) -> float:
+        text = self.deletion_scan.strip().lower()
+        return 0.0 if text == "every run" else parse_duration(text.removeprefix("every").strip()).total_seconds()
 
     def parsed_schedule(self) -> Schedule:
         return parse_schedule(self.schedule)

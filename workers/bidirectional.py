@@ -48,7 +48,8 @@ def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integ
     tables = {"local": local, "integration": integration}
     plan = compile_pair_plan(spec, tables)
     total = Counters()
-    total.add(scan_deletions(ctx, plan.to_integration, local, integration, spec.on_deletion_conflict, two_way=True))
+    total.add(scan_deletions(ctx, plan.to_integration, local, integration, spec.on_deletion_conflict, two_way=True,
+                             every_seconds=spec.deletion_scan_seconds()))
 
     with ctx.store.connect() as conn:
         marks = {side: None if ctx.full else get_watermark(conn, spec.name, side) for side in SIDES}
@@ -82,7 +83,7 @@ def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, App
     source, target = tables[side], tables["integration" if side == "local" else "local"]
     rows = app_call(lambda: source.fetch(keys, one_way.source_columns))
     with ctx.store.connect() as conn:
-        couplings = cs.by_source_keys(conn, plan.mapping, one_way.direction, keys)
+        couplings = cs.by_source_keys(conn, plan.mapping, one_way.direction, keys, snapshot=True)
     new_rows: list[dict[str, Any]] = []
     pairs: list[tuple[dict[str, Any], CouplingState]] = []
     for key in keys:
@@ -147,7 +148,7 @@ def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], 
     """Force `winner`'s values onto the other side for these coupled local records."""
     rows = app_call(lambda: tables["local"].fetch(local_keys, plan.local_columns, apply_filter=False))
     with ctx.store.connect() as conn:
-        couplings = cs.by_source_keys(conn, plan.mapping, "to_integration", local_keys)
+        couplings = cs.by_source_keys(conn, plan.mapping, "to_integration", local_keys, snapshot=True)
     pairs = [(rows[k], c) for k, c in couplings.items() if k in rows and c.state == "synced"]
     return _merge_pairs(ctx, plan, "local", tables, pairs, winner) if pairs else Counters()
 

@@ -42,17 +42,24 @@ def _state(row: Any, sides: Sides) -> CouplingState:
     return CouplingState(
         id=m["id"], source_key=m[sides.source_key], target_key=m[sides.target_key], state=m["state"],
         source_hash=m[sides.source_hash], target_hash=m[sides.target_hash], last_result=m["last_result"],
-        skipped=m["skipped"], last_job_id=m["last_job_id"], snapshot=m["last_values"], origin=m["origin"],
+        skipped=m["skipped"], last_job_id=m["last_job_id"], snapshot=m.get("last_values"), origin=m["origin"],
     )
 
 
-def by_source_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> dict[str, CouplingState]:
+_STATE_COLUMNS = ("id", "local_key", "integration_key", "state", "local_hash", "integration_hash", "last_result",
+                  "skipped", "last_job_id", "origin")
+
+
+def by_source_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str],
+                   snapshot: bool = False) -> dict[str, CouplingState]:
+    """Couplings by source key; the per-field snapshot (only bidirectional merges need it) on request."""
     sides = Sides.of(direction)
     col = couplings.c[sides.source_key]
     out: dict[str, CouplingState] = {}
     step = key_batch(conn.dialect.name)
+    columns = [couplings.c[c] for c in _STATE_COLUMNS] + ([couplings.c.last_values] if snapshot else [])
     for i in range(0, len(keys), step):
-        q = sa.select(couplings).where(couplings.c.mapping == mapping, key_in(col, list(keys[i:i + step]), conn.dialect.name))
+        q = sa.select(*columns).where(couplings.c.mapping == mapping, key_in(col, list(keys[i:i + step]), conn.dialect.name))
         for row in conn.execute(q):
             state = _state(row, sides)
             out[str(state.source_key)] = state

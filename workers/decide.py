@@ -70,13 +70,24 @@ def decide(
     couplings: Mapping[str, CouplingState],
     targets: Mapping[str, Mapping[str, Any]],
     refs: Refs | None = None,
+    source_hashes: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """One decision per source row, in input order.
 
     `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only),
-    `refs` translates parent fields' keys.
+    `refs` translates parent fields' keys, `source_hashes` (by source key) saves recomputing them.
     """
-    return [_decide_one(plan, row, couplings, targets, refs) for row in rows]
+    return [_decide_one(plan, row, couplings, targets, refs, source_hashes) for row in rows]
+
+
+def source_hash_of(plan: DirectionPlan, row: Mapping[str, Any]) -> str:
+    return content_hash(canonical_values(row, plan.source_columns))
+
+
+def settled(coupling: CouplingState | None, source_hash: str) -> bool:
+    """Synced, last attempt fine, and the source hashes as at that sync: nothing to do, no target read."""
+    return (coupling is not None and coupling.state == "synced" and coupling.last_result == "success"
+            and coupling.target_key is not None and source_hash == coupling.source_hash)
 
 
 def _decide_one(
@@ -85,6 +96,7 @@ def _decide_one(
     couplings: Mapping[str, CouplingState],
     targets: Mapping[str, Mapping[str, Any]],
     refs: Refs | None,
+    source_hashes: Mapping[str, str] | None = None,
 ) -> Decision:
     key = str(row[plan.source_key_column])
     coupling = couplings.get(key)
@@ -92,13 +104,18 @@ def _decide_one(
         return Decision(SKIP, key, coupling, target_key=coupling.target_key)
     if coupling is not None and coupling.state == "uncoupled":  # an operator or strategy removed the pair
         return Decision(IGNORE, key, coupling)
+    source_canon = canonical_values(row, plan.source_columns)
+    source_hash = (source_hashes or {}).get(key) or content_hash(source_canon)
+    if settled(coupling, source_hash):  # the common case of an incremental run: decided by one hash
+        assert coupling is not None
+        return Decision(UNCHANGED, key, coupling, target_key=coupling.target_key, source_hash=source_hash,
+                        target_hash=coupling.target_hash)
     try:
         values = target_values(plan, row, refs)
     except RecordError as exc:
         return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
-    source_canon = canonical_values(row, plan.source_columns)
     target_canon = canonical_values(values, plan.target_fields)
-    base = dict(source_key=key, coupling=coupling, values=values, source_hash=content_hash(source_canon),
+    base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash,
                 target_hash=content_hash(canonical_values(values, plan.target_hash_columns)),
                 source_values=dict(zip(plan.source_columns, source_canon)))
 

@@ -20,15 +20,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from store.db import utcnow
 from store.jobs import Counters, add_counters
 from store.schema import couplings
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call
 from workers.fieldmap import DirectionPlan
 from workers.journal import RecordRef, event_row, write_errors, write_events
+from workers.watermark import get_watermark, set_watermark
 from workers.writer import split_write
 
 SCAN_CHUNK = 20_000  # keys per store query and per app lookup: few round trips, bounded memory
+SCAN_MARK = "deletion_scan"  # the watermarks row holding when the last complete scan started
 
 
 @dataclass
@@ -40,10 +43,25 @@ class Gone:
     target_exists: bool
 
 
+def scan_due(ctx: Any, mapping: str, every_seconds: float) -> bool:
+    """Is the periodic scan due? Always for `--full` runs and "every run"; else once per interval."""
+    if ctx.full or every_seconds <= 0:
+        return True
+    with ctx.store.connect() as conn:
+        last = get_watermark(conn, mapping, SCAN_MARK)
+    return last is None or (utcnow() - last).total_seconds() >= every_seconds
+
+
 def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, strategy: str,
-                   two_way: bool = False) -> Counters:
-    """Find and settle deleted records of synced couplings; `two_way` allows writing to the source."""
+                   two_way: bool = False, every_seconds: float = 0.0) -> Counters:
+    """Find and settle deleted records of synced couplings; `two_way` allows writing to the source.
+
+    The scan reads every coupled key on both sides, so on big tables it runs once per
+    `deletion_scan` interval rather than every job; its time is kept with the watermarks."""
     total = Counters()
+    if not scan_due(ctx, plan.mapping, every_seconds):
+        return total
+    started = utcnow()
     sides = cs.Sides.of(plan.direction)
     src_col, tgt_col = couplings.c[sides.source_key], couplings.c[sides.target_key]
     last_id = 0
@@ -56,6 +74,9 @@ def scan_deletions(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppT
                 .order_by(couplings.c.id).limit(max(ctx.batch_size, SCAN_CHUNK))
             ).all()
         if not rows:
+            if ctx.report is None:
+                with ctx.store.begin() as conn:
+                    set_watermark(conn, plan.mapping, SCAN_MARK, started)
             return total
         last_id = rows[-1][0]
         src_gone = app_call(lambda: source.missing([r[1] for r in rows]))

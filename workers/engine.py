@@ -23,7 +23,7 @@ from store.app_schema import key_to_db
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
-from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff
+from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff, settled, source_hash_of
 from workers.deletions import scan_deletions
 from workers.fieldmap import (
     DirectionPlan,
@@ -57,7 +57,7 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     total = Counters()
     side = plan.source_side()
     columns = plan.source_columns
-    total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict))
+    total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict, every_seconds=plan.deletion_scan_seconds))
     with ctx.store.connect() as conn:
         watermark = None if ctx.full else get_watermark(conn, plan.mapping, side)
         retry = cs.retry_keys(conn, plan.mapping, plan.direction)
@@ -115,9 +115,11 @@ def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target:
             couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
         refs = cs.parent_refs(conn, plan, rows)
     couplings = _recover_unkeyed(ctx, plan, target, rows, couplings, refs)
-    wanted = [c.target_key for c in couplings.values() if c.target_key is not None and not c.skipped]
+    hashes = {k: source_hash_of(plan, r) for k, r in zip(keys, rows)}
+    wanted = [c.target_key for k, c in couplings.items()
+              if c.target_key is not None and not c.skipped and not settled(c, hashes.get(k, ""))]
     targets = app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
-    decisions = decide(plan, rows, couplings, targets, refs)
+    decisions = decide(plan, rows, couplings, targets, refs, hashes)
     if ctx.report is not None:
         _match(ctx, plan, target, [d for d in decisions if d.action == INSERT and d.target_key is None
                                    and (d.coupling is None or d.coupling.target_key is None)])

@@ -48,6 +48,7 @@ class DirectionPlan:
     target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
     target_snapshot: tuple[str, ...] = ()  # every mapped target column: what a coupling's snapshot and hash cover
     keeps_snapshot: bool = False  # bidirectional mappings keep per-field values for the three-way merge
+    deletion_scan_seconds: float = 0.0  # 0: scan coupled keys for deletions every run
 
     @property
     def target_fields(self) -> tuple[str, ...]:
@@ -99,7 +100,7 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
         key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
         match_columns=match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
-        keeps_snapshot=spec.direction == "bidirectional",
+        keeps_snapshot=spec.direction == "bidirectional", deletion_scan_seconds=spec.deletion_scan_seconds(),
     )
 
 

@@ -80,3 +80,15 @@ def test_remove_coupling_forgets_the_pair(env) -> None:  # type: ignore[no-untyp
     with erp.begin() as conn:  # a later change to the uncoupled record is not synced
         conn.execute(sa.text("UPDATE customers SET name = 'Changed', modified_at = now() WHERE id = 4"))
     assert (sync(env)["inserted"], count(crm, "accounts")) == (0, 9)
+
+
+def test_a_periodic_deletion_scan_runs_once_per_interval(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, _, _ = setup_customer_sync(env, rows=5)
+    path = env.tmp / "tablesync.yaml"
+    path.write_text(path.read_text().replace("    fields:", "    deletion_scan: every 1h\n    fields:"))
+    env.cli("config", "apply")
+    env.start_worker()
+    sync(env)  # the first job scans (and finds nothing)
+    delete_crm(crm, ["C000001"])
+    assert sync(env)["conflicts"] == 0  # within the hour: no scan
+    assert sync(env, "CUSTOMER", "--full")["conflicts"] == 1  # a full run always scans

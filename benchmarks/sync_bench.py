@@ -1,0 +1,232 @@
+"""Initial and incremental sync through the real path, against the COPY pipe (and dlt, if installed).
+
+    python benchmarks/sync_bench.py [--rows 1000000] [--runs 3] [--changes 1000]
+
+Real path: the store on PostgreSQL, the Redis broker, one `tablesync worker` process (1 thread),
+`tablesync sync --wait`; the job's own start/finish times are the measure. Baseline in the same run:
+psycopg's `COPY … TO STDOUT` piped into `COPY … FROM STDIN` between the same two databases. dlt
+(`pip install -e '.[bench]'`) runs its `sql_database` source into its `postgres` destination with
+the pyarrow backend. Prints a table and, last, one line of JSON with medians and ratios.
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on 127.0.0.1:6379; creates and
+drops its own databases and Redis namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
+REDIS = "redis://127.0.0.1:6379/0"
+COLUMNS = "number, name, email, phone, city, country, credit_limit, segment, created_on"
+SOURCE_DDL = """CREATE TABLE customers (id int PRIMARY KEY, number text NOT NULL, name text NOT NULL, email text,
+  phone text, city text, country text, credit_limit numeric(12,2), segment int, created_on date,
+  modified_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX ON customers (modified_at, id)"""
+TARGET_DDL = """CREATE TABLE accounts (account_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), number text NOT NULL,
+  name text NOT NULL, email text, phone text, city text, country text, credit_limit numeric(12,2), segment int,
+  created_on date, modifiedon timestamptz NOT NULL DEFAULT now())"""
+FILL = """INSERT INTO customers (id, number, name, email, phone, city, country, credit_limit, segment, created_on, modified_at)
+SELECT g, 'C' || lpad(g::text, 8, '0'), 'Customer ' || g, 'customer' || g || '@example.com', '+45 ' || (10000000 + g),
+  'City ' || (g % 500), (ARRAY['DK','SE','NO','DE'])[1 + g % 4], (g % 100000) / 4.0, g % 7, date '2020-01-01' + g % 1500,
+  now() - interval '1 second' * g
+FROM generate_series(1, :n) g"""
+CONFIG = """apps:
+  src: {{url: "{src}"}}
+  dst: {{url: "{dst}"}}
+mappings:
+  - name: CUSTOMER
+    local:       {{app: src, table: customers, key: id, modified: modified_at}}
+    integration: {{app: dst, table: accounts, key: account_id, modified: modifiedon}}
+    direction: to_integration
+    schedule: "every 1d"
+    deletion_scan: every 10m                # big table: scan coupled keys for deletions every 10 min, not every job
+    fields:
+"""
+FIELDS = "".join(f"      - {{local: {c.strip()}, integration: {c.strip()}}}\n" for c in COLUMNS.split(","))
+
+
+@contextmanager
+def databases(*names: str) -> Iterator[dict[str, str]]:
+    admin = sa.create_engine(PG.format("postgres"), isolation_level="AUTOCOMMIT")
+    real = {n: f"bench_{n}_{uuid.uuid4().hex[:8]}" for n in names}
+    with admin.connect() as conn:
+        for db in real.values():
+            conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    try:
+        yield {n: PG.format(db) for n, db in real.items()}
+    finally:
+        with admin.connect() as conn:
+            for db in real.values():
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def execute(url: str, sql: str, **params: Any) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for statement in sql.split(";\n"):
+            conn.execute(sa.text(statement), params)
+    engine.dispose()
+
+
+def plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def copy_pipe(src: str, dst: str) -> float:
+    """The physical baseline: rows streamed between the two databases by COPY, no per-row work."""
+    execute(dst, "TRUNCATE accounts")
+    started = time.perf_counter()
+    with psycopg.connect(plain(src)) as a, psycopg.connect(plain(dst)) as b:
+        with a.cursor().copy(f"COPY (SELECT {COLUMNS} FROM customers) TO STDOUT") as out, \
+                b.cursor().copy(f"COPY accounts ({COLUMNS}) FROM STDIN") as into:
+            for block in out:
+                into.write(block)
+    took = time.perf_counter() - started
+    execute(dst, "TRUNCATE accounts")
+    return took
+
+
+def dlt_run(src: str, dst: str, backend: str) -> float | None:
+    try:
+        import dlt  # type: ignore[import-not-found]
+        from dlt.sources.sql_database import sql_table  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DLT_DATA_DIR"] = tmp
+        pipeline = dlt.pipeline(pipeline_name=f"bench_{backend}", destination=dlt.destinations.postgres(plain(dst)),
+                                dataset_name=f"dlt_{backend}", pipelines_dir=tmp)
+        source = sql_table(credentials=plain(src), table="customers", backend=backend)
+        started = time.perf_counter()
+        pipeline.run(source, loader_file_format="parquet" if backend == "pyarrow" else None)
+        return time.perf_counter() - started
+
+
+class Tablesync:
+    """One worker process and the CLI, against a store of their own."""
+
+    def __init__(self, urls: dict[str, str], tmp: Path) -> None:
+        self.tmp = tmp
+        ns = f"bench-{uuid.uuid4().hex[:8]}"
+        self.env = {**os.environ, "TABLESYNC_STORE_URL": urls["store"], "TABLESYNC_BROKER_URL": REDIS,
+                    "TABLESYNC_BROKER_NAMESPACE": ns, "TABLESYNC_QUEUE": ns, "TABLESYNC_CONFIG": str(tmp / "t.yaml"),
+                    "PYTHONPATH": str(ROOT)}
+        (tmp / "t.yaml").write_text(CONFIG.format(src=urls["src"], dst=urls["dst"]) + FIELDS)
+        self.cli("db", "upgrade")
+        self.cli("config", "apply")
+        log = open(tmp / "worker.log", "w")
+        self.worker = subprocess.Popen([sys.executable, "-m", "console.cli", "worker", "--processes", "1", "--threads", "1"],
+                                       env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.peak_rss_mb = 0.0
+
+    def cli(self, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "console.cli", *args], env=self.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"tablesync {' '.join(args)}: {proc.stderr}\n{(self.tmp / 'worker.log').read_text()[-3000:]}")
+        return proc.stdout
+
+    def sync(self, *extra: str) -> dict[str, Any]:
+        job_id = self.cli("sync", "CUSTOMER", *extra).strip()
+        while True:
+            job = json.loads(self.cli("job", job_id, "--json"))
+            self.peak_rss_mb = max(self.peak_rss_mb, self._rss_mb())
+            if job["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.2)
+        if job["status"] != "succeeded" or job["failed"]:
+            raise RuntimeError(f"job failed: {job}")
+        job["seconds"] = (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
+        return job
+
+    def _rss_mb(self) -> float:
+        """Peak resident set (VmHWM) over the worker's process tree."""
+        peak = 0
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            if int(fields.get("PPid", "0").strip()) == self.worker.pid or status.parent.name == str(self.worker.pid):
+                peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]))
+        return peak / 1024
+
+    def stop(self) -> None:
+        os.killpg(self.worker.pid, signal.SIGTERM)
+        self.worker.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--changes", type=int, default=1000)
+    args = ap.parse_args()
+    pipe, ours, incremental, dlt_times = [], [], [], []
+    peak = 0.0
+    with databases("src", "dst", "store") as urls, tempfile.TemporaryDirectory() as tmp:
+        execute(urls["src"], SOURCE_DDL)
+        execute(urls["src"], FILL, n=args.rows)
+        execute(urls["dst"], TARGET_DDL)
+        for run in range(args.runs):
+            pipe.append(copy_pipe(urls["src"], urls["dst"]))
+            with databases("store") as store:
+                ts = Tablesync({**urls, "store": store["store"]}, Path(tmp))
+                try:
+                    job = ts.sync()
+                    assert job["inserted"] == args.rows, job
+                    ours.append(job["seconds"])
+                    execute(urls["src"], "UPDATE customers SET phone = phone || 'x', modified_at = now() "
+                                         "WHERE id IN (SELECT id FROM customers ORDER BY random() LIMIT :k)", k=args.changes)
+                    job = ts.sync()
+                    assert job["modified"] == args.changes, job
+                    incremental.append(job["seconds"])
+                    peak = max(peak, ts.peak_rss_mb)
+                finally:
+                    ts.stop()
+            execute(urls["dst"], "TRUNCATE accounts")
+            took = dlt_run(urls["src"], urls["dst"], "pyarrow") if run == 0 else None
+            if took is not None:
+                dlt_times.append(took)
+    pipe_s, ours_s, inc_s = statistics.median(pipe), statistics.median(ours), statistics.median(incremental)
+    rate = {"copy_pipe": args.rows / pipe_s, "tablesync": args.rows / ours_s}
+    if dlt_times:
+        rate["dlt_pyarrow"] = args.rows / statistics.median(dlt_times)
+    print(f"{args.rows:,} rows, {args.runs} runs, medians")
+    print(f"  {'path':<28} {'seconds':>9} {'rows/s':>10}")
+    print(f"  {'COPY pipe (baseline)':<28} {pipe_s:9.2f} {rate['copy_pipe']:10,.0f}")
+    if dlt_times:
+        print(f"  {'dlt, pyarrow backend':<28} {statistics.median(dlt_times):9.2f} {rate['dlt_pyarrow']:10,.0f}")
+    print(f"  {'tablesync initial sync':<28} {ours_s:9.2f} {rate['tablesync']:10,.0f}")
+    print(f"  {'tablesync incremental':<28} {inc_s:9.3f}   ({args.changes} changed rows)")
+    print(f"  worker peak RSS: {peak:.0f} MB")
+    result = {"rows": args.rows, "runs": args.runs, "copy_pipe_s": pipe_s, "tablesync_initial_s": ours_s,
+              "tablesync_incremental_s": inc_s, "changes": args.changes, "rows_per_s": rate,
+              "ratio_tablesync_vs_copy": rate["tablesync"] / rate["copy_pipe"], "worker_peak_rss_mb": peak}
+    if dlt_times:
+        result["ratio_tablesync_vs_dlt"] = rate["tablesync"] / rate["dlt_pyarrow"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
