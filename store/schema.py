@@ -66,6 +66,9 @@ couplings = sa.Table(
     sa.UniqueConstraint("mapping", "integration_key"),
 )
 sa.Index("ix_couplings_retry", couplings.c.mapping, couplings.c.last_result, couplings.c.skipped)
+UNFINISHED = sa.and_(couplings.c.skipped.is_(False),
+                     sa.or_(couplings.c.state == "pending", couplings.c.last_result.is_distinct_from("success")))
+sa.Index("ix_couplings_unfinished", couplings.c.mapping, postgresql_where=UNFINISHED, sqlite_where=UNFINISHED)
 
 jobs = sa.Table(
     "jobs",

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from store.config_model import source_side, target_side
 from store.db import utcnow
-from store.schema import couplings
+from store.schema import UNFINISHED, couplings
 from workers import pg_bulk
 from workers.apps import IN_CHUNK, key_batch, key_in
 from workers.decide import CouplingState
@@ -70,9 +70,8 @@ def retry_keys(conn: sa.Connection, mapping: str, direction: str) -> list[str]:
     """Source keys of couplings whose last attempt failed or never finished, and are not skipped."""
     sides = Sides.of(direction)
     col = couplings.c[sides.source_key]
-    q = sa.select(col).where(
-        couplings.c.mapping == mapping, couplings.c.skipped.is_(False), col.is_not(None), couplings.c.state != "uncoupled",
-        sa.or_(couplings.c.state == "pending", couplings.c.last_result != "success", couplings.c.last_result.is_(None)),
+    q = sa.select(col).where(  # UNFINISHED is the predicate of a partial index: only those rows are read
+        couplings.c.mapping == mapping, UNFINISHED, col.is_not(None), couplings.c.state != "uncoupled",
     ).order_by(col)
     return [str(k) for k in conn.execute(q).scalars()]
 
@@ -81,8 +80,7 @@ def retry_pairs(conn: sa.Connection, mapping: str) -> list[tuple[str, str]]:
     """(side, key) of every unfinished or failed coupling of a bidirectional mapping, by the side to
     read it from: a pending insert from the side it copies, anything else from its local key."""
     q = sa.select(couplings.c.local_key, couplings.c.integration_key, couplings.c.state, couplings.c.origin).where(
-        couplings.c.mapping == mapping, couplings.c.skipped.is_(False), couplings.c.state != "uncoupled",
-        sa.or_(couplings.c.state == "pending", couplings.c.last_result != "success", couplings.c.last_result.is_(None)),
+        couplings.c.mapping == mapping, UNFINISHED, couplings.c.state != "uncoupled",
     ).order_by(couplings.c.id)
     out = []
     for local_key, integration_key, state, origin in conn.execute(q):

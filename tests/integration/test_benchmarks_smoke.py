@@ -1,0 +1,30 @@
+"""The benchmarks run end to end on small data, so they never rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_sync_benchmark_smoke() -> None:
+    out = run("sync_bench.py", "--rows", "10000", "--runs", "1", "--changes", "100")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["rows"] == 10000 and result["rows_per_s"]["tablesync"] > 0 and result["worker_peak_rss_mb"] > 0
+
+
+def test_record_events_benchmark_smoke() -> None:
+    out = run("record_events.py", "--rows", "5000", "--runs", "1")
+    assert "ratio with/without" in out
