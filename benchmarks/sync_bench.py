@@ -106,6 +106,11 @@ def copy_pipe(src: str, dst: str) -> float:
     return took
 
 
+def with_password(url: str) -> str:
+    """dlt's postgres credentials insist on a password; trust authentication ignores it."""
+    return plain(url).replace("postgres@", "postgres:unused@")
+
+
 def dlt_run(src: str, dst: str, backend: str) -> float | None:
     try:
         import dlt  # type: ignore[import-not-found]
@@ -114,7 +119,7 @@ def dlt_run(src: str, dst: str, backend: str) -> float | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DLT_DATA_DIR"] = tmp
-        pipeline = dlt.pipeline(pipeline_name=f"bench_{backend}", destination=dlt.destinations.postgres(plain(dst)),
+        pipeline = dlt.pipeline(pipeline_name=f"bench_{backend}", destination=dlt.destinations.postgres(credentials=with_password(dst)),
                                 dataset_name=f"dlt_{backend}", pipelines_dir=tmp)
         source = sql_table(credentials=plain(src), table="customers", backend=backend)
         started = time.perf_counter()
