@@ -139,21 +139,26 @@ class AppTable:
         return found
 
     def missing(self, keys: Sequence[str]) -> set[str]:
-        """Which of these keys no longer exist. On PostgreSQL the server compares and sends back only
-        the missing ones, so scanning 100k coupled keys moves a few bytes instead of 100k keys."""
+        """Which of these keys no longer exist (or are soft-deleted).
+
+        On PostgreSQL the keys go as one binary array (no per-element text escaping) and the
+        server sends back only the missing ones, probing the key index per key: left to itself
+        the planner hashed the whole table for each chunk, which grew with the table (measured:
+        20k uuid keys against 1M rows, 0.21 s hashed, 0.065 s probed)."""
         keylist = [k for k in dict.fromkeys(keys) if k is not None]
-        if self.engine.dialect.name != "postgresql" or not keylist:
+        if not keylist:
+            return set()
+        if self.engine.dialect.name != "postgresql" or self.engine.dialect.driver != "psycopg":
             return set(keylist) - self.existing(keylist)
-        key_type = self.key.type.compile(dialect=self.engine.dialect)
+        quote = self.engine.dialect.identifier_preparer.quote
         live = "" if self.deleted is None else " AND " + str(
             alive(self.deleted).compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
-        stmt = sa.text(
-            f"SELECT u.k FROM unnest(CAST(:keys AS text[])) AS u(k) WHERE NOT EXISTS (SELECT 1 FROM {self._qualified()} "
-            f"WHERE {self._qualified()}.{self.engine.dialect.identifier_preparer.quote(self.key.name)} = "
-            f"CAST(u.k AS {key_type}){live})"
-        )
-        with self.engine.connect() as conn:
-            return {str(k) for k in conn.execute(stmt, {"keys": keylist}).scalars()}
+        key_type = self.key.type.compile(dialect=self.engine.dialect)
+        table, key = self._qualified(), quote(self.key.name)
+        sql = (f"SELECT _ts_keys.k FROM unnest(%b::text[]) AS _ts_keys(k) WHERE NOT EXISTS "
+               f"(SELECT 1 FROM {table} WHERE {table}.{key} = CAST(_ts_keys.k AS {key_type}){live})")
+        with self.engine.connect() as conn:  # the keys come back exactly as they went in
+            return {row[0] for row in pg_bulk.select_binary(conn, sql, [keylist], nested_loops=True)}
 
     def find_matches(self, columns: Sequence[str], wanted: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[str]]:
         """Keys of rows whose `columns` equal each wanted tuple (text compared case-insensitively),

@@ -34,6 +34,23 @@ def copy_rows(conn: sa.Connection, table: str, columns: Sequence[str], rows: Ite
         raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
+def select_binary(conn: sa.Connection, sql: str, params: Sequence[Any], nested_loops: bool = False) -> list[tuple[Any, ...]]:
+    """Run `sql` (psycopg placeholders) with binary parameters: a list of 50k keys goes as one
+    binary array, without the per-element escaping a text array needs. `nested_loops` keeps the
+    planner from hashing a whole big table to probe a few thousand keys (for this transaction only)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    try:
+        with raw.cursor() as cur:
+            if nested_loops:
+                cur.execute("SET LOCAL enable_hashjoin = off")
+                cur.execute("SET LOCAL enable_mergejoin = off")
+            cur.execute(sql, params, binary=True)
+            return cur.fetchall()
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
 def staging(conn: sa.Connection, name: str, columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> None:
     """A temporary table `name` (dropped at commit) filled with `rows`: the input of one set-based
     INSERT … SELECT or UPDATE … FROM instead of thousands of parameters."""
