@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -13,16 +14,14 @@ from tests.integration.helpers import count, setup_customer_sync
 
 pytestmark = pytest.mark.integration
 ROWS = 20_000
+FAST = {"TABLESYNC_HEARTBEAT_TIMEOUT_SECONDS": "3"}
 
 
-@pytest.mark.parametrize("kill_at", [3_000, 11_000])
-def test_sigkill_mid_initial_sync_converges_exactly(env, kill_at: int) -> None:  # type: ignore[no-untyped-def]
-    erp, crm, _, _ = setup_customer_sync(env, rows=ROWS, batch_size=500)
-    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
-    fast = {"TABLESYNC_HEARTBEAT_TIMEOUT_SECONDS": "3"}
-    worker = env.start_worker(**fast)
-    job_id = int(env.cli("sync", "CUSTOMER").stdout)
-
+def kill_then_redo(env, store: sa.Engine, worker, kill_at: int, partial: Callable[[], bool],  # type: ignore[no-untyped-def]
+                   **extra: str) -> None:
+    """SIGKILL `worker` once `kill_at` couplings exist (`partial` must then still hold: the kill came
+    mid-sync), then start a worker and a scheduler whose reaper abandons the dead job and enqueues
+    its redo; wait for the redo to finish."""
     def progress() -> int:
         with store.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM couplings")).scalar_one())
@@ -30,17 +29,25 @@ def test_sigkill_mid_initial_sync_converges_exactly(env, kill_at: int) -> None: 
     wait_for(lambda: progress() >= kill_at, timeout=120, what=f"{kill_at} intents")
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert count(crm, "accounts") < ROWS, "the kill came too late to test anything"
-
-    env.start_worker(**fast)
-    env.start_scheduler(**fast)  # its reaper marks the dead job abandoned and enqueues the redo
+    assert partial(), "the kill came too late to test anything"
+    env.start_worker(**FAST, **extra)
+    env.start_scheduler(**FAST)
 
     def finished() -> bool:
         with store.connect() as conn:
-            rows = conn.execute(sa.text("SELECT status FROM jobs WHERE mapping = 'CUSTOMER' ORDER BY id")).scalars().all()
+            rows = conn.execute(sa.text("SELECT status FROM jobs ORDER BY id")).scalars().all()
         return "succeeded" in rows and not {"queued", "running"} & set(rows)
 
     wait_for(finished, timeout=180, what="the redo to finish")
+
+
+@pytest.mark.parametrize("kill_at", [3_000, 11_000])
+def test_sigkill_mid_initial_sync_converges_exactly(env, kill_at: int) -> None:  # type: ignore[no-untyped-def]
+    erp, crm, _, _ = setup_customer_sync(env, rows=ROWS, batch_size=500)
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    worker = env.start_worker(**FAST)
+    job_id = int(env.cli("sync", "CUSTOMER").stdout)
+    kill_then_redo(env, store, worker, kill_at, lambda: count(crm, "accounts") < ROWS)
     with store.connect() as conn:
         jobs = conn.execute(sa.text("SELECT id, status, inserted, failed FROM jobs WHERE mapping = 'CUSTOMER' ORDER BY id")).all()
         states = conn.execute(sa.text("SELECT state, last_result, count(*), count(DISTINCT integration_key) "
@@ -71,28 +78,10 @@ def test_sigkill_mid_bidirectional_initial_sync_converges_exactly(env, kill_at: 
         conn.execute(sa.text("INSERT INTO accounts (name, address1_city) SELECT 'CRM ' || g, 'Bergen' FROM generate_series(1, :n) g"),
                      {"n": per_side})
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
-    fast = {"TABLESYNC_HEARTBEAT_TIMEOUT_SECONDS": "3", "TABLESYNC_BATCH_SIZE": "500"}
-    worker = env.start_worker(**fast)
+    worker = env.start_worker(**FAST, TABLESYNC_BATCH_SIZE="500")
     env.cli("sync", "CUSTOMER")
-
-    def progress() -> int:
-        with store.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM couplings")).scalar_one())
-
-    wait_for(lambda: progress() >= kill_at, timeout=120, what=f"{kill_at} intents")
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-    assert count(erp, "customers") + count(crm, "accounts") < 4 * per_side, "the kill came too late to test anything"
-
-    env.start_worker(**fast)
-    env.start_scheduler(**fast)
-
-    def finished() -> bool:
-        with store.connect() as conn:
-            rows = conn.execute(sa.text("SELECT status FROM jobs ORDER BY id")).scalars().all()
-        return "succeeded" in rows and not {"queued", "running"} & set(rows)
-
-    wait_for(finished, timeout=180, what="the redo to finish")
+    kill_then_redo(env, store, worker, kill_at,
+                   lambda: count(erp, "customers") + count(crm, "accounts") < 4 * per_side, TABLESYNC_BATCH_SIZE="500")
     with store.connect() as conn:
         inserted = conn.execute(sa.text("SELECT sum(inserted), sum(failed) FROM jobs")).one()
         states = conn.execute(sa.text("SELECT state, last_result, count(*), count(DISTINCT local_key), "
