@@ -79,7 +79,7 @@ def main() -> None:
                 p.wait(timeout=30)
         store = sa.create_engine(urls["store"])
         with store.connect() as conn:
-            idle = [r[0] for r in conn.execute(sa.text(
+            idle = [float(r[0]) for r in conn.execute(sa.text(
                 "SELECT extract(epoch FROM finished_at - started_at) FROM jobs WHERE status = 'succeeded' "
                 "AND inserted = 0 AND modified = 0"))]
             ticks = conn.execute(sa.text("SELECT count(*) FROM schedule_ticks")).scalar()
