@@ -130,13 +130,13 @@ def dlt_run(src: str, dst: str, backend: str) -> float | None:
 class Tablesync:
     """One worker process and the CLI, against a store of their own."""
 
-    def __init__(self, urls: dict[str, str], tmp: Path) -> None:
+    def __init__(self, urls: dict[str, str], tmp: Path, config: str | None = None) -> None:
         self.tmp = tmp
         ns = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = {**os.environ, "TABLESYNC_STORE_URL": urls["store"], "TABLESYNC_BROKER_URL": REDIS,
                     "TABLESYNC_BROKER_NAMESPACE": ns, "TABLESYNC_QUEUE": ns, "TABLESYNC_CONFIG": str(tmp / "t.yaml"),
                     "PYTHONPATH": str(ROOT)}
-        (tmp / "t.yaml").write_text(CONFIG.format(src=urls["src"], dst=urls["dst"]) + FIELDS)
+        (tmp / "t.yaml").write_text(config or CONFIG.format(src=urls["src"], dst=urls["dst"]) + FIELDS)
         self.cli("db", "upgrade")
         self.cli("config", "apply")
         log = open(tmp / "worker.log", "w")

@@ -68,7 +68,11 @@ couplings = sa.Table(
 sa.Index("ix_couplings_retry", couplings.c.mapping, couplings.c.last_result, couplings.c.skipped)
 UNFINISHED = sa.and_(couplings.c.skipped.is_(False),
                      sa.or_(couplings.c.state == "pending", couplings.c.last_result.is_distinct_from("success")))
-sa.Index("ix_couplings_unfinished", couplings.c.mapping, postgresql_where=UNFINISHED, sqlite_where=UNFINISHED)
+_UNFINISHED_DDL = sa.and_(  # the same predicate with literals: DDL takes no parameters
+    couplings.c.skipped.is_(False),
+    sa.or_(couplings.c.state == sa.literal_column("'pending'"),
+           couplings.c.last_result.is_distinct_from(sa.literal_column("'success'"))))
+sa.Index("ix_couplings_unfinished", couplings.c.mapping, postgresql_where=_UNFINISHED_DDL, sqlite_where=_UNFINISHED_DDL)
 
 jobs = sa.Table(
     "jobs",

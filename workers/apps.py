@@ -1,7 +1,8 @@
 """Reading and writing one mapped table of an app, set-based.
 
-Only SELECT, INSERT and UPDATE on the mapped table (and, on PostgreSQL, reading `pg_stat_activity`
-and evaluating the key column's default) are needed: tablesync never changes an app's schema.
+Only SELECT, INSERT and UPDATE on the mapped table (and, on PostgreSQL, reading `pg_stat_activity`,
+evaluating the key column's default and, when allowed, temporary staging tables) are needed:
+tablesync never changes an app's schema.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class AppTable:
     engine: sa.Engine
     side: SideSpec
     table: sa.Table
+    _temp_ok: bool | None = None  # may the app's user create temporary tables (for staged updates)?
 
     @classmethod
     def open(cls, engine: sa.Engine, side: SideSpec) -> "AppTable":
@@ -294,7 +296,14 @@ class AppTable:
         return None
 
     def update_many(self, conn: sa.Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-        """One executemany for rows that change the same columns; rows carry `_key` plus the columns."""
+        """One statement for rows that change the same columns; rows carry `_key` plus the columns.
+
+        On PostgreSQL (when the app's user may create temporary tables, which PostgreSQL allows by
+        default) the rows go by COPY into a staging table and one UPDATE … FROM applies them;
+        elsewhere it is one executemany."""
+        if len(rows) > 1 and pg_bulk.usable(conn) and self._may_stage(conn):
+            self._update_staged(conn, columns, rows)
+            return
         stmt = (
             sa.update(self.table)
             .where(self.key == sa.bindparam("_key"))
@@ -302,6 +311,26 @@ class AppTable:
         )
         params = [{"_key": key_to_db(r["_key"], self.key), **{f"_v_{c}": r[c] for c in columns}} for r in rows]
         conn.execute(stmt, params)
+
+
+    def _may_stage(self, conn: sa.Connection) -> bool:
+        if self._temp_ok is None:
+            self._temp_ok = bool(conn.execute(sa.text("SELECT has_database_privilege(current_database(), 'TEMP')")).scalar())
+        return self._temp_ok
+
+    def _update_staged(self, conn: sa.Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        quote, dialect = self.engine.dialect.identifier_preparer.quote, self.engine.dialect
+        names = ["_key", *(f"_v{i}" for i in range(len(columns)))]
+        types = [self.key.type.compile(dialect=dialect), *(self.table.c[c].type.compile(dialect=dialect) for c in columns)]
+        procs = [self.table.c[c].type.bind_processor(dialect) for c in columns]
+        pg_bulk.staging(conn, "_ts_updates", list(zip(names, types)),
+                        ((key_to_db(r["_key"], self.key),
+                          *(p(r[c]) if p is not None and r[c] is not None else r[c] for c, p in zip(columns, procs)))
+                         for r in rows))
+        table = self._qualified()
+        sets = ", ".join(f"{quote(c)} = s._v{i}" for i, c in enumerate(columns))
+        conn.execute(sa.text(f"UPDATE {table} SET {sets} FROM _ts_updates AS s WHERE {table}.{quote(self.key.name)} = s._key"))
+        conn.execute(sa.text("DROP TABLE _ts_updates"))
 
 
 def key_batch(dialect: str) -> int:
