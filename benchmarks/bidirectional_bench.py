@@ -58,6 +58,8 @@ def main() -> None:
         with databases("src", "dst", "store") as urls, tempfile.TemporaryDirectory() as tmp:
             execute(urls["src"], SOURCE_DDL)
             execute(urls["src"], FILL, n=args.rows)
+            execute(urls["src"], "CREATE SEQUENCE customers_id_seq START 100000000;\n"  # records may be created here too
+                                 "ALTER TABLE customers ALTER COLUMN id SET DEFAULT nextval('customers_id_seq')")
             execute(urls["dst"], TARGET_DDL)
             ts = Tablesync(urls, Path(tmp), CONFIG.format(src=urls["src"], dst=urls["dst"]))
             try:

@@ -147,7 +147,8 @@ class Tablesync:
     def cli(self, *args: str) -> str:
         proc = subprocess.run([sys.executable, "-m", "console.cli", *args], env=self.env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"tablesync {' '.join(args)}: {proc.stderr}\n{(self.tmp / 'worker.log').read_text()[-3000:]}")
+            log = self.tmp / "worker.log"
+            raise RuntimeError(f"tablesync {' '.join(args)}: {proc.stderr}\n{log.read_text()[-3000:] if log.exists() else ''}")
         return proc.stdout
 
     def sync(self, *extra: str) -> dict[str, Any]:

@@ -28,3 +28,8 @@ def test_sync_benchmark_smoke() -> None:
 def test_record_events_benchmark_smoke() -> None:
     out = run("record_events.py", "--rows", "5000", "--runs", "1")
     assert "ratio with/without" in out
+
+
+def test_bidirectional_benchmark_smoke() -> None:
+    out = run("bidirectional_bench.py", "--rows", "5000", "--runs", "1", "--changes", "100", "--conflicts", "10")
+    assert json.loads(out.strip().splitlines()[-1])["conflicts"] == 10
