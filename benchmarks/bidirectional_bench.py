@@ -19,25 +19,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sync_bench import FILL, SOURCE_DDL, TARGET_DDL, Tablesync, databases, execute  # noqa: E402
+from sync_bench import CONFIG, FILL, SOURCE_DDL, TARGET_DDL, Tablesync, databases, execute  # noqa: E402
 
-CONFIG = """apps:
-  src: {{url: "{src}"}}
-  dst: {{url: "{dst}"}}
-mappings:
-  - name: CUSTOMER
-    local:       {{app: src, table: customers, key: id, modified: modified_at}}
-    integration: {{app: dst, table: accounts, key: account_id, modified: modifiedon}}
-    direction: bidirectional
-    schedule: "every 1d"
-    deletion_scan: every 10m
-    fields:
-      - {{local: number, integration: number}}
-      - {{local: name, integration: name}}
-      - {{local: email, integration: email}}
-      - {{local: phone, integration: phone}}
-      - {{local: city, integration: city}}
-"""
+FIELDS = "".join(f"      - {{local: {c}, integration: {c}}}\n" for c in ("number", "name", "email", "phone", "city"))
 CHANGE_LOCAL = """UPDATE customers SET phone = phone || 'L', modified_at = now()
 WHERE id IN (SELECT id FROM customers WHERE id > :k ORDER BY random() LIMIT :n)"""
 CHANGE_REMOTE = """UPDATE accounts SET city = city || 'R', modifiedon = now()
@@ -62,7 +46,7 @@ def main() -> None:
             execute(urls["src"], "CREATE SEQUENCE customers_id_seq START 100000000;\n"  # records may be created here too
                                  "ALTER TABLE customers ALTER COLUMN id SET DEFAULT nextval('customers_id_seq')")
             execute(urls["dst"], TARGET_DDL)
-            ts = Tablesync(urls, Path(tmp), CONFIG.format(src=urls["src"], dst=urls["dst"]))
+            ts = Tablesync(urls, Path(tmp), CONFIG.format(src=urls["src"], dst=urls["dst"], direction="bidirectional") + FIELDS)
             try:
                 assert ts.sync()["inserted"] == args.rows
                 ts.sync()  # the echo of the initial inserts, once

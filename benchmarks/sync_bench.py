@@ -56,7 +56,7 @@ mappings:
   - name: CUSTOMER
     local:       {{app: src, table: customers, key: id, modified: modified_at}}
     integration: {{app: dst, table: accounts, key: account_id, modified: modifiedon}}
-    direction: to_integration
+    direction: {direction}
     schedule: "every 1d"
     deletion_scan: every 10m                # big table: scan coupled keys for deletions every 10 min, not every job
     fields:
@@ -136,7 +136,7 @@ class Tablesync:
         self.env = {**os.environ, "TABLESYNC_STORE_URL": urls["store"], "TABLESYNC_BROKER_URL": REDIS,
                     "TABLESYNC_BROKER_NAMESPACE": ns, "TABLESYNC_QUEUE": ns, "TABLESYNC_CONFIG": str(tmp / "t.yaml"),
                     "PYTHONPATH": str(ROOT)}
-        (tmp / "t.yaml").write_text(config or CONFIG.format(src=urls["src"], dst=urls["dst"]) + FIELDS)
+        (tmp / "t.yaml").write_text(config or CONFIG.format(src=urls["src"], dst=urls["dst"], direction="to_integration") + FIELDS)
         self.cli("db", "upgrade")
         self.cli("config", "apply")
         log = open(tmp / "worker.log", "w")

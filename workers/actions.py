@@ -238,7 +238,7 @@ class Action:
             here = [s for s, there in zip(SIDES, live[p.id]) if there]
             mine = p.last_job_id in self.mine
             if mine and (p.state == "pending" or not here):
-                out.append((p, p.state == "pending" and _origin_hint(p) or (here[0] if here else "")))
+                out.append((p, self.origin_of(p) if p.state == "pending" else (here[0] if here else "")))
             elif len(here) == 1 and p.state != "uncoupled":
                 out.append((p, here[0]))
             elif len(here) == 2:
@@ -252,7 +252,7 @@ class Action:
         todo: dict[str, list[Pair]] = {"local": [], "integration": []}
         for p, survivor in self._one_deleted(pairs, "restore"):
             if p.state == "pending":  # redo: the intent is there already
-                todo[survivor or "local"].append(p)
+                todo[survivor].append(p)
                 continue
             if self.spec.direction != "bidirectional" and survivor != source_side(self.spec.direction):
                 lost = source_side(self.spec.direction)
@@ -379,8 +379,3 @@ class Action:
             return
         side = "local" if self.spec.direction == "bidirectional" else source_side(self.spec.direction)
         self.synced.add(self.sync_keys(side, [k for p in pairs if (k := p.key(side))]))
-
-
-def _origin_hint(p: Pair) -> str:
-    """The survivor of a restore in progress: the side whose key the pending intent kept."""
-    return "local" if p.local_key is not None and p.integration_key is None else "integration"
