@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from store.settings import Settings
+from tests.conftest import wait_for
 from tests.integration.helpers import count, setup_customer_sync, sync
 from workers.broker import build_broker
 from workers.enqueue import send_job
@@ -169,6 +170,8 @@ def test_an_action_waits_for_a_running_sync_of_its_mapping(env) -> None:  # type
         conn.execute(sa.text("INSERT INTO customers (id, number, name, email, credit_limit, modified_at) "
                              "SELECT g, 'C' || g, 'Bulk ' || g, 'b' || g || '@x.org', 1, now() FROM generate_series(10, 30000) g"))
     sync_id = int(env.cli("sync", "CUSTOMER").stdout)
+    wait_for(lambda: json.loads(env.cli("job", str(sync_id), "--json").stdout)["status"] == "running",
+             timeout=60, what="the sync to start")  # the action is asked for while the sync holds the lock
     status, job, _ = act(env, "restore", str(error["coupling_id"]))
     assert status == 0 and job is not None and job["inserted"] == 1, job
     running = json.loads(env.cli("job", str(sync_id), "--json").stdout)
