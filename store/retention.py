@@ -40,6 +40,8 @@ def cleanup(store: sa.Engine, older_than: timedelta, now: datetime | None = None
             with store.begin() as conn:
                 ids = list(conn.execute(sa.select(id_col).where(condition).limit(CHUNK)).scalars())
                 if ids:
+                    if table is jobs:  # events keep no foreign key (see store.schema): their job's go with it
+                        conn.execute(sa.delete(record_events).where(record_events.c.job_id.in_(ids)))
                     conn.execute(sa.delete(table).where(id_col.in_(ids)))
             removed[name] += len(ids)
             if len(ids) < CHUNK:

@@ -165,7 +165,8 @@ class Action:
         if self.spec.direction == "bidirectional":
             return sync_batch(self.ctx, compile_pair_plan(self.spec, self.tables), side, self.tables, keys)
         direction = self.spec.direction
-        plan = compile_plan(self.spec, direction, self.tables[target_side(direction)].table)
+        plan = compile_plan(self.spec, direction, self.tables[target_side(direction)].table,
+                            self.tables[source_side(direction)].table)
         source = self.tables[source_side(direction)]
         rows = app_call(lambda: source.fetch(keys, plan.source_columns))
         return process_rows(self.ctx, plan, source, self.tables[target_side(direction)], list(rows.values()))
@@ -318,7 +319,7 @@ class Action:
         """Couple every uncoupled source record to its single match_on counterpart."""
         direction = "to_integration" if self.spec.direction == "bidirectional" else self.spec.direction
         src, tgt = source_side(direction), target_side(direction)
-        plan = compile_plan(self.spec, direction, self.tables[tgt].table)
+        plan = compile_plan(self.spec, direction, self.tables[tgt].table, self.tables[source_side(direction)].table)
         if not plan.match_columns:
             self.refuse(None, None, f"mapping {self.spec.name} has no match_on fields: add `match_on: [...]` to it")
             return

@@ -40,8 +40,8 @@ SIDES = ("local", "integration")
 
 
 def compile_pair_plan(spec: MappingSpec, tables: dict[str, AppTable]) -> PairPlan:
-    return pair_plan(spec, compile_plan(spec, "to_integration", tables["integration"].table),
-                     compile_plan(spec, "from_integration", tables["local"].table))
+    return pair_plan(spec, compile_plan(spec, "to_integration", tables["integration"].table, tables["local"].table),
+                     compile_plan(spec, "from_integration", tables["local"].table, tables["integration"].table))
 
 
 def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integration: AppTable) -> Counters:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from store.config_model import source_side, target_side
 from store.db import utcnow
 from store.schema import UNFINISHED, couplings
+from store.schema import insert_intents as staged_intents
 from workers import pg_bulk
 from workers.apps import IN_CHUNK, key_batch, key_in
 from workers.decide import CouplingState
@@ -66,6 +67,10 @@ def by_source_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequ
     return out
 
 
+def has_couplings(conn: sa.Connection, mapping: str) -> bool:
+    return conn.execute(sa.select(couplings.c.id).where(couplings.c.mapping == mapping).limit(1)).first() is not None
+
+
 def retry_keys(conn: sa.Connection, mapping: str, direction: str) -> list[str]:
     """Source keys of couplings whose last attempt failed or never finished, and are not skipped."""
     sides = Sides.of(direction)
@@ -94,21 +99,13 @@ def retry_pairs(conn: sa.Connection, mapping: str) -> list[tuple[str, str]]:
 def insert_intents(
     conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str | None]], job_id: int
 ) -> dict[str, int]:
-    """Record, before the target write, that these source keys are being inserted (and under which key)."""
+    """Record, before the target write, that these source keys are being inserted (and under which
+    key), as pending couplings: the general path, for keys the insert itself makes (RETURNING) and
+    for stores other than PostgreSQL. `stage_inserts` is the bulk path."""
     if not items:
         return {}
     sides = Sides.of(direction)
     now = utcnow()
-    if pg_bulk.usable(conn):  # keys go in by COPY: one stream instead of escaped array parameters
-        pg_bulk.staging(conn, "intents_in", [("s", "text"), ("t", "text")], items)
-        rows = conn.execute(sa.text(
-            f"INSERT INTO couplings (mapping, {sides.source_key}, {sides.target_key}, state, origin, failures, skipped, "
-            "created_at, last_job_id) SELECT :m, s, t, 'pending', :origin, 0, false, :now, :job "
-            f"FROM intents_in RETURNING id, {sides.source_key}"
-        ), {"m": mapping, "now": now, "job": job_id, "origin": source_side(direction)})
-        out = {str(sk): int(i) for i, sk in rows}
-        conn.execute(sa.text("DROP TABLE intents_in"))
-        return out
     rows = [
         {"mapping": mapping, sides.source_key: sk, sides.target_key: tk, "state": "pending",
          "origin": source_side(direction), "failures": 0,
@@ -119,6 +116,83 @@ def insert_intents(
         sa.insert(couplings).returning(couplings.c.id, sort_by_parameter_order=True), rows
     )
     return {sk: i for (sk, _), i in zip(items, result.scalars())}
+
+
+def can_stage(conn: sa.Connection) -> bool:
+    return pg_bulk.usable(conn)
+
+
+def stage_inserts(
+    conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str]], job_id: int
+) -> tuple[int, dict[str, int]]:
+    """Insert intents of records whose target key is known before the write: one `insert_intents`
+    row for the batch (PostgreSQL), their coupling ids taken from the couplings' sequence now.
+    `land_inserts` then writes each coupling once, in its final state. Returns (batch id, ids)."""
+    if not items:
+        return 0, {}
+    ids = conn.execute(sa.text("SELECT array_agg(nextval(CAST(:seq AS regclass))) FROM generate_series(1, :n)"),
+                       {"seq": _id_sequence(conn), "n": len(items)}).scalar_one()
+    local_first = source_side(direction) == "local"
+    records = [[i, sk, tk] if local_first else [i, tk, sk] for i, (sk, tk) in zip(ids, items)]
+    batch = conn.execute(sa.insert(staged_intents).values(
+        mapping=mapping, origin=source_side(direction), records=records, job_id=job_id, created_at=utcnow(),
+    ).returning(staged_intents.c.id)).scalar_one()
+    return int(batch), {sk: int(i) for i, (sk, _) in zip(ids, items)}
+
+
+_sequences: dict[str, str] = {}
+
+
+def _id_sequence(conn: sa.Connection) -> str:
+    """The couplings' id sequence, looked up once per store (per row, the lookup cost more than nextval)."""
+    url = str(conn.engine.url)
+    if url not in _sequences:
+        _sequences[url] = conn.execute(sa.text("SELECT pg_get_serial_sequence('couplings', 'id')")).scalar_one()
+    return _sequences[url]
+
+
+def land_inserts(conn: sa.Connection, mapping: str, direction: str, job_id: int, batch: int,
+                 landed: Sequence[tuple[str, "Outcome"]], failed: Sequence[int] = ()) -> None:
+    """A staged batch's target writes are done: couplings of the `landed` (source key, outcome),
+    synced, by one binary COPY; the `failed` coupling ids become pending couplings that carry
+    their failure; the batch row goes. In the caller's transaction.
+
+    A landed coupling names this job in `inserted_by_job`, which is its record log's `inserted`
+    entry: no record event is written for it."""
+    if failed:
+        promote_intents(conn, mapping, batch, only=set(failed))
+    if landed:
+        sides = Sides.of(direction)
+        now, origin = utcnow(), source_side(direction)
+        columns = ["id", "mapping", sides.source_key, sides.target_key, "state", "origin", sides.source_hash,
+                   sides.target_hash, "last_values", sides.source_modified, "last_result", "failures", "skipped",
+                   "last_job_id", "last_synced_at", "created_at", "inserted_by_job"]
+        types = ["int8", "text", "text", "text", "text", "text", "text", "text", "json", "text", "text", "int4", "bool",
+                 "int8", "timestamptz", "timestamptz", "int8"]
+        pg_bulk.copy_rows(conn, "couplings", columns, (
+            (o.coupling_id, mapping, sk, o.target_key, "synced", origin, o.source_hash, o.target_hash, o.values,
+             _modified_text(o.source_modified), "success", 0, False, job_id, now, now, job_id) for sk, o in landed), types)
+    conn.execute(sa.delete(staged_intents).where(staged_intents.c.id == batch))
+
+
+def promote_intents(conn: sa.Connection, mapping: str, batch: int | None = None, only: set[int] | None = None) -> int:
+    """Staged records (the mapping's, or one batch's `only` ids) become pending couplings, which
+    every path knows how to finish: after a crash, before the next job of the mapping reads
+    anything; and for a staged insert that failed. Returns how many."""
+    cond = staged_intents.c.mapping == mapping
+    if batch is not None:
+        cond = sa.and_(cond, staged_intents.c.id == batch)
+    rows = conn.execute(sa.select(staged_intents).where(cond)).all()
+    pending = [
+        {"id": i, "mapping": mapping, "local_key": lk, "integration_key": ik, "state": "pending", "origin": r.origin,
+         "failures": 0, "skipped": False, "created_at": r.created_at, "last_job_id": r.job_id}
+        for r in rows for i, lk, ik in r.records if only is None or i in only
+    ]
+    if pending:
+        conn.execute(sa.insert(couplings), pending)
+    if rows and batch is None:
+        conn.execute(sa.delete(staged_intents).where(staged_intents.c.id.in_([r.id for r in rows])))
+    return len(pending)
 
 
 def set_target_keys(conn: sa.Connection, direction: str, pairs: Sequence[tuple[int, str | None]]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from operator import contains
 from typing import Any
 
 from workers.fieldmap import (
@@ -58,6 +59,7 @@ class Decision:
     completes_insert: bool = False  # a pending intent whose target row already exists (recovery)
     coupling_id: int | None = None  # set once an intent row exists for a decision that had no coupling
     matched: bool = False  # coupled to an existing target record by match_on instead of inserting
+    staged_batch: int | None = None  # its insert intent is in this `insert_intents` batch (the bulk path)
 
     @property
     def cid(self) -> int | None:
@@ -70,18 +72,30 @@ def decide(
     couplings: Mapping[str, CouplingState],
     targets: Mapping[str, Mapping[str, Any]],
     refs: Refs | None = None,
-    source_hashes: Mapping[str, str] | None = None,
+    prepared: Mapping[str, Prepared] | None = None,
 ) -> list[Decision]:
     """One decision per source row, in input order.
 
     `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only),
-    `refs` translates parent fields' keys, `source_hashes` (by source key) saves recomputing them.
+    `refs` translates parent fields' keys, `prepared` (by source key, from `prepare`) saves
+    canonicalising and hashing the source rows twice.
     """
-    return [_decide_one(plan, row, couplings, targets, refs, source_hashes) for row in rows]
+    prepared = prepared if prepared is not None else prepare(plan, rows)
+    return [_decide_one(plan, row, couplings, targets, refs, prepared[str(row[plan.source_key_column])]) for row in rows]
 
 
-def source_hash_of(plan: DirectionPlan, row: Mapping[str, Any]) -> str:
-    return content_hash(canonical_values(row, plan.source_columns))
+Prepared = tuple[list[Any], str]  # a source row's canonical values (source_columns order) and their hash
+
+
+def prepare(plan: DirectionPlan, rows: list[Mapping[str, Any]]) -> dict[str, Prepared]:
+    """Canonical values and hash of each source row, by source key: all an unchanged record costs."""
+    key, columns = plan.source_key_column, plan.source_columns
+    out = {}
+    for row in rows:
+        canon = canonical_values(row, columns)
+        out[str(row[key])] = (canon, content_hash(canon))
+    return out
+
 
 
 def settled(coupling: CouplingState | None, source_hash: str) -> bool:
@@ -96,7 +110,7 @@ def _decide_one(
     couplings: Mapping[str, CouplingState],
     targets: Mapping[str, Mapping[str, Any]],
     refs: Refs | None,
-    source_hashes: Mapping[str, str] | None = None,
+    prepared: Prepared,
 ) -> Decision:
     key = str(row[plan.source_key_column])
     coupling = couplings.get(key)
@@ -104,20 +118,25 @@ def _decide_one(
         return Decision(SKIP, key, coupling, target_key=coupling.target_key)
     if coupling is not None and coupling.state == "uncoupled":  # an operator or strategy removed the pair
         return Decision(IGNORE, key, coupling)
-    source_canon = canonical_values(row, plan.source_columns)
-    source_hash = (source_hashes or {}).get(key) or content_hash(source_canon)
+    source_canon, source_hash = prepared
     if settled(coupling, source_hash):  # the common case of an incremental run: decided by one hash
         assert coupling is not None
         return Decision(UNCHANGED, key, coupling, target_key=coupling.target_key, source_hash=source_hash,
                         target_hash=coupling.target_hash)
-    try:
-        values = target_values(plan, row, refs)
-    except RecordError as exc:
-        return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
-    target_canon = canonical_values(values, plan.target_fields)
-    base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash,
-                target_hash=content_hash(canonical_values(values, plan.target_hash_columns)),
-                source_values=dict(zip(plan.source_columns, source_canon)))
+    copied = _copied(plan, row)
+    if copied is not None:  # a field-for-field copy: the source's canonical values and hash serve the target
+        values, target_canon, target_hash = copied, source_canon, source_hash
+    else:
+        try:
+            values = target_values(plan, row, refs)
+        except RecordError as exc:
+            return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
+        target_canon = _target_canon(plan, values, source_canon)
+        hash_canon = (target_canon if plan.target_hash_columns == plan.target_fields
+                      else canonical_values(values, plan.target_hash_columns))
+        target_hash = source_hash if hash_canon == source_canon else content_hash(hash_canon)
+    base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash, target_hash=target_hash,
+                source_values=dict(zip(plan.source_columns, source_canon)) if plan.keeps_snapshot else {})
 
     if coupling is None or (coupling.target_key is None and plan.key_rule is None):
         if plan.sync_only_coupled and (coupling is None or coupling.state != "pending"):
@@ -141,6 +160,22 @@ def _decide_one(
     if base["source_hash"] == coupling.source_hash and coupling.last_result == "success":
         return Decision(UNCHANGED, target_key=target_key, **base)
     return _compare(plan, current, target_canon, base, target_key)
+
+
+def _copied(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The target values of a plan that copies its source (`copies_source`) when every value has
+    a type that passes unchanged (in C: no Python step per value); else None."""
+    allowed = plan.copies_source
+    if allowed is None:
+        return None
+    values = list(map(row.get, plan.source_columns))
+    return dict(zip(plan.target_fields, values)) if all(map(contains, allowed, map(type, values))) else None
+
+
+def _target_canon(plan: DirectionPlan, values: Mapping[str, Any], source_canon: list[Any]) -> list[Any]:
+    """Canonical target values; a plain field's is its source value's, already computed."""
+    return [source_canon[i] if i is not None and (v is None or type(v) is r.plain_type) else canonical(v)
+            for r, i, v in zip(plan.rules, plan.plain_source_index, map(values.get, plan.target_fields))]
 
 
 def _compare(

@@ -13,17 +13,17 @@ store transaction, so a batch is counted exactly once however often the job is r
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from store.app_schema import key_to_db
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
-from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff, settled, source_hash_of
+from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff, prepare, settled
 from workers.deletions import scan_deletions
 from workers.fieldmap import (
     DirectionPlan,
@@ -73,13 +73,54 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
 
     retried = set(retry)
     max_seen = None
-    for page in app_iter(source.pages(columns, since, ctx.batch_size)):
-        max_seen = page_top(source, page, max_seen)
-        rows = [r for r in page if str(r[source.side.key]) not in retried]
-        total.add(process_rows(ctx, plan, source, target, rows))
-        ctx.beat()
+    with ctx.store.connect() as conn:  # a first run: no coupling to look up (pages never repeat a key)
+        first = watermark is None and not retry and not cs.has_couplings(conn, plan.mapping)
+    # Pages by key never repeat a key, so one batch can be written while the next is read and
+    # decided; pages by modified-on can (a row changed meanwhile), and match_on claims target
+    # records across batches: those go one batch at a time.
+    with Pipeline(enabled=(since is None or source.modified is None) and not plan.match_columns) as pipe:
+        for page in app_iter(source.pages(columns, since, ctx.batch_size)):
+            max_seen = page_top(source, page, max_seen)
+            rows = [r for r in page if str(r[source.side.key]) not in retried]
+            decided = decide_rows(ctx, plan, source, target, rows, couplings={} if first else None)
+            if decided is not None:
+                pipe.submit(lambda decided=decided: total.add(_apply(ctx, plan, target, *decided)))
+            ctx.beat()
     advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon)
     return total
+
+
+class Pipeline:
+    """Runs each submitted write after the previous one, in one background thread, so the next
+    batch is read and decided meanwhile: the databases' share of a write overlaps Python's share
+    of the next batch. At most one write is in flight; its failure is raised at the next submit or
+    at exit. Disabled, a submit runs at once."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tablesync-write") if enabled else None
+        self._pending: Future[None] | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        if self._pool is None:
+            write()
+            return
+        self._wait()
+        self._pending = self._pool.submit(write)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
@@ -107,27 +148,35 @@ def advance_watermark(ctx: RunContext, mapping: str, side: str, watermark: Any, 
 def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]],
                  couplings: dict[str, Any] | None = None) -> Counters:
     """Decide and apply one batch of source rows one way (`couplings` by source key, if already read)."""
+    decided = decide_rows(ctx, plan, source, target, rows, couplings)
+    return Counters() if decided is None else _apply(ctx, plan, target, *decided)
+
+
+def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]],
+                couplings: dict[str, Any] | None = None) -> tuple[list[Decision], dict[str, Any]] | None:
+    """The reading half of `process_rows`: decisions and each record's modified-on, or None when
+    there is nothing to write (no rows, or a dry run, whose report took the decisions)."""
     if not rows:
-        return Counters()
+        return None
     keys = [str(r[source.side.key]) for r in rows]
     with ctx.store.connect() as conn:
         if couplings is None:
             couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
         refs = cs.parent_refs(conn, plan, rows)
     couplings = _recover_unkeyed(ctx, plan, target, rows, couplings, refs)
-    hashes = {k: source_hash_of(plan, r) for k, r in zip(keys, rows)}
+    prepared = prepare(plan, rows)
     wanted = [c.target_key for k, c in couplings.items()
-              if c.target_key is not None and not c.skipped and not settled(c, hashes.get(k, ""))]
+              if c.target_key is not None and not c.skipped and not settled(c, prepared[k][1] if k in prepared else "")]
     targets = app_call(lambda: target.fetch(wanted, plan.target_fields, apply_filter=False))
-    decisions = decide(plan, rows, couplings, targets, refs, hashes)
+    decisions = decide(plan, rows, couplings, targets, refs, prepared)
     if ctx.report is not None:
         _match(ctx, plan, target, [d for d in decisions if d.action == INSERT and d.target_key is None
                                    and (d.coupling is None or d.coupling.target_key is None)])
         ctx.report.decisions(plan.direction, decisions)
         ctx.handled.update(d.cid for d in decisions if d.cid is not None)
-        return Counters()
+        return None
     modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
-    return _apply(ctx, plan, target, decisions, modified_of)
+    return decisions, modified_of
 
 
 def _apply(
@@ -140,7 +189,7 @@ def _apply(
 
     _match(ctx, plan, target, [d for d in decisions if d.action == INSERT and d.target_key is None
                                and (d.coupling is None or d.coupling.target_key is None)])
-    inserted = _insert(ctx, plan, target, [d for d in decisions if d.action == INSERT], failures)
+    inserted = _insert(ctx, plan, target, [d for d in decisions if d.action == INSERT], failures, modified_of)
     updated = update_targets(target, [d for d in decisions if d.action == UPDATE], failures)
 
     for d in decisions:
@@ -160,10 +209,14 @@ def _apply(
                 outcomes.append(_success(plan, d, modified_of))
         elif d.action == FAIL:
             failures.append((d, d.message or "failed", ""))
+    landed: dict[int, list[tuple[str, cs.Outcome]]] = {}
     for d in inserted:
         counters.inserted += 1
-        outcomes.append(_success(plan, d, modified_of))
-        events.append(_event(ctx, plan, d, "inserted"))
+        if d.staged_batch is not None:  # its coupling is its record log's entry (couplings.inserted_by_job)
+            landed.setdefault(d.staged_batch, []).append((d.source_key, _success(plan, d, modified_of)))
+        else:
+            outcomes.append(_success(plan, d, modified_of))
+            events.append(_event(ctx, plan, d, "inserted"))
     for d in updated:
         outcome = "coupled" if d.matched else "inserted" if d.completes_insert else "modified"
         setattr(counters, outcome, getattr(counters, outcome) + 1)
@@ -172,6 +225,10 @@ def _apply(
     counters.failed += len(failures)
 
     with ctx.store.begin() as conn:
+        for batch in {d.staged_batch for d in decisions if d.staged_batch is not None}:
+            # a staged insert that failed becomes a pending coupling, which carries failures and retries
+            cs.land_inserts(conn, plan.mapping, plan.direction, ctx.job_id, batch, landed.get(batch, []),
+                            [_cid(d) for d, _, _ in failures if d.staged_batch == batch])
         if failures:
             untracked = [d for d, _, _ in failures if d.cid is None]
             if untracked:  # a record that failed before it was ever coupled is tracked, never dropped
@@ -246,7 +303,8 @@ def _match(ctx: RunContext, plan: DirectionPlan, target: AppTable, fresh: list[D
         d.coupling_id = ids[d.source_key]
 
 
-def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]]) -> list[Decision]:
+def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[Decision], failures: list[tuple[Decision, str, str]],
+            modified_of: dict[str, Any]) -> list[Decision]:
     if not todo:
         return []
     strategy = target.key_strategy(plan.key_rule is not None)
@@ -261,24 +319,24 @@ def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[D
             d.message = (f"cannot insert into {plan.target.table}: its key {plan.target.key} has no default; "
                          "map a field onto it or give the column a default")
         todo = [d for d in todo if d.action == INSERT]
+    returning = strategy == "returning"
     with ctx.store.begin() as conn:
         new = [d for d in todo if d.coupling is None]
-        ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in new], ctx.job_id)
+        staged = {d.source_key: d.target_key for d in new if d.target_key is not None} if cs.can_stage(conn) else {}
+        batch, ids = cs.stage_inserts(conn, plan.mapping, plan.direction, list(staged.items()), ctx.job_id)
+        ids.update(cs.insert_intents(conn, plan.mapping, plan.direction,
+                                     [(d.source_key, d.target_key) for d in new if d.source_key not in ids], ctx.job_id))
         cs.set_target_keys(conn, plan.direction, [(d.coupling.id, d.target_key) for d in todo
                                                   if d.coupling is not None and d.coupling.target_key != d.target_key])
     for d in new:
         d.coupling_id = ids[d.source_key]
+        d.staged_batch = batch if d.source_key in staged else None
 
     key_col = target.key
-    returning = strategy == "returning"
 
     def write(conn: sa.Connection, part: Sequence[Decision]) -> list[Any] | None:
-        rows = []
-        for d in part:
-            row = dict(d.values)
-            if d.target_key is not None:
-                row[key_col.name] = key_to_db(d.target_key, key_col)
-            rows.append(row)
+        # keys go as strings: AppTable.insert converts them where its path needs to
+        rows = [{**d.values, key_col.name: d.target_key} if d.target_key is not None else d.values for d in part]
         return target.insert(conn, rows, returning=returning and any(d.target_key is None for d in part))
 
     done, failed = split_write(target.engine, todo, write)

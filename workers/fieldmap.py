@@ -6,16 +6,20 @@ of one source row, which the decision logic and its unit tests use directly.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
-from store.app_schema import coerce
+from store.app_schema import category, coerce
 from store.config_model import MappingSpec, SideSpec, source_side, target_side
 from store.transforms import get_transform
-from workers.hashing import canonical
+from workers.hashing import AS_IS, canonical
 
 
 class RecordError(Exception):
@@ -30,6 +34,7 @@ class FieldRule:
     transform: Callable[[Any], Any] | None = None
     transform_name: str | None = None
     parent: str | None = None  # a mapping whose couplings translate this field's keys
+    plain_type: type | None = None  # a source value of exactly this type is written unchanged (no coercion)
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,27 @@ class DirectionPlan:
     keeps_snapshot: bool = False  # bidirectional mappings keep per-field values for the three-way merge
     deletion_scan_seconds: float = 0.0  # 0: scan coupled keys for deletions every run
 
-    @property
+    @cached_property  # asked for per record
     def target_fields(self) -> tuple[str, ...]:
         return tuple(r.target for r in self.rules)
 
-    @property
+    @cached_property
+    def copies_source(self) -> tuple[frozenset[type], ...] | None:
+        """When every field copies its source column as it is, in `source_columns` order, and the
+        hash covers exactly those fields: per field, the types a value may have to pass unchanged.
+        Such a record's target values are its source values, with the same canonical form and hash."""
+        if (all(r.plain_type is not None for r in self.rules) and tuple(r.source for r in self.rules) == self.source_columns
+                and self.target_hash_columns == self.target_fields):
+            return tuple(frozenset({r.plain_type, type(None)}) for r in self.rules)
+        return None
+
+    @cached_property
+    def plain_source_index(self) -> tuple[int | None, ...]:
+        """Per rule, where a plain field's source value sits in `source_columns` (None: not plain)."""
+        return tuple(self.source_columns.index(r.source) if r.plain_type is not None and r.source in self.source_columns
+                     else None for r in self.rules)
+
+    @cached_property
     def target_hash_columns(self) -> tuple[str, ...]:
         return self.target_snapshot or self.target_fields
 
@@ -69,7 +90,8 @@ class DirectionPlan:
         return target_side(self.direction)
 
 
-def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | None = None) -> DirectionPlan:
+def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | None = None,
+                 source_table: sa.Table | None = None) -> DirectionPlan:
     src, tgt = source_side(direction), target_side(direction)
     rules = []
     for f in spec.fields:
@@ -84,7 +106,12 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
             continue
         source_col = f.local if src == "local" else f.integration
         fn = get_transform(f.transform) if f.transform else None
-        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform, parent=f.parent))
+        plain = None
+        if fn is None and f.parent is None and source_col is not None:
+            plain = plain_type(source_table.c.get(source_col) if source_table is not None else None,
+                               target_table.c.get(target_col) if target_table is not None else None)
+        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform, parent=f.parent,
+                               plain_type=plain))
     # Every mapped column of each side, whichever way its field flows: a bidirectional mapping's
     # snapshot must cover the whole record on both sides for the three-way comparison.
     source_cols = side_columns(spec, src)
@@ -102,6 +129,32 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         match_columns=match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
         keeps_snapshot=spec.direction == "bidirectional", deletion_scan_seconds=spec.deletion_scan_seconds(),
     )
+
+
+_PY_TYPES = {"string": str, "integer": int, "numeric": Decimal, "float": float, "boolean": bool,
+             "datetime": dt.datetime, "date": dt.date, "uuid": uuid.UUID}
+
+
+def plain_type(source: sa.Column[Any] | None, target: sa.Column[Any] | None) -> type | None:
+    """The Python type whose values fit `target` as read from `source`, so coercing them would
+    change nothing (same kind, no narrower length, same scale, same time zone handling); None when
+    every value must be coerced. The check per value stays, for databases that store anything."""
+    if source is None or target is None:
+        return None
+    kind = category(target.type)
+    if category(source.type) != kind or kind not in _PY_TYPES:
+        return None
+    s, t = source.type, target.type
+    if kind == "string" and getattr(t, "length", None) is not None and not (
+            getattr(s, "length", None) is not None and s.length <= t.length):
+        return None
+    if kind == "numeric" and (not getattr(t, "asdecimal", True) or getattr(t, "scale", None) not in (None, getattr(s, "scale", None))):
+        return None
+    if kind == "datetime" and bool(getattr(s, "timezone", False)) != bool(getattr(t, "timezone", False)):
+        return None
+    if kind == "uuid" and not (getattr(s, "as_uuid", True) and getattr(t, "as_uuid", True)):
+        return None
+    return _PY_TYPES[kind]
 
 
 def side_columns(spec: MappingSpec, side: str) -> tuple[str, ...]:
@@ -122,6 +175,9 @@ def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None
     out: dict[str, Any] = {}
     for rule in plan.rules:
         value = rule.constant if rule.source is None else row.get(rule.source)
+        if rule.plain_type is not None and (value is None or type(value) is rule.plain_type):
+            out[rule.target] = value
+            continue
         if rule.parent is not None and value is not None:
             found = (refs or {}).get(rule.target, {}).get(str(value))
             if found is None:
@@ -145,4 +201,5 @@ def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None
 
 
 def canonical_values(values: Mapping[str, Any], columns: tuple[str, ...]) -> list[Any]:
-    return [canonical(values.get(c)) for c in columns]
+    # Inlined type test: text, integers and NULLs, most of a table, skip a call per value.
+    return [v if type(v) in AS_IS else canonical(v) for v in map(values.get, columns)]

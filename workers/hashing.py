@@ -17,9 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 
+AS_IS = frozenset({str, int, bool, type(None)})  # already canonical: the bulk of most tables' values
+
+
 def canonical(value: Any) -> Any:
     """A JSON-safe, representation-independent form of a column value."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if type(value) in AS_IS or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) < 2**53 else value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 
 from store.db import utcnow
 from store.schema import job_errors, record_events
+from workers import pg_bulk
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ def event_row(ref: RecordRef, outcome: str, message: str | None = None, changes:
 
 EVENT_COLUMNS = ("job_id", "mapping", "coupling_id", "local_key", "integration_key", "direction", "outcome",
                  "message", "changes", "at")
+EVENT_TYPES = ("int8", "text", "int8", "text", "text", "text", "text", "text", "json", "timestamptz")
 
 
 def write_events(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -48,13 +49,8 @@ def write_events(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     through COPY in the caller's transaction: several times cheaper than a multi-row INSERT."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cur, cur.copy(f"COPY record_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row([json.dumps(r["changes"], default=str) if c == "changes" and r["changes"] is not None
-                                else r[c] for c in EVENT_COLUMNS])
+    if pg_bulk.usable(conn):
+        pg_bulk.copy_rows(conn, "record_events", EVENT_COLUMNS, (tuple(map(r.get, EVENT_COLUMNS)) for r in rows), EVENT_TYPES)
         return
     conn.execute(sa.insert(record_events), list(rows))
 

@@ -12,24 +12,40 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import json
+from functools import partial
+
 import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import set_json_dumps
+
+_dumps = partial(json.dumps, default=str)
 
 
 def usable(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
 
 
-def copy_rows(conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """COPY `rows` (tuples in `columns` order) into `table` (already quoted if it needs to be)."""
+def copy_rows(conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+              types: Sequence[str] | None = None) -> None:
+    """COPY `rows` (tuples in `columns` order) into `table` (already quoted if it needs to be).
+
+    With `types` (PostgreSQL type names, one per column; JSON columns take Python objects) the
+    rows go in binary format with fixed dumpers: measured three times cheaper per row than text,
+    which looks up a dumper per value. Text serves app tables, whose values come as they are."""
     raw = conn.connection.driver_connection
     assert raw is not None
     quote = conn.dialect.identifier_preparer.quote
-    statement = f"COPY {table} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    statement = f"COPY {table} ({', '.join(quote(c) for c in columns)}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")
     try:
-        with raw.cursor() as cur, cur.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
+        with raw.cursor() as cur:
+            if types:
+                set_json_dumps(_dumps, cur)
+            with cur.copy(statement) as copy:
+                if types:
+                    copy.set_types(list(types))
+                for row in rows:
+                    copy.write_row(row)
     except psycopg.Error as exc:  # as SQLAlchemy would raise it, so callers classify it the same way
         raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
@@ -47,6 +63,17 @@ def select_binary(conn: sa.Connection, sql: str, params: Sequence[Any], nested_l
                 cur.execute("SET LOCAL enable_mergejoin = off")
             cur.execute(sql, params, binary=True)
             return cur.fetchall()
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
+def execute_binary(conn: sa.Connection, sql: str, params: Sequence[Any]) -> None:
+    """A statement with binary parameters (big id arrays) and no result, in the caller's transaction."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    try:
+        with raw.cursor() as cur:
+            cur.execute(sql, params, binary=True)
     except psycopg.Error as exc:
         raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 

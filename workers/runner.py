@@ -29,6 +29,7 @@ from store.settings import Settings
 from workers.apps import AppError, AppTable, AppUnavailable, app_failure
 from workers.actions import ACTION_KINDS, ActionRefused, run_action, sync_record
 from workers.bidirectional import run_bidirectional
+from workers.coupling_store import promote_intents
 from workers.engine import RunContext, run_direction
 from workers.fieldmap import compile_plan
 from workers.locks import MappingLock
@@ -236,6 +237,11 @@ def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> 
     with store.begin() as conn:
         conn.execute(sa.update(jobs).where(jobs.c.id == job.id).values(mapping_version=stored.version,
                                                                        direction=stored.spec.direction))
+        # Under the lock, before anything reads couplings: inserts a crashed job left staged
+        # become pending couplings, which this job finishes (adopting rows that landed).
+        promoted = promote_intents(conn, stored.spec.name)
+    if promoted:
+        log.info("mapping %s: %d unfinished inserts of an interrupted job will be finished", stored.spec.name, promoted)
     params = job.params or {}
     if job.kind in ACTION_KINDS:
         ctx = run_context(store, settings, stored, job.id, beat=beat.beat)
@@ -281,4 +287,4 @@ def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, jo
     if spec.direction == "bidirectional":
         return run_bidirectional(ctx, spec, tables["local"], tables["integration"])
     source, target = tables[source_side(spec.direction)], tables[target_side(spec.direction)]
-    return run_direction(ctx, compile_plan(spec, spec.direction, target.table), source, target)
+    return run_direction(ctx, compile_plan(spec, spec.direction, target.table, source.table), source, target)
