@@ -237,19 +237,22 @@ class AppTable:
             return "returning"
         return "none"
 
-    def preallocate(self, n: int) -> list[str]:
-        """Ask PostgreSQL for `n` keys from the key column's own default (sequence, gen_random_uuid…)."""
+    def preallocate(self, n: int, conn: sa.Connection | None = None) -> list[str]:
+        """Ask PostgreSQL for `n` keys from the key column's own default (sequence, gen_random_uuid…),
+        on `conn` if given (saving a transaction of its own)."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.preallocate(n, own)
         key = self.key
-        with self.engine.begin() as conn:
-            if key.identity is not None or (key.server_default is not None and "nextval" in str(key.server_default.arg)):
-                seq = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
-                                   {"t": self._qualified(), "c": key.name}).scalar()
-                expr = f"nextval('{seq}')"
-            else:
-                expr = str(getattr(key.server_default.arg, "text", key.server_default.arg))
-            # one array of text: 5,000 rows of a uuid each cost ten times more to fetch and convert
-            return list(conn.execute(sa.text(f"SELECT array_agg(CAST({expr} AS text)) FROM generate_series(1, :n)"),
-                                     {"n": n}).scalar_one())
+        if key.identity is not None or (key.server_default is not None and "nextval" in str(key.server_default.arg)):
+            seq = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
+                               {"t": self._qualified(), "c": key.name}).scalar()
+            expr = f"nextval('{seq}')"
+        else:
+            expr = str(getattr(key.server_default.arg, "text", key.server_default.arg))
+        # one array of text: 5,000 rows of a uuid each cost ten times more to fetch and convert
+        return list(conn.execute(sa.text(f"SELECT array_agg(CAST({expr} AS text)) FROM generate_series(1, :n)"),
+                                 {"n": n}).scalar_one())
 
     def delete(self, conn: sa.Connection, keys: Sequence[str]) -> None:
         """Delete these records: a soft-delete side only sets its `deleted:` column."""
@@ -285,19 +288,8 @@ class AppTable:
         if pg_bulk.usable(conn) and rows and not returning:
             columns = list(rows[0])
             if all(len(r) == len(columns) for r in rows):  # every row writes the same columns
-                # SQLAlchemy's bind processors (JSON serialisation and the like) still apply to COPY,
-                # but not to plain scalars, which psycopg dumps exactly as they are (the processor
-                # of NUMERIC would go through float); a string key goes as text, which PostgreSQL
-                # parses into the key's type itself.
-                procs = [None if c == self.key.name or category(self.table.c[c].type) in _SCALARS
-                         else self.table.c[c].type.bind_processor(conn.dialect) for c in columns]
-                if any(procs):
-                    tuples: Iterable[Sequence[Any]] = (
-                        tuple(p(r[c]) if p is not None and r[c] is not None else r[c] for c, p in zip(columns, procs))
-                        for r in rows)
-                else:  # the common case: values go as they are, picked in C
-                    tuples = map(operator.itemgetter(*columns), rows) if len(columns) > 1 else ((r[columns[0]],) for r in rows)
-                pg_bulk.copy_rows(conn, self._qualified(), columns, tuples)
+                getter = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+                self.copy_in(conn, columns, map(getter, rows))
                 return None
         key = self.key.name
         rows = [{**r, key: key_to_db(r[key], self.key)} if isinstance(r.get(key), str) else r for r in rows]
@@ -306,6 +298,18 @@ class AppTable:
             return [str(k) for k in result.scalars()]
         conn.execute(sa.insert(self.table), rows)
         return None
+
+    def copy_in(self, conn: sa.Connection, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """COPY tuples (in `columns` order) into the table, on PostgreSQL.
+
+        SQLAlchemy's bind processors (JSON serialisation and the like) still apply, but not to
+        plain scalars, which psycopg dumps exactly as they are (the processor of NUMERIC would go
+        through float); a string key goes as text, which PostgreSQL parses into the key's type."""
+        procs = [None if c == self.key.name or category(self.table.c[c].type) in _SCALARS
+                 else self.table.c[c].type.bind_processor(conn.dialect) for c in columns]
+        if any(procs):
+            rows = (tuple(v if p is None or v is None else p(v) for v, p in zip(r, procs)) for r in rows)
+        pg_bulk.copy_rows(conn, self._qualified(), columns, rows)
 
     def update_many(self, conn: sa.Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         """One statement for rows that change the same columns; rows carry `_key` plus the columns.

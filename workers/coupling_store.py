@@ -5,6 +5,7 @@ Every function is set-based: one query per 1,000 keys for reads, one executemany
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,32 +124,22 @@ def can_stage(conn: sa.Connection) -> bool:
 
 
 def stage_inserts(
-    conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str]], job_id: int
+    conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str]], job_id: int, ids: bool = True,
 ) -> tuple[int, dict[str, int]]:
     """Insert intents of records whose target key is known before the write: one `insert_intents`
-    row for the batch (PostgreSQL), their coupling ids taken from the couplings' sequence now.
-    `land_inserts` then writes each coupling once, in its final state. Returns (batch id, ids)."""
+    row for the batch (PostgreSQL). `land_inserts`/`write_landed` then write each coupling once,
+    in its final state. With `ids`, the couplings' ids are taken from their sequence now (for
+    events written before the couplings exist). Returns (batch id, {source key: coupling id})."""
     if not items:
         return 0, {}
-    ids = conn.execute(sa.text("SELECT array_agg(nextval(CAST(:seq AS regclass))) FROM generate_series(1, :n)"),
-                       {"seq": _id_sequence(conn), "n": len(items)}).scalar_one()
+    taken = conn.execute(sa.text("SELECT array_agg(nextval(CAST(:seq AS regclass))) FROM generate_series(1, :n)"),
+                         {"seq": _id_sequence(conn), "n": len(items)}).scalar_one() if ids else [None] * len(items)
     local_first = source_side(direction) == "local"
-    records = [[i, sk, tk] if local_first else [i, tk, sk] for i, (sk, tk) in zip(ids, items)]
+    records = [[i, sk, tk] if local_first else [i, tk, sk] for i, (sk, tk) in zip(taken, items)]
     batch = conn.execute(sa.insert(staged_intents).values(
         mapping=mapping, origin=source_side(direction), records=records, job_id=job_id, created_at=utcnow(),
     ).returning(staged_intents.c.id)).scalar_one()
-    return int(batch), {sk: int(i) for i, (sk, _) in zip(ids, items)}
-
-
-_sequences: dict[str, str] = {}
-
-
-def _id_sequence(conn: sa.Connection) -> str:
-    """The couplings' id sequence, looked up once per store (per row, the lookup cost more than nextval)."""
-    url = str(conn.engine.url)
-    if url not in _sequences:
-        _sequences[url] = conn.execute(sa.text("SELECT pg_get_serial_sequence('couplings', 'id')")).scalar_one()
-    return _sequences[url]
+    return int(batch), ({sk: int(i) for i, (sk, _) in zip(taken, items)} if ids else {})
 
 
 def land_inserts(conn: sa.Connection, mapping: str, direction: str, job_id: int, batch: int,
@@ -161,36 +152,61 @@ def land_inserts(conn: sa.Connection, mapping: str, direction: str, job_id: int,
     entry: no record event is written for it."""
     if failed:
         promote_intents(conn, mapping, batch, only=set(failed))
-    if landed:
-        sides = Sides.of(direction)
-        now, origin = utcnow(), source_side(direction)
-        columns = ["id", "mapping", sides.source_key, sides.target_key, "state", "origin", sides.source_hash,
-                   sides.target_hash, "last_values", sides.source_modified, "last_result", "failures", "skipped",
-                   "last_job_id", "last_synced_at", "created_at", "inserted_by_job"]
-        types = ["int8", "text", "text", "text", "text", "text", "text", "text", "json", "text", "text", "int4", "bool",
-                 "int8", "timestamptz", "timestamptz", "int8"]
-        pg_bulk.copy_rows(conn, "couplings", columns, (
-            (o.coupling_id, mapping, sk, o.target_key, "synced", origin, o.source_hash, o.target_hash, o.values,
-             _modified_text(o.source_modified), "success", 0, False, job_id, now, now, job_id) for sk, o in landed), types)
+    write_landed(conn, mapping, direction, job_id, batch, (
+        (o.coupling_id, sk, o.target_key, o.source_hash, o.target_hash, o.values, _modified_text(o.source_modified))
+        for sk, o in landed))
+
+
+LandedRow = tuple[int | None, str, str | None, str | None, str | None, Any, str | None]
+"""(coupling id or None for the sequence's next, source key, target key, source hash, target hash, snapshot or None, source modified-on as text)"""
+
+
+def write_landed(conn: sa.Connection, mapping: str, direction: str, job_id: int, batch: int,
+                 rows: Iterable[LandedRow]) -> None:
+    """Couplings of a staged batch whose target rows are in, synced, by one binary COPY; then the
+    batch row goes. In the caller's transaction."""
+    sides = Sides.of(direction)
+    now, origin = utcnow(), source_side(direction)
+    columns = ["mapping", sides.source_key, sides.target_key, "state", "origin", sides.source_hash,
+               sides.target_hash, "last_values", sides.source_modified, "last_result", "failures", "skipped",
+               "last_job_id", "last_synced_at", "created_at", "inserted_by_job"]
+    types = ["text", "text", "text", "text", "text", "text", "text", "json", "text", "text", "int4", "bool",
+             "int8", "timestamptz", "timestamptz", "int8"]
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        conn.execute(sa.delete(staged_intents).where(staged_intents.c.id == batch))
+        return
+    if first[0] is not None:  # ids taken when the batch was staged
+        columns, types = ["id", *columns], ["int8", *types]
+    pg_bulk.copy_rows(conn, "couplings", columns, (
+        (*((cid,) if cid is not None else ()), mapping, sk, tk, "synced", origin, sh, th, lv, sm, "success", 0, False,
+         job_id, now, now, job_id)
+        for cid, sk, tk, sh, th, lv, sm in itertools.chain([first], rows)), types)
     conn.execute(sa.delete(staged_intents).where(staged_intents.c.id == batch))
 
 
-def promote_intents(conn: sa.Connection, mapping: str, batch: int | None = None, only: set[int] | None = None) -> int:
+def promote_intents(conn: sa.Connection, mapping: str, batch: int | None = None, only: set[int] | None = None,
+                    drop: bool = False) -> int:
     """Staged records (the mapping's, or one batch's `only` ids) become pending couplings, which
     every path knows how to finish: after a crash, before the next job of the mapping reads
-    anything; and for a staged insert that failed. Returns how many."""
+    anything; and for a staged insert that failed. A batch's row stays unless `drop` (its
+    landing deletes it). Returns how many."""
     cond = staged_intents.c.mapping == mapping
     if batch is not None:
         cond = sa.and_(cond, staged_intents.c.id == batch)
     rows = conn.execute(sa.select(staged_intents).where(cond)).all()
     pending = [
-        {"id": i, "mapping": mapping, "local_key": lk, "integration_key": ik, "state": "pending", "origin": r.origin,
-         "failures": 0, "skipped": False, "created_at": r.created_at, "last_job_id": r.job_id}
+        {**({"id": i} if i is not None else {}), "mapping": mapping, "local_key": lk, "integration_key": ik,
+         "state": "pending", "origin": r.origin, "failures": 0, "skipped": False, "created_at": r.created_at,
+         "last_job_id": r.job_id}
         for r in rows for i, lk, ik in r.records if only is None or i in only
     ]
-    if pending:
-        conn.execute(sa.insert(couplings), pending)
-    if rows and batch is None:
+    for with_id in (True, False):  # an executemany takes rows of one shape
+        part = [p for p in pending if ("id" in p) is with_id]
+        if part:
+            conn.execute(sa.insert(couplings), part)
+    if rows and (batch is None or drop):
         conn.execute(sa.delete(staged_intents).where(staged_intents.c.id.in_([r.id for r in rows])))
     return len(pending)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from operator import contains
 from typing import Any
 
 from workers.fieldmap import (
@@ -15,6 +14,7 @@ from workers.fieldmap import (
     RecordError,
     Refs,
     canonical_values,
+    copied_values,
     target_values,
 )
 from workers.hashing import canonical, content_hash
@@ -123,7 +123,7 @@ def _decide_one(
         assert coupling is not None
         return Decision(UNCHANGED, key, coupling, target_key=coupling.target_key, source_hash=source_hash,
                         target_hash=coupling.target_hash)
-    copied = _copied(plan, row)
+    copied = copied_values(plan, row)
     if copied is not None:  # a field-for-field copy: the source's canonical values and hash serve the target
         values, target_canon, target_hash = copied, source_canon, source_hash
     else:
@@ -160,16 +160,6 @@ def _decide_one(
     if base["source_hash"] == coupling.source_hash and coupling.last_result == "success":
         return Decision(UNCHANGED, target_key=target_key, **base)
     return _compare(plan, current, target_canon, base, target_key)
-
-
-def _copied(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The target values of a plan that copies its source (`copies_source`) when every value has
-    a type that passes unchanged (in C: no Python step per value); else None."""
-    allowed = plan.copies_source
-    if allowed is None:
-        return None
-    values = list(map(row.get, plan.source_columns))
-    return dict(zip(plan.target_fields, values)) if all(map(contains, allowed, map(type, values))) else None
 
 
 def _target_canon(plan: DirectionPlan, values: Mapping[str, Any], source_canon: list[Any]) -> list[Any]:

@@ -13,6 +13,7 @@ store transaction, so a batch is counted exactly once however often the job is r
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.jobs import Counters, add_counters
+from workers import bulk_load
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
 from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff, prepare, settled
@@ -75,42 +77,64 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     max_seen = None
     with ctx.store.connect() as conn:  # a first run: no coupling to look up (pages never repeat a key)
         first = watermark is None and not retry and not cs.has_couplings(conn, plan.mapping)
+    bulk = first and ctx.report is None and bulk_load.usable(plan, target, ctx.store)  # every record an insert
+    adding = threading.Lock()
+
+    def add(counters: Counters) -> None:  # from the pipeline's threads
+        with adding:
+            total.add(counters)
+
     # Pages by key never repeat a key, so one batch can be written while the next is read and
     # decided; pages by modified-on can (a row changed meanwhile), and match_on claims target
     # records across batches: those go one batch at a time.
-    with Pipeline(enabled=(since is None or source.modified is None) and not plan.match_columns) as pipe:
+    with Pipeline(enabled=(since is None or source.modified is None) and not plan.match_columns, stages=2) as pipe:
         for page in app_iter(source.pages(columns, since, ctx.batch_size)):
             max_seen = page_top(source, page, max_seen)
             rows = [r for r in page if str(r[source.side.key]) not in retried]
-            decided = decide_rows(ctx, plan, source, target, rows, couplings={} if first else None)
-            if decided is not None:
-                pipe.submit(lambda decided=decided: total.add(_apply(ctx, plan, target, *decided)))
+            if bulk:
+                with ctx.store.connect() as conn:
+                    page = bulk_load.map_page(plan, rows, cs.parent_refs(conn, plan, rows))
+                pipe.submit(lambda page=page: _counted(add, *bulk_load.insert_page(
+                    ctx, plan, target, page, lambda rows: process_rows(ctx, plan, source, target, rows))),
+                    lambda written: add(bulk_load.land_page(ctx, plan, written)))
+            else:
+                decided = decide_rows(ctx, plan, source, target, rows, couplings={} if first else None)
+                if decided is not None:
+                    pipe.submit(lambda decided=decided: add(_apply(ctx, plan, target, *decided)))
             ctx.beat()
     advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon)
     return total
 
 
 class Pipeline:
-    """Runs each submitted write after the previous one, in one background thread, so the next
-    batch is read and decided meanwhile: the databases' share of a write overlaps Python's share
-    of the next batch. At most one write is in flight; its failure is raised at the next submit or
-    at exit. Disabled, a submit runs at once."""
+    """Runs the stages of each submitted batch in background threads, one thread per stage, batches
+    in order, so the next batch is read and decided meanwhile: the databases' share of the writes
+    overlaps Python's share of the next batch, and a batch's store write overlaps the next one's
+    target write. At most two batches are in flight; a failure is raised at the next submit or at
+    exit. Disabled, a submit runs its stages at once."""
 
-    def __init__(self, enabled: bool) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tablesync-write") if enabled else None
-        self._pending: Future[None] | None = None
+    def __init__(self, enabled: bool, stages: int = 1) -> None:
+        self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tablesync-write{i}")
+                       for i in range(stages)] if enabled else []
+        self._pending: list[Future[Any]] = []
 
-    def submit(self, write: Callable[[], None]) -> None:
-        if self._pool is None:
-            write()
+    def submit(self, *stages: Callable[[Any], Any]) -> None:
+        """`stages[0]()` first, then each next stage with the previous one's result."""
+        if not self._pools:
+            result = stages[0]()
+            for stage in stages[1:]:
+                result = stage(result)
             return
-        self._wait()
-        self._pending = self._pool.submit(write)
+        while len(self._pending) >= 2:
+            self._pending.pop(0).result()
+        future: Future[Any] = self._pools[0].submit(stages[0])
+        for pool, stage in zip(self._pools[1:], stages[1:]):
+            future = pool.submit(lambda stage=stage, prior=future: stage(prior.result()))
+        self._pending.append(future)
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        while self._pending:
+            self._pending.pop(0).result()
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -119,8 +143,13 @@ class Pipeline:
         try:
             self._wait()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            for pool in self._pools:
+                pool.shutdown(wait=True)
+
+
+def _counted(add: Callable[[Counters], None], result: Any, counters: Counters) -> Any:
+    add(counters)
+    return result
 
 
 def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
