@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
 from workers.apps import AppError, AppTable, AppUnavailable, is_connection_error
-from workers.fieldmap import DirectionPlan, RecordError, canonical_values, copied_values, target_values
+from workers.fieldmap import DirectionPlan, RecordError, canonical_values, copied_tuple, target_values
 from workers.hashing import content_hash
 
 
@@ -55,12 +55,13 @@ def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page
     key_col, mod_col, fields = plan.source_key_column, plan.source.modified, plan.target_fields
     page = Page(rows, [], [], [], [], [], [], [])
     key_rule = plan.key_rule
+    key_index = fields.index(key_rule.target) if key_rule is not None else -1
     for row in rows:
         canon = canonical_values(row, plan.source_columns)
         source_hash = content_hash(canon)
-        copied = copied_values(plan, row)
+        copied = copied_tuple(plan, row)
         if copied is not None:
-            values, target_hash = copied, source_hash
+            mapped, target_hash = copied, source_hash
         else:
             try:
                 values = target_values(plan, row, refs)
@@ -69,15 +70,17 @@ def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page
                 continue
             hash_canon = canonical_values(values, plan.target_hash_columns)
             target_hash = source_hash if hash_canon == canon else content_hash(hash_canon)
+            mapped = tuple(map(values.get, fields))
         target_key = None
         if key_rule is not None:
-            if values.get(key_rule.target) is None:
+            value = mapped[key_index]
+            if value is None:
                 page.refused.append(row)
                 continue
-            target_key = str(values[key_rule.target])
+            target_key = str(value)
         page.source_keys.append(str(row[key_col]))
         page.target_keys.append(target_key)
-        page.values.append(tuple(map(values.get, fields)))
+        page.values.append(mapped)
         page.source_hashes.append(source_hash)
         page.target_hashes.append(target_hash)
         page.modified.append(cs._modified_text(row.get(mod_col)) if mod_col else None)
@@ -100,6 +103,7 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
     counters = Counters()
     written = None
     if page.source_keys:
+        batch = None
         try:
             with target.engine.begin() as conn:  # one target transaction: its key defaults, then the rows
                 keys = page.target_keys
@@ -119,7 +123,7 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
         except sa.exc.DBAPIError as exc:
             if is_connection_error(exc):
                 raise AppUnavailable(f"{target.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from exc
-            if "batch" not in locals():
+            if batch is None:  # the key defaults themselves failed: not about a record
                 raise AppError(f"{target.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from exc
             # Some row is refused: the intents become pending couplings, and the general path
             # inserts the page record by record where it must, failing only the bad ones.

@@ -204,11 +204,17 @@ def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None
 def copied_values(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The target values of a plan that copies its source (`copies_source`) when every value has
     a type that passes unchanged (checked in C: no Python step per value); else None."""
+    values = copied_tuple(plan, row)
+    return None if values is None else dict(zip(plan.target_fields, values))
+
+
+def copied_tuple(plan: DirectionPlan, row: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """`copied_values` in `target_fields` order, without the dict."""
     allowed = plan.copies_source
     if allowed is None:
         return None
-    values = list(map(row.get, plan.source_columns))
-    return dict(zip(plan.target_fields, values)) if all(map(contains, allowed, map(type, values))) else None
+    values = tuple(map(row.get, plan.source_columns))
+    return values if all(map(contains, allowed, map(type, values))) else None
 
 
 def canonical_values(values: Mapping[str, Any], columns: tuple[str, ...]) -> list[Any]:
