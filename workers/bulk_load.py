@@ -24,7 +24,13 @@ import sqlalchemy as sa
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
 from workers.apps import AppError, AppTable, AppUnavailable, is_connection_error
-from workers.fieldmap import DirectionPlan, RecordError, canonical_values, copied_tuple, target_values
+from workers.fieldmap import (
+    DirectionPlan,
+    RecordError,
+    canonical_values,
+    copied_tuple,
+    target_values,
+)
 from workers.hashing import content_hash
 
 

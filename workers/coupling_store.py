@@ -142,6 +142,17 @@ def stage_inserts(
     return int(batch), ({sk: int(i) for i, (sk, _) in zip(taken, items)} if ids else {})
 
 
+_sequences: dict[str, str] = {}
+
+
+def _id_sequence(conn: sa.Connection) -> str:
+    """The couplings' id sequence, looked up once per store (per row, the lookup cost more than nextval)."""
+    url = str(conn.engine.url)
+    if url not in _sequences:
+        _sequences[url] = conn.execute(sa.text("SELECT pg_get_serial_sequence('couplings', 'id')")).scalar_one()
+    return _sequences[url]
+
+
 def land_inserts(conn: sa.Connection, mapping: str, direction: str, job_id: int, batch: int,
                  landed: Sequence[tuple[str, "Outcome"]], failed: Sequence[int] = ()) -> None:
     """A staged batch's target writes are done: couplings of the `landed` (source key, outcome),

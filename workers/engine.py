@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,18 @@ from store.jobs import Counters, add_counters
 from workers import bulk_load
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
-from workers.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, diff, prepare, settled
+from workers.decide import (
+    FAIL,
+    INSERT,
+    SKIP,
+    UNCHANGED,
+    UPDATE,
+    Decision,
+    decide,
+    diff,
+    prepare,
+    settled,
+)
 from workers.deletions import scan_deletions
 from workers.fieldmap import (
     DirectionPlan,

@@ -10,9 +10,9 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from operator import contains
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-
 AS_IS = frozenset({str, int, bool, type(None)})  # already canonical: the bulk of most tables' values
 
 

@@ -9,11 +9,10 @@ of the statement it replaces.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
-
 import json
+from collections.abc import Iterable, Sequence
 from functools import partial
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa

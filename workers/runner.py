@@ -13,9 +13,9 @@ import os
 import socket
 import threading
 import time
-from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -26,8 +26,8 @@ from store.jobs import Counters, finish_job, get_job, heartbeat
 from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
-from workers.apps import AppError, AppTable, AppUnavailable, app_failure
 from workers.actions import ACTION_KINDS, ActionRefused, run_action, sync_record
+from workers.apps import AppError, AppTable, AppUnavailable, app_failure
 from workers.bidirectional import run_bidirectional
 from workers.coupling_store import promote_intents
 from workers.engine import RunContext, run_direction

@@ -105,7 +105,7 @@ def test_inserts_both_ways_then_merges_different_fields_both_ways_without_ping_p
     erp, crm = setup(env)
     env.start_worker()
     job = sync(env)
-    assert (job["status"], job["inserted"], job["failed"]) == ("succeeded", 8, 0), job
+    assert (job["status"], job["inserted"], job["failed"]) == ("succeeded", 8, 0), job["message"]
     assert local_view(erp) == crm_view(crm) and len(local_view(erp)) == 8
     assert rows(crm, "SELECT name, emailaddress1, customertypecode FROM accounts WHERE name = 'ERP 2'") == {"ERP 2": ("erp2@example.com", 3)}
     assert rows(erp, "SELECT name, rating FROM customers WHERE name LIKE 'CRM%'") == {f"CRM {i}": ("A",) for i in (1, 2, 3)}
