@@ -160,3 +160,24 @@ def test_demo_runs_on_a_fresh_machine_without_servers(tmp_path) -> None:  # type
     assert contact[0]["inserted"] == 5 and (contact[1]["modified"], contact[1]["conflicts"]) == (2, 1)
     assert (customer[2]["modified"], customer[2]["failed"]) == (1, 0)
     assert by_mapping["LEAD"][0]["inserted"] == 30
+
+
+def test_reflection_is_reused_until_the_table_definition_changes(env) -> None:  # type: ignore[no-untyped-def]
+    """Jobs reuse a reflected table; a changed column (type, default, nullability) is reflected again."""
+    from store.config_model import SideSpec
+    from workers.apps import AppTable
+
+    engine = sa.create_engine(env.erp_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE reflected (id int PRIMARY KEY, name varchar(10))"))
+    side = SideSpec.model_validate({"app": "erp", "table": "reflected", "key": "id"})
+    first = AppTable.open(engine, side).table
+    assert AppTable.open(engine, side).table is first
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE reflected ALTER COLUMN name TYPE varchar(40)"))
+    again = AppTable.open(engine, side).table
+    assert again is not first and again.c.name.type.length == 40
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE reflected ALTER COLUMN name SET DEFAULT 'x'"))
+    assert AppTable.open(engine, side).table is not again
+    engine.dispose()
