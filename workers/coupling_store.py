@@ -259,18 +259,16 @@ def write_outcomes(
     outcomes = list(outcomes)
     ok = [o for o in outcomes if o.success]
     bad = [o for o in outcomes if not o.success]
-    if ok and pg_bulk.usable(conn):
-        pg_bulk.staging(conn, "outcomes_in", [("id", "bigint"), ("tk", "text"), ("sh", "text"), ("th", "text"),
-                                              ("sm", "text"), ("lv", "json")],
-                        ((o.coupling_id, o.target_key, o.source_hash, o.target_hash, _modified_text(o.source_modified),
-                          json.dumps(o.values, default=str) if o.values is not None else None) for o in ok))
-        conn.execute(sa.text(
+    if ok and pg_bulk.usable(conn):  # columns as binary arrays: no temporary table to create, fill and analyze
+        pg_bulk.execute_binary(conn, (
             f"UPDATE couplings AS c SET {sides.target_key} = u.tk, {sides.source_hash} = u.sh, "
-            f"{sides.target_hash} = u.th, {sides.source_modified} = u.sm, last_values = u.lv, "
-            "state = 'synced', last_result = 'success', failures = 0, last_job_id = :job, last_synced_at = :now "
-            "FROM outcomes_in AS u WHERE c.id = u.id"
-        ), {"job": job_id, "now": now})
-        conn.execute(sa.text("DROP TABLE outcomes_in"))
+            f"{sides.target_hash} = u.th, {sides.source_modified} = u.sm, last_values = u.lv::json, "
+            "state = 'synced', last_result = 'success', failures = 0, last_job_id = %s, last_synced_at = %s "
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS u(id, tk, sh, th, sm, lv) WHERE c.id = u.id"),
+            [job_id, now, [o.coupling_id for o in ok], [o.target_key for o in ok], [o.source_hash for o in ok],
+             [o.target_hash for o in ok], [_modified_text(o.source_modified) for o in ok],
+             [json.dumps(o.values, default=str) if o.values is not None else None for o in ok]])
     elif ok:
         conn.execute(
             sa.update(couplings).where(couplings.c.id == sa.bindparam("_id")).values({
