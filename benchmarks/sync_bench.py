@@ -110,7 +110,7 @@ def with_password(url: str) -> str:
     return plain(url).replace("postgres@", "postgres:unused@")
 
 
-def dlt_run(src: str, dst: str, backend: str) -> float | None:
+def dlt_run(src: str, dst: str, backend: str, run: int = 0) -> float | None:
     try:
         import dlt  # type: ignore[import-not-found]
         from dlt.sources.sql_database import sql_table  # type: ignore[import-not-found]
@@ -119,11 +119,21 @@ def dlt_run(src: str, dst: str, backend: str) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DLT_DATA_DIR"] = tmp
         pipeline = dlt.pipeline(pipeline_name=f"bench_{backend}", destination=dlt.destinations.postgres(credentials=with_password(dst)),
-                                dataset_name=f"dlt_{backend}", pipelines_dir=tmp)
+                                dataset_name=f"dlt_{backend}_{run}", pipelines_dir=tmp)
         source = sql_table(credentials=plain(src), table="customers", backend=backend)
         started = time.perf_counter()
         pipeline.run(source, loader_file_format="parquet" if backend == "pyarrow" else None)
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+    counts = []
+    for url, table in ((src, "customers"), (dst, f"dlt_{backend}_{run}.customers")):
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            counts.append(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar())
+        engine.dispose()
+    execute(dst, f"DROP SCHEMA dlt_{backend}_{run} CASCADE")  # the next run starts from an empty destination
+    if counts[0] != counts[1]:
+        raise RuntimeError(f"dlt ({backend}) loaded {counts[1]} of {counts[0]} rows")
+    return took
 
 
 class Tablesync:
@@ -187,54 +197,78 @@ class Tablesync:
         self.worker.wait(timeout=30)
 
 
+def measure(rows: int, runs: int, changes: int, tmp: Path, baselines: bool) -> dict[str, list[float]]:
+    """Every path `runs` times on one `rows`-row source: seconds per path, and the worker's peak RSS."""
+    out: dict[str, list[float]] = {"pipe": [], "initial": [], "incremental": [], "dlt_pyarrow": [], "dlt_default": [], "rss": []}
+    with databases("src", "dst") as urls:
+        execute(urls["src"], SOURCE_DDL)
+        execute(urls["src"], FILL, n=rows)
+        execute(urls["dst"], TARGET_DDL)
+        for run in range(runs):
+            if baselines:
+                out["pipe"].append(copy_pipe(urls["src"], urls["dst"]))
+            with databases("store") as store:
+                ts = Tablesync({**urls, "store": store["store"]}, tmp)
+                try:
+                    job = ts.sync()
+                    assert job["inserted"] == rows, job
+                    out["initial"].append(job["seconds"])
+                    execute(urls["src"], "UPDATE customers SET phone = phone || 'x', modified_at = now() "
+                                         "WHERE id IN (SELECT id FROM customers ORDER BY random() LIMIT :k)", k=changes)
+                    job = ts.sync()
+                    assert job["modified"] == changes, job
+                    out["incremental"].append(job["seconds"])
+                    out["rss"].append(ts.peak_rss_mb)
+                finally:
+                    ts.stop()
+            execute(urls["dst"], "TRUNCATE accounts")
+            if baselines:
+                for backend, key in (("pyarrow", "dlt_pyarrow"), ("sqlalchemy", "dlt_default")):
+                    took = dlt_run(urls["src"], urls["dst"], backend, run)
+                    if took is not None:
+                        out[key].append(took)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--changes", type=int, default=1000)
     args = ap.parse_args()
-    pipe, ours, incremental, dlt_times = [], [], [], []
-    peak = 0.0
-    with databases("src", "dst", "store") as urls, tempfile.TemporaryDirectory() as tmp:
-        execute(urls["src"], SOURCE_DDL)
-        execute(urls["src"], FILL, n=args.rows)
-        execute(urls["dst"], TARGET_DDL)
-        for run in range(args.runs):
-            pipe.append(copy_pipe(urls["src"], urls["dst"]))
-            with databases("store") as store:
-                ts = Tablesync({**urls, "store": store["store"]}, Path(tmp))
-                try:
-                    job = ts.sync()
-                    assert job["inserted"] == args.rows, job
-                    ours.append(job["seconds"])
-                    execute(urls["src"], "UPDATE customers SET phone = phone || 'x', modified_at = now() "
-                                         "WHERE id IN (SELECT id FROM customers ORDER BY random() LIMIT :k)", k=args.changes)
-                    job = ts.sync()
-                    assert job["modified"] == args.changes, job
-                    incremental.append(job["seconds"])
-                    peak = max(peak, ts.peak_rss_mb)
-                finally:
-                    ts.stop()
-            execute(urls["dst"], "TRUNCATE accounts")
-            took = dlt_run(urls["src"], urls["dst"], "pyarrow") if run == 0 else None
-            if took is not None:
-                dlt_times.append(took)
-    pipe_s, ours_s, inc_s = statistics.median(pipe), statistics.median(ours), statistics.median(incremental)
-    rate = {"copy_pipe": args.rows / pipe_s, "tablesync": args.rows / ours_s}
-    if dlt_times:
-        rate["dlt_pyarrow"] = args.rows / statistics.median(dlt_times)
-    print(f"{args.rows:,} rows, {args.runs} runs, medians")
-    print(f"  {'path':<28} {'seconds':>9} {'rows/s':>10}")
-    print(f"  {'COPY pipe (baseline)':<28} {pipe_s:9.2f} {rate['copy_pipe']:10,.0f}")
-    if dlt_times:
-        print(f"  {'dlt, pyarrow backend':<28} {statistics.median(dlt_times):9.2f} {rate['dlt_pyarrow']:10,.0f}")
-    print(f"  {'tablesync initial sync':<28} {ours_s:9.2f} {rate['tablesync']:10,.0f}")
-    print(f"  {'tablesync incremental':<28} {inc_s:9.3f}   ({args.changes} changed rows)")
+    small_rows = max(args.rows // 10, args.changes)
+    with tempfile.TemporaryDirectory() as tmp:
+        big = measure(args.rows, args.runs, args.changes, Path(tmp), baselines=True)
+        small = measure(small_rows, args.runs, args.changes, Path(tmp), baselines=False)
+    med = {k: statistics.median(v) for k, v in big.items() if v}
+    inc_small = statistics.median(small["incremental"])
+    rate = {"copy_pipe": args.rows / med["pipe"], "tablesync": args.rows / med["initial"]}
+    for key in ("dlt_pyarrow", "dlt_default"):
+        if key in med:
+            rate[key] = args.rows / med[key]
+    peak = max(big["rss"])
+
+    def runs(key: str) -> str:
+        return ", ".join(f"{t:.2f}" for t in big[key])
+
+    print(f"{args.rows:,} rows, {args.runs} runs each, medians")
+    print(f"  {'path':<30} {'seconds':>9} {'rows/s':>10}   runs")
+    print(f"  {'COPY pipe (baseline)':<30} {med['pipe']:9.2f} {rate['copy_pipe']:10,.0f}   {runs('pipe')}")
+    for key, label in (("dlt_pyarrow", "dlt, pyarrow backend, parquet"), ("dlt_default", "dlt, default backend")):
+        if key in med:
+            print(f"  {label:<30} {med[key]:9.2f} {rate[key]:10,.0f}   {runs(key)}")
+    print(f"  {'tablesync initial sync':<30} {med['initial']:9.2f} {rate['tablesync']:10,.0f}   {runs('initial')}")
+    print(f"  tablesync incremental, {args.changes:,} changed rows: {med['incremental']:.3f} s in {args.rows:,} "
+          f"({runs('incremental')}), {inc_small:.3f} s in {small_rows:,}: ratio {med['incremental'] / inc_small:.2f}")
+    print(f"  tablesync / COPY pipe: {rate['tablesync'] / rate['copy_pipe']:.3f}"
+          + (f"   tablesync / dlt pyarrow: {rate['tablesync'] / rate['dlt_pyarrow']:.3f}" if "dlt_pyarrow" in rate else ""))
     print(f"  worker peak RSS: {peak:.0f} MB")
-    result = {"rows": args.rows, "runs": args.runs, "copy_pipe_s": pipe_s, "tablesync_initial_s": ours_s,
-              "tablesync_incremental_s": inc_s, "changes": args.changes, "rows_per_s": rate,
-              "ratio_tablesync_vs_copy": rate["tablesync"] / rate["copy_pipe"], "worker_peak_rss_mb": peak}
-    if dlt_times:
+    result = {"rows": args.rows, "runs": args.runs, "copy_pipe_s": med["pipe"], "tablesync_initial_s": med["initial"],
+              "tablesync_incremental_s": med["incremental"], "tablesync_incremental_small_s": inc_small,
+              "small_rows": small_rows, "incremental_ratio_big_vs_small": med["incremental"] / inc_small,
+              "changes": args.changes, "rows_per_s": rate, "ratio_tablesync_vs_copy": rate["tablesync"] / rate["copy_pipe"],
+              "worker_peak_rss_mb": peak}
+    if "dlt_pyarrow" in rate:
         result["ratio_tablesync_vs_dlt"] = rate["tablesync"] / rate["dlt_pyarrow"]
     print(json.dumps(result))
 
