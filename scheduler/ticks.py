@@ -14,21 +14,37 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from store.config_model import dependency_order
+from sqlalchemy.dialects import postgresql, sqlite
+
+from store.config_model import MappingSpec, dependency_order
 from store.db import utcnow
-from store.jobs import active_job, create_job
-from store.mappings import active_mappings
-from store.schema import schedule_ticks
+from store.jobs import ACTIVE, active_job, create_job, create_jobs
+from store.mappings import active_mappings, active_versions
+from store.schedule import Schedule
+from store.schema import jobs, schedule_ticks
 
 log = logging.getLogger("tablesync.scheduler")
 Send = Callable[[int], None]
 
 
 class TickCache:
-    """The last tick this replica saw per mapping, so an idle poll costs no store write."""
+    """What this replica knows between polls: the last tick it saw per mapping, so an idle poll
+    costs no store write, and the active mappings in dependency order with their parsed schedules,
+    read and validated again only when a mapping's version changes (1,000 definitions per poll
+    cost the scheduler most of its CPU)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, datetime] = {}
+        self._versions: dict[str, int] | None = None
+        self._mappings: list[tuple[MappingSpec, Schedule]] = []
+
+    def mappings(self, conn: sa.Connection) -> list[tuple[MappingSpec, Schedule]]:
+        versions = active_versions(conn)
+        if versions != self._versions:
+            stored = active_mappings(conn)
+            self._mappings = [(spec, spec.parsed_schedule()) for spec in dependency_order([s.spec for s in stored])]
+            self._versions = {s.spec.name: s.version for s in stored}
+        return self._mappings
 
 
 def enqueue_due(store: sa.Engine, send: Send, now: datetime | None = None, cache: TickCache | None = None) -> list[int]:
@@ -36,24 +52,54 @@ def enqueue_due(store: sa.Engine, send: Send, now: datetime | None = None, cache
     now = now or utcnow()
     cache = cache or TickCache()
     with store.connect() as conn:
-        stored = active_mappings(conn)
+        due = [(spec.name, tick) for spec, schedule in cache.mappings(conn)
+               if cache.seen.get(spec.name) != (tick := schedule.latest_tick(now))]
+    if not due:
+        return []
+    claimed = _claim_all(store, due, now) if store.dialect.name in ("postgresql", "sqlite") else {
+        name: job_id for name, tick in due if (job_id := _claim(store, name, tick, now)) is not None}
     sent: list[int] = []
-    for spec in dependency_order([s.spec for s in stored]):
-        tick = spec.parsed_schedule().latest_tick(now)
-        if cache.seen.get(spec.name) == tick:
-            continue
-        job_id = _claim(store, spec.name, tick, now)
-        cache.seen[spec.name] = tick
-        if job_id is None:
-            continue
-        send(job_id)
+    for name, tick in due:  # in dependency order: a parent's job is enqueued before its children's
+        cache.seen[name] = tick
+        job_id = claimed.get(name)
+        if job_id is not None:
+            send(job_id)
+            sent.append(job_id)
+    if sent:
         with store.begin() as conn:
-            conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.job_id == job_id).values(sent_at=utcnow()))
-        sent.append(job_id)
+            conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.job_id.in_(sent)).values(sent_at=utcnow()))
     return sent
 
 
+def _claim_all(store: sa.Engine, due: list[tuple[str, datetime]], now: datetime) -> dict[str, int]:
+    """Claim every due tick at once: one INSERT … ON CONFLICT DO NOTHING (the ticks another
+    replica claimed come back missing), one query for busy mappings, one INSERT of the jobs."""
+    insert = postgresql.insert if store.dialect.name == "postgresql" else sqlite.insert
+    with store.begin() as conn:
+        rows = conn.execute(insert(schedule_ticks).values([{"mapping": m, "tick_at": t, "created_at": now} for m, t in due])
+                            .on_conflict_do_nothing(index_elements=["mapping", "tick_at"])
+                            .returning(schedule_ticks.c.id, schedule_ticks.c.mapping, schedule_ticks.c.tick_at)).all()
+        if not rows:
+            return {}
+        busy = {r.mapping: r for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.id, jobs.c.status).where(
+            jobs.c.mapping.in_([r.mapping for r in rows]), jobs.c.status.in_(ACTIVE)))}
+        for r in rows:
+            if r.mapping in busy:
+                b = busy[r.mapping]
+                conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == r.id).values(
+                    note=f"skipped: job {b.id} is still {b.status}", sent_at=now))
+                log.info("tick %s of %s skipped: job %s still %s", r.tick_at.isoformat(), r.mapping, b.id, b.status)
+        todo = [r for r in rows if r.mapping not in busy]
+        if not todo:
+            return {}
+        ids = create_jobs(conn, [(r.mapping, {"tick": r.tick_at.isoformat()}) for r in todo], "sync")
+        conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == sa.bindparam("_tick")).values(
+            job_id=sa.bindparam("_job")), [{"_tick": r.id, "_job": j} for r, j in zip(todo, ids)])
+    return {r.mapping: j for r, j in zip(todo, ids)}
+
+
 def _claim(store: sa.Engine, mapping: str, tick: datetime, now: datetime) -> int | None:
+    """One tick at a time, for stores without INSERT … ON CONFLICT … RETURNING."""
     with store.begin() as conn:
         try:
             with conn.begin_nested():

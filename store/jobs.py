@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
@@ -96,6 +96,14 @@ def stale_running(conn: sa.Connection, timeout: float) -> list[sa.Row[Any]]:
     return conn.execute(sa.select(jobs).where(
         jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
     )).all()
+
+
+def create_jobs(conn: sa.Connection, items: Sequence[tuple[str, Mapping[str, Any]]], kind: str) -> list[int]:
+    """Queued jobs of `kind` for (mapping, params) items, in one statement; ids in input order."""
+    now = utcnow()
+    rows = [dict(mapping=m, kind=kind, status="queued", operator=None, params=dict(p), direction=None, enqueued_at=now,
+                 message=None, **{c: 0 for c in COUNTERS}, attempts=0) for m, p in items]
+    return [int(i) for i in conn.execute(sa.insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows).scalars()]
 
 
 def active_job(conn: sa.Connection, mapping: str) -> sa.Row[Any] | None:

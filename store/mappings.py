@@ -90,6 +90,14 @@ def active_mappings(conn: sa.Connection) -> list[StoredMapping]:
     return [_stored(r) for r in rows if r.active]
 
 
+def active_versions(conn: sa.Connection) -> dict[str, int]:
+    """{name: version} of the active mappings, without their definitions: how a poller notices a change cheaply."""
+    latest = sa.select(mappings.c.name, sa.func.max(mappings.c.version).label("v")).group_by(mappings.c.name).subquery()
+    q = sa.select(mappings.c.name, mappings.c.version).join(
+        latest, sa.and_(mappings.c.name == latest.c.name, mappings.c.version == latest.c.v)).where(mappings.c.active)
+    return {name: int(version) for name, version in conn.execute(q)}
+
+
 def get_mapping(conn: sa.Connection, name: str) -> StoredMapping | None:
     row = conn.execute(_latest_query().where(mappings.c.name == name)).first()
     return _stored(row) if row is not None and row.active else None

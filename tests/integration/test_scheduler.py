@@ -63,19 +63,22 @@ def test_tick_written_but_never_sent_is_sent_by_the_next_scheduler(env) -> None:
 
 
 def test_second_job_for_a_running_mapping_is_recorded_and_dropped(env) -> None:  # type: ignore[no-untyped-def]
-    setup_customer_sync(env, rows=15_000, batch_size=300)
+    _, crm, _, _ = setup_customer_sync(env, rows=15_000, batch_size=300)
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
     env.start_worker(threads=2)
-    first = int(env.cli("sync", "CUSTOMER").stdout)
+    with crm.connect() as blocker:  # the first job's writes wait for this lock: it stays running meanwhile
+        blocker.execute(sa.text("LOCK TABLE accounts IN SHARE MODE"))
+        first = int(env.cli("sync", "CUSTOMER").stdout)
 
-    def running() -> bool:
-        with store.connect() as conn:
-            return conn.execute(sa.text("SELECT status FROM jobs WHERE id = :i"), {"i": first}).scalar_one() == "running"
+        def running() -> bool:
+            with store.connect() as conn:
+                return conn.execute(sa.text("SELECT status FROM jobs WHERE id = :i"), {"i": first}).scalar_one() == "running"
 
-    wait_for(running, timeout=30, what="the first job to run")
-    second = sync(env)
-    assert second["status"] == "dropped"
-    assert second["message"] == f"dropped: mapping CUSTOMER is already running in job {first}"
+        wait_for(running, timeout=30, what="the first job to run")
+        second = sync(env)
+        assert second["status"] == "dropped"
+        assert second["message"] == f"dropped: mapping CUSTOMER is already running in job {first}"
+        blocker.rollback()
 
     wait_for(lambda: not running(), timeout=120, what="the first job to end")
     # A redelivered message of a finished job changes nothing.
