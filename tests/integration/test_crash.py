@@ -92,3 +92,51 @@ def test_sigkill_mid_bidirectional_initial_sync_converges_exactly(env, kill_at: 
             assert conn.execute(sa.text(f"SELECT count(*) - count(DISTINCT name) FROM {table}")).scalar() == 0
     assert states == [("synced", "success", 2 * per_side, 2 * per_side, 2 * per_side)], states
     assert tuple(inserted) == (2 * per_side, 0), inserted
+
+
+class Died(BaseException):
+    """A worker's death at a chosen line: nothing after it runs, nothing catches it."""
+
+
+def test_death_after_the_target_write_of_a_bulk_page_is_finished_by_the_redo(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The initial load's window between a page's target rows (committed) and its couplings (not):
+    the redo makes the staged intents pending couplings, adopts the rows and inserts the rest."""
+    from store.jobs import create_job
+    from store.settings import load_settings
+    from workers import bulk_load, runner
+
+    erp, crm, _, _ = setup_customer_sync(env, rows=5_000, batch_size=250)  # bulk pages of 1,000
+    monkeypatch.setenv("ERP_DATABASE_URL", env.erp_url)
+    monkeypatch.setenv("CRM_DATABASE_URL", env.crm_url)
+    settings = load_settings(store_url=env.store_url)
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    with store.begin() as conn:
+        job_id = create_job(conn, "CUSTOMER", "sync")
+    land, landed = bulk_load.land_page, []
+
+    def dies_at_the_third(ctx, plan, written):  # type: ignore[no-untyped-def]
+        if len(landed) == 2:
+            raise Died()
+        landed.append(written)
+        return land(ctx, plan, written)
+
+    monkeypatch.setattr(bulk_load, "land_page", dies_at_the_third)
+    with pytest.raises(Died):
+        runner.run_job(store, settings, job_id)
+    with store.connect() as conn:
+        staged = conn.execute(sa.text("SELECT count(*) FROM insert_intents")).scalar_one()
+    assert staged >= 1 and count(crm, "accounts") >= 3_000 > count(store, "couplings") == 2_000
+
+    monkeypatch.setattr(bulk_load, "land_page", land)
+    assert runner.run_job(store, settings, job_id) == "succeeded"  # the redo of the job still `running`
+    with store.connect() as conn:
+        job = conn.execute(sa.text("SELECT inserted, failed FROM jobs WHERE id = :i"), {"i": job_id}).one()
+        couplings = conn.execute(sa.text("SELECT state, last_result, count(*), count(DISTINCT integration_key) "
+                                         "FROM couplings GROUP BY 1, 2")).all()
+        keys = set(conn.execute(sa.text("SELECT integration_key FROM couplings")).scalars())
+    with crm.connect() as conn:
+        target_keys = {str(k) for k in conn.execute(sa.text("SELECT account_id FROM accounts")).scalars()}
+        duplicates = conn.execute(sa.text("SELECT count(*) - count(DISTINCT accountnumber) FROM accounts")).scalar()
+    assert (count(crm, "accounts"), duplicates, count(store, "insert_intents")) == (5_000, 0, 0)
+    assert couplings == [("synced", "success", 5_000, 5_000)] and keys == target_keys
+    assert (job.inserted, job.failed) == (5_000, 0)
