@@ -67,6 +67,7 @@ couplings = sa.Table(
     sa.Column("inserted_by_job", BigId),
     sa.UniqueConstraint("mapping", "local_key"),
     sa.UniqueConstraint("mapping", "integration_key"),
+    postgresql_with={"fillfactor": 90},  # room on each page for updates that skip the indexes (HOT)
 )
 sa.Index("ix_couplings_skipped", couplings.c.mapping, postgresql_where=couplings.c.skipped.is_(sa.true()),
          sqlite_where=couplings.c.skipped.is_(sa.true()))
