@@ -109,7 +109,13 @@ class AppTable:
         if since is not None and mod is not None:
             q = q.where(mod >= since)
             if last is not None:
-                q = q.where(sa.or_(mod > last[0], sa.and_(mod == last[0], key > last[1])))
+                if self.engine.dialect.name == "postgresql":
+                    # A row comparison is one range of the (modified, key) index; the OR form
+                    # re-read every row sharing the page's last timestamp (a mass update gives
+                    # them all one), so each page cost more than the last.
+                    q = q.where(sa.tuple_(mod, key) > sa.tuple_(sa.literal(last[0], mod.type), sa.literal(last[1], key.type)))
+                else:
+                    q = q.where(sa.or_(mod > last[0], sa.and_(mod == last[0], key > last[1])))
             return q.order_by(mod, key)
         if last is not None:
             q = q.where(key > last[1])
