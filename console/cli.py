@@ -6,9 +6,12 @@ import argparse
 import getpass
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -375,7 +378,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _store(settings)
     argv = [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", str(args.processes),
             "--threads", str(args.threads), "--queues", settings.queue]
-    os.environ["dramatiq_prom_port"] = str(settings.worker_metrics_port)  # Dramatiq's own exporter
+    # Dramatiq's exporter serves its metrics and ours (workers/metrics.py) from one multiprocess
+    # directory, emptied now so that files of processes from an earlier run never leak in.
+    metrics_dir = Path(tempfile.gettempdir()) / f"tablesync-worker-metrics-{settings.worker_metrics_port}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ.update({"dramatiq_prom_port": str(settings.worker_metrics_port), "dramatiq_prom_db": str(metrics_dir),
+                       "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     os.execv(sys.executable, argv)
     return EXIT_OK  # pragma: no cover - execv does not return
 

@@ -26,6 +26,7 @@ from store.jobs import Counters, finish_job, get_job, heartbeat
 from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
+from workers import metrics
 from workers.actions import ACTION_KINDS, ActionRefused, run_action, sync_record
 from workers.apps import AppError, AppTable, AppUnavailable, app_failure
 from workers.bidirectional import run_bidirectional
@@ -117,6 +118,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
                 status="dropped", finished_at=utcnow(),
                 message=f"dropped: mapping {job.mapping} is already running" + (f" in job {other}" if other else "")))
+        metrics.job_ended(job.mapping, job.kind, "dropped", None, None, None)
         log.info("job %s (%s): mapping is locked by another job; delivery dropped", job_id, job.mapping)
         return None
     beat: Heartbeat | None = None
@@ -138,33 +140,30 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         try:
             counters, summary = _run(store, settings, job, beat)
         except ActionRefused as exc:
-            with store.begin() as conn:
-                finish_job(conn, job_id, "failed", str(exc))
+            _failed(store, job, str(exc), started)
             log.warning("job %s (%s) refused: %s", job_id, job.kind, exc)
             return "failed"
         except AppUnavailable as exc:
             more = retries < settings.max_retries
             note = f"app unavailable: {exc}" + (f"; retrying (attempt {retries + 2} of {settings.max_retries + 1})" if more else "")
-            with store.begin() as conn:
-                finish_job(conn, job_id, "failed", note)
+            _failed(store, job, note, started)
             log.warning("job %s failed: %s", job_id, note)
             if more:
                 raise RetryLater(note) from exc
             return "failed"
         except (ConfigError, JobRefused, AppError) as exc:
-            with store.begin() as conn:
-                finish_job(conn, job_id, "failed", str(exc))
+            _failed(store, job, str(exc), started)
             log.warning("job %s failed: %s", job_id, exc)
             return "failed"
         except Exception as exc:
-            with store.begin() as conn:
-                finish_job(conn, job_id, "failed", f"internal error: {type(exc).__name__}: {exc}"[:2000])
+            _failed(store, job, f"internal error: {type(exc).__name__}: {exc}"[:2000], started)
             log.exception("job %s failed with an internal error", job_id)
             return "failed"
         status = "succeeded"
         message = summary if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
         with store.begin() as conn:
             finish_job(conn, job_id, status, message)
+        metrics.job_ended(job.mapping, job.kind, status, time.monotonic() - started, counters, _direction(store, job_id))
         log.info("job %s %s in %.2fs: mapping=%s %s", job_id, status, time.monotonic() - started, job.mapping,
                  " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v))
         return status
@@ -172,6 +171,19 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         if beat is not None:
             beat.stop()
         lock.release()
+
+
+def _failed(store: sa.Engine, job: sa.Row, note: str, started: float) -> None:  # type: ignore[type-arg]
+    """End a job as failed, with the records its committed batches counted."""
+    with store.begin() as conn:
+        finish_job(conn, job.id, "failed", note)
+        counters = Counters(**{k: getattr(row, k) for k in Counters().as_dict()}) if (row := get_job(conn, job.id)) else None
+    metrics.job_ended(job.mapping, job.kind, "failed", time.monotonic() - started, counters, row.direction if row else None)
+
+
+def _direction(store: sa.Engine, job_id: int) -> str | None:
+    with store.connect() as conn:
+        return conn.execute(sa.select(jobs.c.direction).where(jobs.c.id == job_id)).scalar()
 
 
 LOCK_GRACE_SECONDS = 10.0

@@ -1,0 +1,39 @@
+"""The workers' sync metrics (SPEC §7). Labels name mappings, kinds, directions and outcomes, never a record.
+
+Under `tablesync worker` these are Prometheus multiprocess metrics: the command points
+PROMETHEUS_MULTIPROC_DIR at an emptied directory before the worker processes start (so
+prometheus_client picks file-backed values at import), and Dramatiq's exposition server serves
+them together with its own on TABLESYNC_WORKER_METRICS_PORT. Elsewhere (tests, `tablesync run`)
+they are ordinary in-process metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from store.jobs import Counters
+
+JOBS = Counter("tablesync_jobs", "Jobs that ended, by mapping, kind and final status.", ["mapping", "kind", "status"])
+JOB_DURATION = Histogram(
+    "tablesync_job_duration_seconds", "Wall time of a job, from its start to its end.", ["mapping"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
+)
+RECORDS = Counter("tablesync_records", "Records a job handled, by outcome.", ["mapping", "direction", "outcome"])
+
+# Counters field → the outcome label SPEC §7 names.
+OUTCOMES = {"inserted": "inserted", "modified": "modified", "deleted": "deleted", "unchanged": "unchanged",
+            "coupled": "coupled", "uncoupled": "uncoupled", "conflicts": "conflict", "failed": "failed",
+            "skipped": "skipped"}
+
+
+def job_ended(mapping: str, kind: str, status: str, seconds: float | None, counters: Counters | None,
+              direction: str | None) -> None:
+    """Count one ended job (and its records); `seconds` is None for a job that never started."""
+    JOBS.labels(mapping, kind, status).inc()
+    if seconds is not None:
+        JOB_DURATION.labels(mapping).observe(seconds)
+    if counters is not None:
+        for field, outcome in OUTCOMES.items():
+            n = getattr(counters, field)
+            if n:
+                RECORDS.labels(mapping, direction or "", outcome).inc(n)
