@@ -401,6 +401,13 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
         broker = setup_broker(settings)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
+    from scheduler import metrics
+
+    try:
+        metrics.serve(engine, settings)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on port {settings.scheduler_metrics_port} "
+                         f"(TABLESYNC_SCHEDULER_METRICS_PORT): {exc.strerror}") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from sqlalchemy.dialects import postgresql, sqlite
 
+from scheduler.metrics import ENQUEUED
 from store.config_model import MappingSpec, dependency_order
 from store.db import utcnow
 from store.jobs import ACTIVE, active_job, create_job, create_jobs
@@ -64,6 +65,7 @@ def enqueue_due(store: sa.Engine, send: Send, now: datetime | None = None, cache
         job_id = claimed.get(name)
         if job_id is not None:
             send(job_id)
+            ENQUEUED.labels(name).inc()
             sent.append(job_id)
     if sent:
         with store.begin() as conn:

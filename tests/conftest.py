@@ -27,6 +27,15 @@ REDIS_URL = os.environ.get("TABLESYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+def free_port() -> int:
+    """A port nothing listens on now: each process of a test serves its metrics on its own."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _pg_url(db: str) -> str:
     return sa.engine.make_url(PG_ADMIN).set(database=db).render_as_string(hide_password=False)
 
@@ -96,14 +105,15 @@ class Env:
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "console.cli", "worker", "--processes", "1", "--threads", str(threads)],
-            env=self.environ(**extra), cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.environ(**{"TABLESYNC_WORKER_METRICS_PORT": str(free_port()), **extra}), cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes.append(proc)
         return proc
 
     def start_scheduler(self, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
         log = open(self.tmp / f"scheduler-{len(self.processes)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "-v", "scheduler"], env=self.environ(**extra),
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "-v", "scheduler"],
+                                env=self.environ(**{"TABLESYNC_SCHEDULER_METRICS_PORT": str(free_port()), **extra}),
                                 cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(proc)
         return proc

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import socket
+import os
+import signal
+import time
 import urllib.request
 from typing import Any
 
@@ -10,16 +12,10 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_for
-from tests.integration.helpers import setup_customer_sync, sync
+from tests.conftest import free_port, wait_for
+from tests.integration.helpers import setup_customer_sync, sync, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -65,9 +61,6 @@ def test_worker_exports_job_and_record_counts_with_dramatiqs_own(env) -> None:  
 
 def test_a_restarted_worker_starts_from_an_empty_metrics_directory(env) -> None:  # type: ignore[no-untyped-def]
     """Files of a killed worker's processes never leak into its successor's figures."""
-    import os
-    import signal
-
     setup_customer_sync(env, rows=5)
     port = free_port()
     worker = env.start_worker(TABLESYNC_WORKER_METRICS_PORT=str(port))
@@ -86,3 +79,40 @@ def _jobs(port: int) -> float | None:
     except OSError:
         return None
     return sum(v for (name, _), v in samples.items() if name == "tablesync_jobs_total")
+
+
+def test_scheduler_exports_enqueues_queue_depth_and_store_figures(env) -> None:  # type: ignore[no-untyped-def]
+    """Ticks enqueued per mapping; ready messages in Redis (no worker runs, so they wait); skipped
+    couplings and the last success read from the store at scrape time."""
+    setup_customer_sync(env, rows=3)
+    env.start_worker()
+    first = sync(env)  # a success to report
+    for p in env.processes:  # the worker goes: the scheduler's jobs stay ready in the queue
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=30)
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    with store.begin() as conn:
+        conn.execute(sa.text("UPDATE couplings SET skipped = true, skip_reason = 'update_conflict' WHERE local_key = '1'"))
+    write_config(env.tmp, schedule="every 1s")
+    env.cli("config", "apply")
+    port = free_port()
+    env.start_scheduler(TABLESYNC_SCHEDULER_METRICS_PORT=str(port))
+    wait_for(lambda: (scrape_or_none(port) or {}).get(("tablesync_scheduler_enqueued_total",
+                                                        frozenset({("mapping", "CUSTOMER")}))) == 1,
+             timeout=30, what="the scheduler's first enqueue")
+    time.sleep(1.5)  # a second tick finds the first job still queued: skipped, not enqueued
+    samples = scrape(port)
+    assert value(samples, "tablesync_scheduler_enqueued_total", mapping="CUSTOMER") == 1
+    assert value(samples, "tablesync_queue_messages", queue=env.queue, state="ready") == 1
+    assert value(samples, "tablesync_queue_messages", queue=env.queue, state="dead") == 0
+    assert value(samples, "tablesync_skipped_couplings", mapping="CUSTOMER", reason="update_conflict") == 1
+    with store.connect() as conn:
+        finished = conn.execute(sa.text("SELECT finished_at FROM jobs WHERE id = :i"), {"i": first["id"]}).scalar_one()
+    assert value(samples, "tablesync_last_success_timestamp_seconds", mapping="CUSTOMER") == pytest.approx(finished.timestamp())
+
+
+def scrape_or_none(port: int) -> dict[Any, float] | None:
+    try:
+        return scrape(port)
+    except OSError:
+        return None
