@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.jobs import Counters, add_counters
-from workers import bulk_load
+from workers import bulk_load, metrics
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
 from workers.decide import (
@@ -273,6 +273,8 @@ def _apply(
         outcomes.append(_success(plan, d, modified_of))
         events.append(_event(ctx, plan, d, outcome))
     counters.failed += len(failures)
+    if ctx.report is None:
+        metrics.observe_lag(plan.mapping, plan.direction, [modified_of.get(d.source_key) for d in (*inserted, *updated)])
 
     with ctx.store.begin() as conn:
         for batch in {d.staged_batch for d in decisions if d.staged_batch is not None}:

@@ -9,6 +9,9 @@ they are ordinary in-process metrics.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 from store.jobs import Counters
@@ -18,7 +21,22 @@ JOB_DURATION = Histogram(
     "tablesync_job_duration_seconds", "Wall time of a job, from its start to its end.", ["mapping"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
 )
+SYNC_LAG = Histogram(
+    "tablesync_sync_lag_seconds", "From a change's modified-on at its source to its write on the target.",
+    ["mapping", "direction"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, float("inf")),
+)
 RECORDS = Counter("tablesync_records", "Records a job handled, by outcome.", ["mapping", "direction", "outcome"])
+
+def observe_lag(mapping: str, direction: str, modified: list[Any]) -> None:
+    """The lag of records just written, from their source modified-on values. Only values with a
+    time zone are comparable with this clock (a naive one is in the database's own time zone);
+    the first run's bulk load observes none: an initial load is not a change."""
+    now = datetime.now(timezone.utc)
+    child = SYNC_LAG.labels(mapping, direction)
+    for m in modified:
+        if isinstance(m, datetime) and m.tzinfo is not None:
+            child.observe(max(0.0, (now - m).total_seconds()))
+
 
 # Counters field → the outcome label SPEC §7 names.
 OUTCOMES = {"inserted": "inserted", "modified": "modified", "deleted": "deleted", "unchanged": "unchanged",

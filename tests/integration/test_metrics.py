@@ -53,6 +53,8 @@ def test_worker_exports_job_and_record_counts_with_dramatiqs_own(env) -> None:  
     # exactly the jobs' own counters (the second job also re-read the first's records: unchanged)
     assert records == {k: v for k, v in {"inserted": 50, "modified": 3, "unchanged": second["unchanged"]}.items() if v}
     assert value(samples, "tablesync_job_duration_seconds_count", mapping="CUSTOMER") == 2
+    # the three changed records' lag (the first run's bulk load is not a change)
+    assert value(samples, "tablesync_sync_lag_seconds_count", mapping="CUSTOMER", direction="to_integration") == 3
     assert sum(v for (name, _), v in samples.items() if name == "dramatiq_messages_total") == 2
     # No record key is ever a label: the only label names are these.
     names = {k for (name, labels) in samples if name.startswith("tablesync_") for k, _ in labels}
