@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
-from workers.apps import AppError, AppTable, AppUnavailable, is_connection_error
+from workers.apps import AppTable, AppUnavailable, app_call, is_connection_error
 from workers.fieldmap import (
     DirectionPlan,
     RecordError,
@@ -113,8 +113,8 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
         try:
             with target.engine.begin() as conn:  # one target transaction: its key defaults, then the rows
                 keys = page.target_keys
-                if plan.key_rule is None:
-                    keys = (target.preallocate(len(keys), conn) if target.key_strategy(False) == "preallocate"
+                if plan.key_rule is None:  # a failing key default fails the job (AppError), not a record
+                    keys = (app_call(lambda: target.preallocate(len(keys), conn)) if target.key_strategy(False) == "preallocate"
                             else target.new_uuid_keys(len(keys)))
                 with ctx.store.begin() as store:  # committed before the rows are
                     batch, _ = cs.stage_inserts(store, plan.mapping, plan.direction, list(zip(page.source_keys, keys)),
@@ -129,8 +129,8 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
         except sa.exc.DBAPIError as exc:
             if is_connection_error(exc):
                 raise AppUnavailable(f"{target.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from exc
-            if batch is None:  # the key defaults themselves failed: not about a record
-                raise AppError(f"{target.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from exc
+            if batch is None:  # the store refused the intents: nothing was written, the job fails as it is
+                raise
             # Some row is refused: the intents become pending couplings, and the general path
             # inserts the page record by record where it must, failing only the bad ones.
             with ctx.store.begin() as store:
