@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -87,10 +88,7 @@ def _claim_all(store: sa.Engine, due: list[tuple[str, datetime]], now: datetime)
             jobs.c.mapping.in_([r.mapping for r in rows]), jobs.c.status.in_(ACTIVE)))}
         for r in rows:
             if r.mapping in busy:
-                b = busy[r.mapping]
-                conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == r.id).values(
-                    note=f"skipped: job {b.id} is still {b.status}", sent_at=now))
-                log.info("tick %s of %s skipped: job %s still %s", r.tick_at.isoformat(), r.mapping, b.id, b.status)
+                _skip_tick(conn, r.id, r.mapping, r.tick_at, busy[r.mapping], now)
         todo = [r for r in rows if r.mapping not in busy]
         if not todo:
             return {}
@@ -113,13 +111,18 @@ def _claim(store: sa.Engine, mapping: str, tick: datetime, now: datetime) -> int
             return None  # another replica claimed this tick
         busy = active_job(conn, mapping)
         if busy is not None:
-            conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(
-                note=f"skipped: job {busy.id} is still {busy.status}", sent_at=now))
-            log.info("tick %s of %s skipped: job %s still %s", tick.isoformat(), mapping, busy.id, busy.status)
+            _skip_tick(conn, tick_id, mapping, tick, busy, now)
             return None
         job_id = create_job(conn, mapping, "sync", params={"tick": tick.isoformat()})
         conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(job_id=job_id))
         return job_id
+
+
+def _skip_tick(conn: sa.Connection, tick_id: int, mapping: str, tick: datetime, busy: Any, now: datetime) -> None:
+    """A tick whose mapping still has a job queued or running: noted as skipped, never enqueued."""
+    conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(
+        note=f"skipped: job {busy.id} is still {busy.status}", sent_at=now))
+    log.info("tick %s of %s skipped: job %s still %s", tick.isoformat(), mapping, busy.id, busy.status)
 
 
 def resend_unsent(store: sa.Engine, send: Send, grace_seconds: float = 10.0) -> list[int]:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
+from workers import pg_bulk
 from workers.apps import AppTable, AppUnavailable, app_call, is_connection_error
 from workers.fieldmap import (
     DirectionPlan,
@@ -51,7 +52,7 @@ class Page:
 def usable(plan: DirectionPlan, target: AppTable, store: sa.Engine) -> bool:
     """Everything the path needs: a PostgreSQL store (staged intents), target keys known before
     the write, one-way semantics without match_on or sync_only_coupled."""
-    return (store.dialect.name == "postgresql" and store.dialect.driver == "psycopg" and not plan.keeps_snapshot
+    return (pg_bulk.usable(store) and not plan.keeps_snapshot
             and not plan.match_columns and not plan.sync_only_coupled
             and target.key_strategy(plan.key_rule is not None) in ("preallocate", "uuid", "source"))
 
@@ -89,7 +90,7 @@ def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page
         page.values.append(mapped)
         page.source_hashes.append(source_hash)
         page.target_hashes.append(target_hash)
-        page.modified.append(cs._modified_text(row.get(mod_col)) if mod_col else None)
+        page.modified.append(cs.modified_text(row.get(mod_col)) if mod_col else None)
     return page
 
 
@@ -121,7 +122,7 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
                                                 ctx.job_id, ids=False)
                 columns = [target.key.name, *plan.target_fields] if plan.key_rule is None else list(plan.target_fields)
                 tuples = ((k, *v) for k, v in zip(keys, page.values)) if plan.key_rule is None else page.values
-                if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+                if pg_bulk.usable(conn):
                     target.copy_in(conn, columns, tuples)
                 else:
                     target.insert(conn, [dict(zip(columns, t)) for t in tuples], returning=False)

@@ -119,10 +119,6 @@ def insert_intents(
     return {sk: i for (sk, _), i in zip(items, result.scalars())}
 
 
-def can_stage(conn: sa.Connection) -> bool:
-    return pg_bulk.usable(conn)
-
-
 def stage_inserts(
     conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str]], job_id: int, ids: bool = True,
 ) -> tuple[int, dict[str, int]]:
@@ -164,7 +160,7 @@ def land_inserts(conn: sa.Connection, mapping: str, direction: str, job_id: int,
     if failed:
         promote_intents(conn, mapping, batch, only=set(failed))
     write_landed(conn, mapping, direction, job_id, batch, (
-        (o.coupling_id, sk, o.target_key, o.source_hash, o.target_hash, o.values, _modified_text(o.source_modified))
+        (o.coupling_id, sk, o.target_key, o.source_hash, o.target_hash, o.values, modified_text(o.source_modified))
         for sk, o in landed))
 
 
@@ -267,7 +263,7 @@ def write_outcomes(
             "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
             "AS u(id, tk, sh, th, sm, lv) WHERE c.id = u.id"),
             [job_id, now, [o.coupling_id for o in ok], [o.target_key for o in ok], [o.source_hash for o in ok],
-             [o.target_hash for o in ok], [_modified_text(o.source_modified) for o in ok],
+             [o.target_hash for o in ok], [modified_text(o.source_modified) for o in ok],
              [json.dumps(o.values, default=str) if o.values is not None else None for o in ok]])
     elif ok:
         conn.execute(
@@ -278,7 +274,7 @@ def write_outcomes(
                 "last_job_id": job_id, "last_synced_at": now,
             }),
             [{"_id": o.coupling_id, "_tk": o.target_key, "_sh": o.source_hash, "_th": o.target_hash,
-              "_sm": _modified_text(o.source_modified), "_lv": o.values} for o in ok],
+              "_sm": modified_text(o.source_modified), "_lv": o.values} for o in ok],
         )
     if not bad:
         return []
@@ -348,7 +344,8 @@ def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys:
     return found
 
 
-def _modified_text(value: Any) -> str | None:
+def modified_text(value: Any) -> str | None:
+    """A source modified-on as the coupling keeps it: text, whatever the column type."""
     if value is None:
         return None
     return value.isoformat() if hasattr(value, "isoformat") else str(value)

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.jobs import Counters, add_counters
-from workers import bulk_load, metrics
+from workers import bulk_load, metrics, pg_bulk
 from workers import coupling_store as cs
 from workers.apps import AppTable, app_call, app_iter, match_value
 from workers.decide import (
@@ -374,7 +374,7 @@ def _insert(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[D
     returning = strategy == "returning"
     with ctx.store.begin() as conn:
         new = [d for d in todo if d.coupling is None]
-        staged = {d.source_key: d.target_key for d in new if d.target_key is not None} if cs.can_stage(conn) else {}
+        staged = {d.source_key: d.target_key for d in new if d.target_key is not None} if pg_bulk.usable(conn) else {}
         batch, ids = cs.stage_inserts(conn, plan.mapping, plan.direction, list(staged.items()), ctx.job_id)
         ids.update(cs.insert_intents(conn, plan.mapping, plan.direction,
                                      [(d.source_key, d.target_key) for d in new if d.source_key not in ids], ctx.job_id))

@@ -21,7 +21,7 @@ from psycopg.types.json import set_json_dumps
 _dumps = partial(json.dumps, default=str)
 
 
-def usable(conn: sa.Connection) -> bool:
+def usable(conn: sa.Connection | sa.Engine) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
 
 

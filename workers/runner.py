@@ -140,30 +140,28 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         try:
             counters, summary = _run(store, settings, job, beat)
         except ActionRefused as exc:
-            _failed(store, job, str(exc), started)
+            _ended(store, job, "failed", str(exc), started)
             log.warning("job %s (%s) refused: %s", job_id, job.kind, exc)
             return "failed"
         except AppUnavailable as exc:
             more = retries < settings.max_retries
             note = f"app unavailable: {exc}" + (f"; retrying (attempt {retries + 2} of {settings.max_retries + 1})" if more else "")
-            _failed(store, job, note, started)
+            _ended(store, job, "failed", note, started)
             log.warning("job %s failed: %s", job_id, note)
             if more:
                 raise RetryLater(note) from exc
             return "failed"
         except (ConfigError, JobRefused, AppError) as exc:
-            _failed(store, job, str(exc), started)
+            _ended(store, job, "failed", str(exc), started)
             log.warning("job %s failed: %s", job_id, exc)
             return "failed"
         except Exception as exc:
-            _failed(store, job, f"internal error: {type(exc).__name__}: {exc}"[:2000], started)
+            _ended(store, job, "failed", f"internal error: {type(exc).__name__}: {exc}"[:2000], started)
             log.exception("job %s failed with an internal error", job_id)
             return "failed"
         status = "succeeded"
         message = summary if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
-        with store.begin() as conn:
-            finish_job(conn, job_id, status, message)
-        metrics.job_ended(job.mapping, job.kind, status, time.monotonic() - started, counters, _direction(store, job_id))
+        _ended(store, job, status, message, started, counters)
         log.info("job %s %s in %.2fs: mapping=%s %s", job_id, status, time.monotonic() - started, job.mapping,
                  " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v))
         return status
@@ -173,17 +171,16 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         lock.release()
 
 
-def _failed(store: sa.Engine, job: sa.Row, note: str, started: float) -> None:  # type: ignore[type-arg]
-    """End a job as failed, with the records its committed batches counted."""
+def _ended(store: sa.Engine, job: sa.Row, status: str, message: str | None, started: float,  # type: ignore[type-arg]
+           counters: Counters | None = None) -> None:
+    """Record the job's end, and count it in the metrics with its records: `counters`, or for a
+    failed job those its committed batches added to the job row."""
     with store.begin() as conn:
-        finish_job(conn, job.id, "failed", note)
-        counters = Counters(**{k: getattr(row, k) for k in Counters().as_dict()}) if (row := get_job(conn, job.id)) else None
-    metrics.job_ended(job.mapping, job.kind, "failed", time.monotonic() - started, counters, row.direction if row else None)
-
-
-def _direction(store: sa.Engine, job_id: int) -> str | None:
-    with store.connect() as conn:
-        return conn.execute(sa.select(jobs.c.direction).where(jobs.c.id == job_id)).scalar()
+        finish_job(conn, job.id, status, message)
+        row = get_job(conn, job.id)
+    if counters is None and row is not None:
+        counters = Counters(**{k: getattr(row, k) for k in Counters().as_dict()})
+    metrics.job_ended(job.mapping, job.kind, status, time.monotonic() - started, counters, row.direction if row else None)
 
 
 LOCK_GRACE_SECONDS = 10.0
