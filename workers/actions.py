@@ -19,10 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.config_model import MappingSpec, source_side, target_side
+from store.db import utcnow
 from store.jobs import Counters, add_counters
 from store.schema import couplings
 from workers import coupling_store as cs
-from store.db import utcnow
+from workers import metrics
 from workers.apps import AppTable, app_call, app_iter, match_value
 from workers.bidirectional import compile_pair_plan, resolve_pairs, sync_batch
 from workers.engine import RunContext, process_rows
@@ -126,6 +127,7 @@ class Action:
             write_errors(conn, [(ref, msg, None) for ref, msg in self.refused])
             write_events(conn, self.events)
             add_counters(conn, self.ctx.job_id, self.counters)
+        metrics.records(self.spec.name, self.direction, self.counters)
         if self.refused:
             first = self.refused[0][1]
             more = f" (and {len(self.refused) - 1} more; see the job's errors)" if len(self.refused) > 1 else ""

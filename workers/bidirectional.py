@@ -20,6 +20,7 @@ from typing import Any
 from store.config_model import MappingSpec
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
+from workers import metrics
 from workers.apps import AppTable, app_call, app_iter
 from workers.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState, Decision
 from workers.deletions import scan_deletions
@@ -136,12 +137,12 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
         ctx.report.pairs(decisions)
         ctx.handled.update(d.coupling.id for d in decisions)
         return Counters()
-    if plan.local_modified:
-        local_rows = {c.id: row if local_side else others.get(str(c.target_key), {}) for row, c in pairs}
-        local_modified = {cid: r.get(plan.local_modified) for cid, r in local_rows.items()}
-    else:
-        local_modified = {}
-    return _apply_pairs(ctx, plan, tables, decisions, local_modified)
+    modified: dict[str, dict[int, Any]] = {}  # by direction: each coupling's modified-on at that direction's source
+    for direction, column, read_here in (("to_integration", plan.local_modified, local_side),
+                                         ("from_integration", plan.integration_modified, not local_side)):
+        rows = {c.id: row if read_here else others.get(str(c.target_key), {}) for row, c in pairs}
+        modified[direction] = {cid: r.get(column) for cid, r in rows.items()} if column else {}
+    return _apply_pairs(ctx, plan, tables, decisions, modified)
 
 
 def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], local_keys: list[str], winner: str) -> Counters:
@@ -154,7 +155,7 @@ def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], 
 
 
 def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
-                 local_modified: dict[int, Any]) -> Counters:
+                 modified: dict[str, dict[int, Any]]) -> Counters:
     """Write both directions' updates, then every outcome, error, event and counter in one store transaction."""
     counters = Counters()
     failures: list[tuple[PairDecision, str, str]] = [(d, d.message or "failed", "") for d in decisions if d.action == FAIL]
@@ -197,7 +198,7 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
             continue
         outcomes.append(cs.Outcome(
             coupling_id=cid, success=True, target_key=d.integration_key, source_hash=d.local_hash,
-            target_hash=d.integration_hash, source_modified=local_modified.get(cid), values=d.snapshot))
+            target_hash=d.integration_hash, source_modified=modified["to_integration"].get(cid), values=d.snapshot))
         if d.action == CONFLICT:
             conflicts.append(d)
         elif not landed.get(cid):
@@ -221,6 +222,11 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
             events.extend(event_row(_ref(ctx, plan, d, "to_integration"), "conflict", d.conflict_message()) for d in conflicts)
         write_events(conn, events)
         add_counters(conn, ctx.job_id, counters)
+    for direction, source in (("to_integration", tables["local"]), ("from_integration", tables["integration"])):
+        cids = [cid for cid, directions in landed.items() if direction in directions]
+        metrics.records(plan.mapping, direction, Counters(modified=len(cids)))
+        metrics.observe_lag(plan.mapping, direction, [modified[direction].get(cid) for cid in cids], source.engine)
+    metrics.records(plan.mapping, "both", replace(counters, modified=0))
     ctx.handled.update(d.coupling.id for d in decisions)
     return counters
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from store.jobs import Counters, add_counters
 from workers import coupling_store as cs
-from workers import pg_bulk
+from workers import metrics, pg_bulk
 from workers.apps import AppTable, AppUnavailable, app_call, is_connection_error
 from workers.fieldmap import (
     DirectionPlan,
@@ -154,4 +154,5 @@ def land_page(ctx: Any, plan: DirectionPlan, written: Written | None) -> Counter
             in zip(page.source_keys, written.target_keys, page.source_hashes, page.target_hashes, page.modified)))
         counters.inserted = len(page.source_keys)
         add_counters(conn, ctx.job_id, counters)
+    metrics.records(plan.mapping, plan.direction, counters)
     return counters

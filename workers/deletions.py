@@ -24,6 +24,7 @@ from store.db import utcnow
 from store.jobs import Counters, add_counters
 from store.schema import couplings
 from workers import coupling_store as cs
+from workers import metrics
 from workers.apps import AppTable, app_call
 from workers.fieldmap import DirectionPlan
 from workers.journal import RecordRef, event_row, write_errors, write_events
@@ -181,6 +182,7 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
             events.extend(event(g, "conflict", msg) for g, msg in skip)
         write_events(conn, events)
         add_counters(conn, ctx.job_id, counters)
+    metrics.records(plan.mapping, plan.direction, counters)
     return counters
 
 

@@ -111,7 +111,7 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
             else:
                 decided = decide_rows(ctx, plan, source, target, rows, couplings={} if first else None)
                 if decided is not None:
-                    pipe.submit(lambda decided=decided: add(_apply(ctx, plan, target, *decided)))
+                    pipe.submit(lambda decided=decided: add(_apply(ctx, plan, source, target, *decided)))
             ctx.beat()
     advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon)
     if bulk and total.inserted >= ANALYZE_AFTER:
@@ -199,7 +199,7 @@ def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target:
                  couplings: dict[str, Any] | None = None) -> Counters:
     """Decide and apply one batch of source rows one way (`couplings` by source key, if already read)."""
     decided = decide_rows(ctx, plan, source, target, rows, couplings)
-    return Counters() if decided is None else _apply(ctx, plan, target, *decided)
+    return Counters() if decided is None else _apply(ctx, plan, source, target, *decided)
 
 
 def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]],
@@ -229,9 +229,8 @@ def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     return decisions, modified_of
 
 
-def _apply(
-    ctx: RunContext, plan: DirectionPlan, target: AppTable, decisions: list[Decision], modified_of: dict[str, Any]
-) -> Counters:
+def _apply(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, decisions: list[Decision],
+           modified_of: dict[str, Any]) -> Counters:
     counters = Counters()
     outcomes: list[cs.Outcome] = []
     failures: list[tuple[Decision, str, str]] = []
@@ -274,7 +273,8 @@ def _apply(
         events.append(_event(ctx, plan, d, outcome))
     counters.failed += len(failures)
     if ctx.report is None:
-        metrics.observe_lag(plan.mapping, plan.direction, [modified_of.get(d.source_key) for d in (*inserted, *updated)])
+        metrics.observe_lag(plan.mapping, plan.direction, [modified_of.get(d.source_key) for d in (*inserted, *updated)],
+                            source.engine)
 
     with ctx.store.begin() as conn:
         for batch in {d.staged_batch for d in decisions if d.staged_batch is not None}:
@@ -298,6 +298,7 @@ def _apply(
                           for d, _, _ in failures if d.cid in skipped_ids)
         write_events(conn, events)
         add_counters(conn, ctx.job_id, counters)
+    metrics.records(plan.mapping, plan.direction, counters)
     ctx.handled.update(d.cid for d in decisions if d.cid is not None)
     return counters
 

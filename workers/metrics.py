@@ -12,9 +12,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 
 from store.jobs import Counters
+from workers.app_clock import clock_offset
 
 JOBS = Counter("tablesync_jobs", "Jobs that ended, by mapping, kind and final status.", ["mapping", "kind", "status"])
 JOB_DURATION = Histogram(
@@ -27,15 +29,22 @@ SYNC_LAG = Histogram(
 )
 RECORDS = Counter("tablesync_records", "Records a job handled, by outcome.", ["mapping", "direction", "outcome"])
 
-def observe_lag(mapping: str, direction: str, modified: list[Any]) -> None:
-    """The lag of records just written, from their source modified-on values. Only values with a
-    time zone are comparable with this clock (a naive one is in the database's own time zone);
-    the first run's bulk load observes none: an initial load is not a change."""
+def observe_lag(mapping: str, direction: str, modified: list[Any], source: sa.Engine) -> None:
+    """The lag of records just written, from their modified-on at `source`. A value with a time
+    zone compares with UTC now; a naive one is the source database's local time, so it compares
+    with that database's clock. The first run's bulk load observes none: an initial load is not
+    a change."""
+    stamps = [m for m in modified if isinstance(m, datetime)]
+    if not stamps:
+        return
     now = datetime.now(timezone.utc)
+    offset = clock_offset(source) if any(m.tzinfo is None for m in stamps) else None
     child = SYNC_LAG.labels(mapping, direction)
-    for m in modified:
-        if isinstance(m, datetime) and m.tzinfo is not None:
+    for m in stamps:
+        if m.tzinfo is not None:
             child.observe(max(0.0, (now - m).total_seconds()))
+        elif offset is not None:
+            child.observe(max(0.0, (now.replace(tzinfo=None) + offset - m).total_seconds()))
 
 
 # Counters field → the outcome label SPEC §7 names.
@@ -44,14 +53,19 @@ OUTCOMES = {"inserted": "inserted", "modified": "modified", "deleted": "deleted"
             "skipped": "skipped"}
 
 
-def job_ended(mapping: str, kind: str, status: str, seconds: float | None, counters: Counters | None,
-              direction: str | None) -> None:
-    """Count one ended job (and its records); `seconds` is None for a job that never started."""
+def job_ended(mapping: str, kind: str, status: str, seconds: float | None) -> None:
+    """Count one ended job; `seconds` is None for a job that never started."""
     JOBS.labels(mapping, kind, status).inc()
     if seconds is not None:
         JOB_DURATION.labels(mapping).observe(seconds)
-    if counters is not None:
-        for field, outcome in OUTCOMES.items():
-            n = getattr(counters, field)
-            if n:
-                RECORDS.labels(mapping, direction or "", outcome).inc(n)
+
+
+def records(mapping: str, direction: str, counters: Counters) -> None:
+    """Count records once their batch committed, so a job that fails halfway still counts what
+    it wrote and a rolled-back batch counts nothing (the same rule as the job row's counters).
+    `direction` is the one the records travelled; "both" for outcomes of a bidirectional pair
+    that belong to neither direction (unchanged, conflict, skipped, failed)."""
+    for field, outcome in OUTCOMES.items():
+        n = getattr(counters, field)
+        if n:
+            RECORDS.labels(mapping, direction, outcome).inc(n)

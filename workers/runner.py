@@ -118,7 +118,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
                 status="dropped", finished_at=utcnow(),
                 message=f"dropped: mapping {job.mapping} is already running" + (f" in job {other}" if other else "")))
-        metrics.job_ended(job.mapping, job.kind, "dropped", None, None, None)
+        metrics.job_ended(job.mapping, job.kind, "dropped", None)
         log.info("job %s (%s): mapping is locked by another job; delivery dropped", job_id, job.mapping)
         return None
     beat: Heartbeat | None = None
@@ -161,7 +161,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
             return "failed"
         status = "succeeded"
         message = summary if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
-        _ended(store, job, status, message, started, counters)
+        _ended(store, job, status, message, started)
         log.info("job %s %s in %.2fs: mapping=%s %s", job_id, status, time.monotonic() - started, job.mapping,
                  " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v))
         return status
@@ -171,16 +171,11 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         lock.release()
 
 
-def _ended(store: sa.Engine, job: sa.Row, status: str, message: str | None, started: float,  # type: ignore[type-arg]
-           counters: Counters | None = None) -> None:
-    """Record the job's end, and count it in the metrics with its records: `counters`, or for a
-    failed job those its committed batches added to the job row."""
+def _ended(store: sa.Engine, job: sa.Row, status: str, message: str | None, started: float) -> None:  # type: ignore[type-arg]
+    """Record the job's end and count it (its records were counted as their batches committed)."""
     with store.begin() as conn:
         finish_job(conn, job.id, status, message)
-        row = get_job(conn, job.id)
-    if counters is None and row is not None:
-        counters = Counters(**{k: getattr(row, k) for k in Counters().as_dict()})
-    metrics.job_ended(job.mapping, job.kind, status, time.monotonic() - started, counters, row.direction if row else None)
+    metrics.job_ended(job.mapping, job.kind, status, time.monotonic() - started)
 
 
 LOCK_GRACE_SECONDS = 10.0

@@ -118,3 +118,60 @@ def scrape_or_none(port: int) -> dict[Any, float] | None:
         return scrape(port)
     except OSError:
         return None
+
+
+LOCAL_TIME_STAMP = """
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.{col} := localtimestamp; RETURN NEW; END $$;
+CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION stamp();
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), '{zone}'); END $$;
+"""
+
+
+def test_bidirectional_records_per_direction_and_the_lag_of_naive_local_times(env) -> None:  # type: ignore[no-untyped-def]
+    """Both apps stamp `timestamp without time zone` in their own, far apart, time zones (UTC+14
+    and UTC-9/-8): the lag is still seconds, measured against each database's own clock. Writes
+    count under the direction they travelled; a conflict, under "both"."""
+    from tests.integration.test_bidirectional import configure, execute
+
+    erp, crm = sa.create_engine(env.erp_url), sa.create_engine(env.crm_url)
+    with erp.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, city text, phone text, "
+                             "email text, rating text, modified_at timestamp NOT NULL DEFAULT localtimestamp)"))
+        conn.execute(sa.text(LOCAL_TIME_STAMP.format(col="modified_at", table="customers", zone="Pacific/Kiritimati")))
+    with crm.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE accounts (account_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL, "
+                             "address1_city text, telephone1 text, emailaddress1 text, rating text, "
+                             "customertypecode int NOT NULL DEFAULT 1, modifiedon timestamp NOT NULL DEFAULT localtimestamp)"))
+        conn.execute(sa.text(LOCAL_TIME_STAMP.format(col="modifiedon", table="accounts", zone="America/Anchorage")))
+    erp.dispose(), crm.dispose()  # new sessions take the databases' time zones
+    for i in (1, 2, 3):
+        execute(erp, "INSERT INTO customers (name, city, phone) VALUES (:n, 'Oslo', :p)", n=f"ERP {i}", p=f"+47 {i}")
+    execute(crm, "INSERT INTO accounts (name, telephone1) VALUES ('CRM 1', '+47 91'), ('CRM 2', '+47 92')")
+    configure(env)
+    port = free_port()
+    env.start_worker(TABLESYNC_WORKER_METRICS_PORT=str(port))
+    first = sync(env)
+    assert (first["inserted"], first["failed"]) == (5, 0), first
+    execute(erp, "UPDATE customers SET city = 'Tromsø' WHERE name = 'ERP 1'")
+    execute(crm, "UPDATE accounts SET telephone1 = '+47 333' WHERE name = 'ERP 3'")
+    execute(erp, "UPDATE customers SET phone = '+47 L' WHERE name = 'ERP 2'")
+    execute(crm, "UPDATE accounts SET telephone1 = '+47 I' WHERE name = 'ERP 2'")
+    second = sync(env)
+    assert (second["modified"], second["conflicts"], second["failed"]) == (2, 1, 0), second
+
+    wait_for(lambda: scrape_or_none(port) is not None, timeout=30, what="the worker's metrics endpoint")
+    samples = scrape(port)
+    records = {(dict(labels)["direction"], dict(labels)["outcome"]): v for (name, labels), v in samples.items()
+               if name == "tablesync_records_total" and dict(labels)["mapping"] == "CUSTOMER"}
+    unchanged = first["unchanged"] + second["unchanged"]
+    assert records == {k: v for k, v in {
+        ("to_integration", "inserted"): 3, ("from_integration", "inserted"): 2,
+        ("to_integration", "modified"): 1, ("from_integration", "modified"): 1,
+        ("both", "conflict"): 1, ("both", "unchanged"): unchanged}.items() if v}
+    for direction, written in (("to_integration", 4), ("from_integration", 3)):
+        labels = {"mapping": "CUSTOMER", "direction": direction}
+        assert value(samples, "tablesync_sync_lag_seconds_count", **labels) == written
+        # seconds, not the 14 or 9 hours a naive comparison with UTC would make of it
+        assert 0 < value(samples, "tablesync_sync_lag_seconds_sum", **labels) < 60 * written  # type: ignore[operator]
+        assert value(samples, "tablesync_sync_lag_seconds_bucket", le="60.0", **labels) == written
