@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from console.render import (
     ago,
     console,
@@ -26,12 +27,11 @@ from console.render import (
     print_json,
     table,
 )
-from console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from store.config_load import ConfigError, load_config
 from store.db import create_engine, utcnow
 from store.jobs import FINISHED, errors_of, get_job, last_runs, list_jobs
+from store.logs import configure_logging
 from store.settings import Settings, SettingsError, get_settings
-
 
 
 def _store(settings: Settings) -> sa.Engine:
@@ -376,7 +376,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("TABLESYNC_BROKER_URL is not set: workers need redis://… or amqp://… "
                          "(use `tablesync run` for the all-in-one process)")
     _store(settings)
-    argv = [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", str(args.processes),
+    argv = [sys.executable, "-m", "workers.dramatiq_main", "workers.entry", "--processes", str(args.processes),
             "--threads", str(args.threads), "--queues", settings.queue]
     # Dramatiq's exporter serves its metrics and ours (workers/metrics.py) from one multiprocess
     # directory, emptied now so that files of processes from an earlier run never leak in.
@@ -514,14 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--older-than", metavar="DURATION", help="e.g. 30d, 12h (default: $TABLESYNC_RETENTION, 30d)")
     sp.add_argument("--json", action="store_true")
 
+    # services log at INFO (a line per job) unless TABLESYNC_LOG_LEVEL says otherwise
     sp = add("worker", cmd_worker, "run Dramatiq worker processes")
     sp.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     sp.add_argument("--threads", type=int, default=4)
+    sp.set_defaults(service=True)
 
-    add("scheduler", cmd_scheduler, "enqueue due syncs and reap abandoned jobs (safe as several replicas)")
+    add("scheduler", cmd_scheduler, "enqueue due syncs and reap abandoned jobs (safe as several replicas)").set_defaults(service=True)
 
     sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
     sp.add_argument("--threads", type=int, default=2)
+    sp.set_defaults(service=True)
 
     sp = add("demo", cmd_demo, "run a self-contained demo on SQLite apps (no server needed)")
     sp.add_argument("--dir", default="tablesync-demo", help="where the demo's databases go (default ./tablesync-demo)")
@@ -531,10 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet = logging.INFO if args.verbose or getattr(args, "service", False) else logging.WARNING
+    configure_logging("text", quiet)
     try:
         settings = get_settings()
+        configure_logging(settings.log_format, settings.log_level or quiet)
         return int(args.fn(args, settings))
     except SettingsError as exc:
         print(f"tablesync: {exc}", file=sys.stderr)

@@ -7,10 +7,14 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from store.logs import redact
+
 
 def normalize_url(url: str) -> str:
     """Pick the drivers we ship (psycopg 3, PyMySQL) when a URL names none."""
     parsed = make_url(url)
+    if parsed.host and "@" in parsed.host:
+        raise ValueError("the URL's user or password contains an unescaped '@': write it as %40")
     driver = parsed.drivername
     if driver in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -20,11 +24,9 @@ def normalize_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL as it may appear in logs, job messages and the console: never with its password."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown by scheme only
-        return url.split(":", 1)[0] + "://…"
+    """The URL as it may appear in logs, job messages and the console: never with its password,
+    even one with an unescaped @ that a URL parser would split in the wrong place."""
+    return redact(url)
 
 
 def create_engine(url: str, **kwargs: object) -> sa.Engine:

@@ -7,6 +7,7 @@ scheduler, a worker and the CLI, before anything connects anywhere.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -40,6 +41,18 @@ class Settings(BaseSettings):
     dependency_wait_seconds: float = Field(600.0, ge=0)
     retention: str = "30d"
     operator: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None  # unset: INFO for services, WARNING for commands
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_case(cls, value: object) -> object:
+        return (value.strip().upper() or None) if isinstance(value, str) else value
 
     @field_validator("retention")
     @classmethod

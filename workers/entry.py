@@ -1,8 +1,11 @@
-"""Module handed to the `dramatiq` CLI: installs the configured broker, then declares the actors."""
+"""Module handed to the `dramatiq` CLI: sets up logging and the configured broker, then declares the actors."""
 
+from store.logs import configure_logging
 from store.settings import get_settings
 from workers.broker import setup_broker
 
-broker = setup_broker(get_settings())
+_settings = get_settings()
+configure_logging(_settings.log_format, _settings.log_level or "INFO")  # onto this process's log pipe
+broker = setup_broker(_settings)
 
 import workers.actors  # noqa: E402,F401  (must follow setup_broker)

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from store.config_load import ConfigError, expand_env
 from store.config_model import AppSpec, source_side, target_side
 from store.db import create_engine, redact_url, utcnow
-from store.jobs import Counters, finish_job, get_job, heartbeat
+from store.jobs import COUNTERS, Counters, finish_job, get_job, heartbeat
+from store.logs import job_fields
 from store.mappings import StoredMapping, get_mapping
 from store.schema import jobs
 from store.settings import Settings
@@ -53,7 +54,10 @@ def app_engine(name: str, app: AppSpec) -> sa.Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = create_engine(url)
+            try:
+                engine = _engines[url] = create_engine(url)
+            except (ValueError, sa.exc.ArgumentError) as exc:
+                raise JobRefused(f"app {name}: {redact_url(url)}: {exc}") from None
         return engine
 
 
@@ -136,35 +140,30 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         beat = Heartbeat(store, job_id, lock, settings.heartbeat_seconds)
         beat.start()
         started = time.monotonic()
-        log.info("job %s started: mapping=%s kind=%s attempt=%s", job_id, job.mapping, job.kind, retries + 1)
+        log.info("job %s started: mapping=%s kind=%s attempt=%s", job_id, job.mapping, job.kind, retries + 1,
+                 extra=job_fields(job, event="job_started", attempt=retries + 1, worker=WORKER_NAME))
         try:
             counters, summary = _run(store, settings, job, beat)
         except ActionRefused as exc:
-            _ended(store, job, "failed", str(exc), started)
-            log.warning("job %s (%s) refused: %s", job_id, job.kind, exc)
+            _ended(store, job, "failed", f"refused: {exc}", started)
             return "failed"
         except AppUnavailable as exc:
             more = retries < settings.max_retries
             note = f"app unavailable: {exc}" + (f"; retrying (attempt {retries + 2} of {settings.max_retries + 1})" if more else "")
             _ended(store, job, "failed", note, started)
-            log.warning("job %s failed: %s", job_id, note)
             if more:
                 raise RetryLater(note) from exc
             return "failed"
         except (ConfigError, JobRefused, AppError) as exc:
             _ended(store, job, "failed", str(exc), started)
-            log.warning("job %s failed: %s", job_id, exc)
             return "failed"
         except Exception as exc:
+            log.exception("job %s failed with an internal error", job_id, extra=job_fields(job, event="job_error"))
             _ended(store, job, "failed", f"internal error: {type(exc).__name__}: {exc}"[:2000], started)
-            log.exception("job %s failed with an internal error", job_id)
             return "failed"
-        status = "succeeded"
         message = summary if not counters.failed else f"{counters.failed} record(s) failed; see the job's errors"
-        _ended(store, job, status, message, started)
-        log.info("job %s %s in %.2fs: mapping=%s %s", job_id, status, time.monotonic() - started, job.mapping,
-                 " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v))
-        return status
+        _ended(store, job, "succeeded", message, started)
+        return "succeeded"
     finally:
         if beat is not None:
             beat.stop()
@@ -172,10 +171,20 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
 
 
 def _ended(store: sa.Engine, job: sa.Row, status: str, message: str | None, started: float) -> None:  # type: ignore[type-arg]
-    """Record the job's end and count it (its records were counted as their batches committed)."""
+    """Record the job's end, count it (its records were counted as their batches committed) and
+    log its one end line with the job row's counters: for a failed job, those of the batches it
+    committed before failing."""
+    seconds = time.monotonic() - started
     with store.begin() as conn:
         finish_job(conn, job.id, status, message)
-    metrics.job_ended(job.mapping, job.kind, status, time.monotonic() - started)
+        row = get_job(conn, job.id)
+    metrics.job_ended(job.mapping, job.kind, status, seconds)
+    counters = {k: getattr(row, k) for k in COUNTERS if getattr(row, k)} if row is not None else {}
+    log.log(logging.INFO if status == "succeeded" else logging.WARNING,
+            "job %s %s in %.2fs: mapping=%s kind=%s%s%s", job.id, status, seconds, job.mapping, job.kind,
+            "".join(f" {k}={v}" for k, v in counters.items()), f" ({message})" if message else "",
+            extra=job_fields(job, event="job_ended", status=status, duration_seconds=round(seconds, 3),
+                             counters=counters, job_message=message))
 
 
 LOCK_GRACE_SECONDS = 10.0
