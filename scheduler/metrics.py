@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from store.mappings import active_mappings, active_versions
 from store.schema import couplings, jobs
 from store.settings import Settings
 
@@ -21,16 +22,37 @@ SYNC_KINDS = ("sync", "full_sync")
 
 
 class StoreCollector(Collector):
-    """Skipped couplings by mapping and reason, and the end of each mapping's last successful sync."""
+    """Skipped couplings by mapping and reason, the end of each mapping's last successful sync, and
+    each active mapping's schedule period: what the staleness alert compares the age of the last
+    success with (3× the period), so that one rule fits mappings of every schedule."""
 
     def __init__(self, store: sa.Engine) -> None:
         self.store = store
+        self._periods: dict[str, tuple[int, float]] = {}  # name → (version, period): a definition is parsed once
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("tablesync_skipped_couplings", "Couplings skipped until an operator acts.",
+                                  labels=["mapping", "reason"]),
+                GaugeMetricFamily("tablesync_last_success_timestamp_seconds",
+                                  "When the mapping's last successful sync job ended (Unix time).", labels=["mapping"]),
+                GaugeMetricFamily("tablesync_mapping_interval_seconds",
+                                  "Nominal time between two scheduled syncs of an active mapping.", labels=["mapping"]))
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The names, without asking the store (registration must not depend on it being up)."""
+        yield from self._families()
+
+    def _intervals(self, conn: sa.Connection, family: GaugeMetricFamily) -> None:
+        versions = active_versions(conn)
+        if any(self._periods.get(name, (None,))[0] != v for name, v in versions.items()):
+            self._periods = {m.spec.name: (m.version, m.spec.parsed_schedule().period_seconds) for m in active_mappings(conn)}
+        for name in sorted(versions):
+            if name in self._periods:
+                family.add_metric([name], self._periods[name][1])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        skipped = GaugeMetricFamily("tablesync_skipped_couplings", "Couplings skipped until an operator acts.",
-                                    labels=["mapping", "reason"])
-        last = GaugeMetricFamily("tablesync_last_success_timestamp_seconds",
-                                 "When the mapping's last successful sync job ended (Unix time).", labels=["mapping"])
+        skipped, last, interval = self._families()
         try:
             with self.store.connect() as conn:
                 for mapping, reason, n in conn.execute(
@@ -41,11 +63,16 @@ class StoreCollector(Collector):
                         sa.select(jobs.c.mapping, sa.func.max(jobs.c.finished_at))
                         .where(jobs.c.status == "succeeded", jobs.c.kind.in_(SYNC_KINDS)).group_by(jobs.c.mapping)):
                     last.add_metric([mapping], at.timestamp())
+                self._intervals(conn, interval)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", str(exc.orig).strip().splitlines()[0])
             return
+        except Exception:  # nor for any other reason: the scrape goes on without these figures
+            log.exception("metrics: reading the store's figures failed")
+            return
         yield skipped
         yield last
+        yield interval
 
 
 class QueueCollector(Collector):
@@ -54,8 +81,15 @@ class QueueCollector(Collector):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("tablesync_queue_messages", "Messages in the broker's queues.", labels=["queue", "state"])
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("tablesync_queue_messages", "Messages in the broker's queues.", labels=["queue", "state"])
+        family = self._family()
         queue, url = self.settings.queue, self.settings.broker_url
         try:
             if url is None:

@@ -108,6 +108,7 @@ def test_scheduler_exports_enqueues_queue_depth_and_store_figures(env) -> None: 
     assert value(samples, "tablesync_queue_messages", queue=env.queue, state="ready") == 1
     assert value(samples, "tablesync_queue_messages", queue=env.queue, state="dead") == 0
     assert value(samples, "tablesync_skipped_couplings", mapping="CUSTOMER", reason="update_conflict") == 1
+    assert value(samples, "tablesync_mapping_interval_seconds", mapping="CUSTOMER") == 1.0
     with store.connect() as conn:
         finished = conn.execute(sa.text("SELECT finished_at FROM jobs WHERE id = :i"), {"i": first["id"]}).scalar_one()
     assert value(samples, "tablesync_last_success_timestamp_seconds", mapping="CUSTOMER") == pytest.approx(finished.timestamp())
