@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from store.mappings import active_mappings, active_versions
+from store.mappings import active_heads, active_mappings
 from store.schema import couplings, jobs
 from store.settings import Settings
 
@@ -31,28 +31,32 @@ class StoreCollector(Collector):
         self._periods: dict[str, tuple[int, float]] = {}  # name → (version, period): a definition is parsed once
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (GaugeMetricFamily("tablesync_skipped_couplings", "Couplings skipped until an operator acts.",
                                   labels=["mapping", "reason"]),
                 GaugeMetricFamily("tablesync_last_success_timestamp_seconds",
                                   "When the mapping's last successful sync job ended (Unix time).", labels=["mapping"]),
                 GaugeMetricFamily("tablesync_mapping_interval_seconds",
-                                  "Nominal time between two scheduled syncs of an active mapping.", labels=["mapping"]))
+                                  "Nominal time between two scheduled syncs of an active mapping.", labels=["mapping"]),
+                GaugeMetricFamily("tablesync_mapping_applied_timestamp_seconds",
+                                  "When the active mapping's current version was applied (Unix time): where "
+                                  "staleness counts from until its first success.", labels=["mapping"]))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """The names, without asking the store (registration must not depend on it being up)."""
         yield from self._families()
 
-    def _intervals(self, conn: sa.Connection, family: GaugeMetricFamily) -> None:
-        versions = active_versions(conn)
-        if any(self._periods.get(name, (None,))[0] != v for name, v in versions.items()):
+    def _heads(self, conn: sa.Connection, interval: GaugeMetricFamily, applied: GaugeMetricFamily) -> None:
+        heads = active_heads(conn)
+        if any(self._periods.get(name, (None,))[0] != v for name, (v, _) in heads.items()):
             self._periods = {m.spec.name: (m.version, m.spec.parsed_schedule().period_seconds) for m in active_mappings(conn)}
-        for name in sorted(versions):
+        for name, (_, at) in sorted(heads.items()):
+            applied.add_metric([name], at.timestamp())
             if name in self._periods:
-                family.add_metric([name], self._periods[name][1])
+                interval.add_metric([name], self._periods[name][1])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        skipped, last, interval = self._families()
+        skipped, last, interval, applied = self._families()
         try:
             with self.store.connect() as conn:
                 for mapping, reason, n in conn.execute(
@@ -63,16 +67,14 @@ class StoreCollector(Collector):
                         sa.select(jobs.c.mapping, sa.func.max(jobs.c.finished_at))
                         .where(jobs.c.status == "succeeded", jobs.c.kind.in_(SYNC_KINDS)).group_by(jobs.c.mapping)):
                     last.add_metric([mapping], at.timestamp())
-                self._intervals(conn, interval)
+                self._heads(conn, interval, applied)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", str(exc.orig).strip().splitlines()[0])
             return
         except Exception:  # nor for any other reason: the scrape goes on without these figures
             log.exception("metrics: reading the store's figures failed")
             return
-        yield skipped
-        yield last
-        yield interval
+        yield from (skipped, last, interval, applied)
 
 
 class QueueCollector(Collector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,10 +93,15 @@ def active_mappings(conn: sa.Connection) -> list[StoredMapping]:
 
 def active_versions(conn: sa.Connection) -> dict[str, int]:
     """{name: version} of the active mappings, without their definitions: how a poller notices a change cheaply."""
+    return {name: version for name, (version, _) in active_heads(conn).items()}
+
+
+def active_heads(conn: sa.Connection) -> dict[str, tuple[int, datetime]]:
+    """{name: (version, applied_at)} of the active mappings' current versions."""
     latest = sa.select(mappings.c.name, sa.func.max(mappings.c.version).label("v")).group_by(mappings.c.name).subquery()
-    q = sa.select(mappings.c.name, mappings.c.version).join(
+    q = sa.select(mappings.c.name, mappings.c.version, mappings.c.applied_at).join(
         latest, sa.and_(mappings.c.name == latest.c.name, mappings.c.version == latest.c.v)).where(mappings.c.active)
-    return {name: int(version) for name, version in conn.execute(q)}
+    return {name: (int(version), applied) for name, version, applied in conn.execute(q)}
 
 
 def get_mapping(conn: sa.Connection, name: str) -> StoredMapping | None:

@@ -176,3 +176,28 @@ def test_bidirectional_records_per_direction_and_the_lag_of_naive_local_times(en
         # seconds, not the 14 or 9 hours a naive comparison with UTC would make of it
         assert 0 < value(samples, "tablesync_sync_lag_seconds_sum", **labels) < 60 * written  # type: ignore[operator]
         assert value(samples, "tablesync_sync_lag_seconds_bucket", le="60.0", **labels) == written
+
+
+def test_dashboard_and_alerts_read_only_metrics_the_processes_export(env) -> None:  # type: ignore[no-untyped-def]
+    """Every metric name in the shipped PromQL is in a live scrape of a worker and a scheduler that
+    synced, saw a change, skipped a coupling and enqueued a tick (only `up` comes from Prometheus)."""
+    from tests.dashboards import PROMETHEUS_OWN, expressions, metric_names
+
+    erp, _, _, _ = setup_customer_sync(env, rows=5)
+    worker_port, scheduler_port = free_port(), free_port()
+    env.start_worker(TABLESYNC_WORKER_METRICS_PORT=str(worker_port))
+    sync(env)
+    with erp.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET name = 'renamed', modified_at = now() WHERE id = 1"))
+    assert sync(env)["modified"] == 1
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    with store.begin() as conn:
+        conn.execute(sa.text("UPDATE couplings SET skipped = true, skip_reason = 'deletion_conflict' WHERE local_key = '2'"))
+    write_config(env.tmp, schedule="every 1s")
+    env.cli("config", "apply")
+    env.start_scheduler(TABLESYNC_SCHEDULER_METRICS_PORT=str(scheduler_port))
+    wait_for(lambda: any(name == "tablesync_scheduler_enqueued_total" for name, _ in scrape_or_none(scheduler_port) or {}),
+             timeout=30, what="the scheduler's first enqueue")
+    exported = {name for port in (worker_port, scheduler_port) for name, _ in scrape(port)} | PROMETHEUS_OWN
+    for where, expr in expressions().items():
+        assert not metric_names(expr) - exported, f"{where} reads metrics nothing exports: {metric_names(expr) - exported}"
