@@ -30,7 +30,7 @@ from console.render import (
 from store.config_load import ConfigError, load_config
 from store.db import create_engine, utcnow
 from store.jobs import FINISHED, errors_of, get_job, last_runs, list_jobs
-from store.logs import configure_logging
+from store.logs import configure_logging, redact
 from store.settings import Settings, SettingsError, get_settings
 
 
@@ -438,6 +438,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(args.dir, rows=args.rows)
 
 
+def cmd_demo_apps(args: argparse.Namespace, settings: Settings) -> int:
+    from console import demo_apps
+
+    urls = {}
+    for name, flag in (("ERP_DATABASE_URL", args.erp_url), ("CRM_DATABASE_URL", args.crm_url)):
+        urls[name] = flag or os.environ.get(name)
+        if not urls[name]:
+            raise UsageError(f"{name} is not set (or pass --{name.split('_')[0].lower()}-url): the demo app's database URL")
+    erp, crm = urls["ERP_DATABASE_URL"], urls["CRM_DATABASE_URL"]
+    try:
+        if args.action == "seed":
+            made = demo_apps.seed(erp, crm, args.rows)
+            print("demo apps created and filled" if made else "demo apps already exist: left as they are")
+            return EXIT_OK
+        return demo_apps.run_forever(erp, crm, args.every)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise UsageError(f"demo apps: cannot reach the database: {redact(str(exc.orig).strip().splitlines()[0])}") from None
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -529,6 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "run a self-contained demo on SQLite apps (no server needed)")
     sp.add_argument("--dir", default="tablesync-demo", help="where the demo's databases go (default ./tablesync-demo)")
     sp.add_argument("--rows", type=int, default=300)
+
+    sp = add("demo-apps", cmd_demo_apps, "the demo's ERP and CRM on real databases (docker-compose): seed them, "
+             "or edit them like users do")
+    sp.add_argument("action", choices=("seed", "traffic"), help="seed: create and fill (once); traffic: edit every few seconds")
+    sp.add_argument("--erp-url", help="default $ERP_DATABASE_URL")
+    sp.add_argument("--crm-url", help="default $CRM_DATABASE_URL")
+    sp.add_argument("--rows", type=int, default=300, help="customers to seed (default 300)")
+    sp.add_argument("--every", type=float, default=5.0, help="seconds between two rounds of edits (default 5)")
     return p
 
 

@@ -19,11 +19,11 @@ from console.render import console, job_object, jobs_table, table
 
 CONFIG = """\
 apps:
-  erp: {{url: "sqlite:///{erp}"}}
-  crm: {{url: "sqlite:///{crm}"}}
+  erp: {{url: "{erp}"}}
+  crm: {{url: "{crm}"}}
 mappings:
   - name: CUSTOMER
-    local:       {{app: erp, table: customers, key: id, modified: modified_at, filter: "blocked = 0"}}
+    local:       {{app: erp, table: customers, key: id, modified: modified_at, filter: "NOT blocked"}}
     integration: {{app: crm, table: accounts, key: account_id, modified: modifiedon}}
     direction: to_integration
     schedule: "every 30s"
@@ -62,7 +62,9 @@ LAST = ["Hansen", "Jensen", "Nielsen", "Pedersen", "Larsen", "Sørensen", "Rasmu
 CITIES = [("Copenhagen", "dk"), ("Aarhus", "dk"), ("Malmö", "se"), ("Oslo", "no"), ("Hamburg", "de"), ("Odense", "dk")]
 
 
-def _apps(erp_url: str, crm_url: str, rows: int) -> None:
+def create_apps(erp_url: str, crm_url: str, rows: int) -> None:
+    """The demo's two apps, created and filled in any database SQLAlchemy speaks (SQLite for
+    `tablesync demo`, PostgreSQL and MariaDB in docker-compose)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)
     rng = random.Random(7)
     erp_md, crm_md = sa.MetaData(), sa.MetaData()
@@ -92,7 +94,9 @@ def _apps(erp_url: str, crm_url: str, rows: int) -> None:
              sa.Column("parentcustomerid", sa.Integer), sa.Column("fullname", sa.String(100), nullable=False),
              sa.Column("telephone1", sa.String(40)), sa.Column("jobtitle", sa.String(60)),
              sa.Column("modifiedon", sa.DateTime, server_default=sa.func.current_timestamp()))
-    erp, crm = sa.create_engine(erp_url), sa.create_engine(crm_url)
+    from store.db import create_engine
+
+    erp, crm = create_engine(erp_url), create_engine(crm_url)
     erp_md.create_all(erp)
     crm_md.create_all(crm)
     with erp.begin() as conn:
@@ -141,8 +145,8 @@ def run_demo(directory: str, rows: int = 300) -> int:
     settings = get_settings()
 
     out.print(f"[bold]1. Two demo apps[/] in {base}: ERP customers/prospects ({rows} customers), CRM accounts/leads")
-    _apps(f"sqlite:///{erp}", f"sqlite:///{crm}", rows)
-    (base / "tablesync.yaml").write_text(CONFIG.format(erp=erp, crm=crm))
+    create_apps(f"sqlite:///{erp}", f"sqlite:///{crm}", rows)
+    (base / "tablesync.yaml").write_text(CONFIG.format(erp=f"sqlite:///{erp}", crm=f"sqlite:///{crm}"))
     store = create_engine(settings.store_url)
     upgrade(store)
     cfg = load_config(base / "tablesync.yaml")

@@ -1,0 +1,87 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: every tablesync
+service runs a real CLI command, dependencies and mounts exist, the stack can scale its workers,
+and Prometheus scrapes the ports the processes serve on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from console.cli import build_parser
+from console.demo import CONFIG
+from store.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+OURS = {name: s for name, s in SERVICES.items() if s.get("build") == "."}
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+def test_the_stack_has_every_part() -> None:
+    assert {"store-db", "redis", "migrate", "scheduler", "worker", "prometheus", "grafana", "erp-db", "crm-db",
+            "demo-seed", "demo-traffic"} <= SERVICES.keys()
+    assert {"migrate", "apply-config", "scheduler", "worker", "demo-seed", "demo-traffic"} <= OURS.keys()
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_each_tablesync_service_runs_a_real_cli_command(name: str) -> None:
+    command = OURS[name]["command"]
+    args = build_parser().parse_args(command)  # argparse exits (a test failure) on an unknown command or flag
+    assert callable(args.fn) and args.fn.__name__.startswith("cmd_")
+    env = OURS[name]["environment"]
+    Settings(**{k.removeprefix("TABLESYNC_").lower(): v for k, v in env.items() if k.startswith("TABLESYNC_")})
+    config = (ROOT / "compose" / "tablesync.yaml").read_text()
+    for var in re.findall(r"\$\{(\w+)\}", config):
+        assert var in env, f"{name}: the config needs ${var}"
+
+
+def test_dependencies_exist_and_one_shot_services_do_not_restart() -> None:
+    for name, service in SERVICES.items():
+        for dep, how in (service.get("depends_on") or {}).items():
+            assert dep in SERVICES, f"{name} depends on unknown {dep}"
+            assert how["condition"] in CONDITIONS
+            if how["condition"] == "service_completed_successfully":
+                assert SERVICES[dep]["restart"] == "no", dep
+            if how["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[dep], f"{name} waits for {dep} to be healthy, which has no healthcheck"
+
+
+def test_long_running_services_have_healthchecks_and_named_volumes_are_declared() -> None:
+    for name, service in SERVICES.items():
+        if service["restart"] != "no" and name != "demo-traffic":  # the simulated users serve nothing to check
+            assert "healthcheck" in service, name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
+            else:
+                assert source in COMPOSE["volumes"], f"{name} uses undeclared volume {source}"
+
+
+def test_workers_scale_and_prometheus_scrapes_the_served_ports() -> None:
+    worker = SERVICES["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N needs both absent
+    prometheus = yaml.safe_load((ROOT / "dashboards" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    defaults = Settings()
+    sd = jobs["tablesync-worker"]["dns_sd_configs"][0]
+    assert sd["names"] == ["worker"] and sd["port"] == defaults.worker_metrics_port
+    assert jobs["tablesync-scheduler"]["static_configs"][0]["targets"] == [f"scheduler:{defaults.scheduler_metrics_port}"]
+    grafana = SERVICES["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert grafana.endswith("/tablesync.json") and (ROOT / "dashboards" / "grafana" / "dashboards" / "tablesync.json").exists()
+
+
+def test_compose_config_is_the_demos_and_the_image_holds_every_package() -> None:
+    config = (ROOT / "compose" / "tablesync.yaml").read_text()
+    assert config.split("\n", 1)[1] == CONFIG.format(erp="${ERP_DATABASE_URL}", crm="${CRM_DATABASE_URL}")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    packages = re.search(r'include = \[(.*?)\]', pyproject).group(1)  # type: ignore[union-attr]
+    for package in re.findall(r'"(\w+)\*"', packages):
+        assert f"COPY {package} {package}" in dockerfile, package
+    assert 'ENTRYPOINT ["tablesync"]' in dockerfile
