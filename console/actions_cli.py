@@ -14,11 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from console.cli import _operator, _store, _wait_and_print
-from console.errors import EXIT_FAILED, EXIT_OK, UsageError
-from store.couplings import error_signature, skipped_couplings
-from store.jobs import create_job
-from store.mappings import get_mapping
-from store.schema import couplings
+from console.errors import EXIT_FAILED, EXIT_OK
+from console.operations import (
+    broker_for,
+    enqueue_job,
+    enqueue_selected,
+    select_couplings,
+)
 from store.settings import Settings
 
 Add = Callable[..., argparse.ArgumentParser]
@@ -76,51 +78,15 @@ def _selecting(kind: str) -> Callable[[argparse.Namespace, Settings], int]:
             params["now"] = args.now
         if kind == "resolve":
             params["use"] = args.use
-        ids = [_enqueue(engine, settings, mapping, kind, args, {**params, "couplings": cids}) for mapping, cids in chosen.items()]
+        ids = enqueue_selected(engine, broker_for(settings), settings, kind, chosen, _operator(args, settings), params)
         return _finish(engine, ids, args)
 
     return run
 
 
-def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: str | None,
-                     group: str | None) -> dict[str, list[int]]:
-    """{mapping: coupling ids} of an action's selection; explicit ids must exist."""
-    if ids:
-        if all_ or group:
-            raise UsageError("give coupling ids or a selection (--all, --group), not both")
-        rows = conn.execute(sa.select(couplings.c.id, couplings.c.mapping).where(couplings.c.id.in_(ids))).all()
-        unknown = sorted(set(ids) - {r.id for r in rows})
-        if unknown:
-            raise UsageError(f"no coupling {', '.join(map(str, unknown))} (see `tablesync errors` or `tablesync couplings`)")
-        out: dict[str, list[int]] = {}
-        for r in rows:
-            if mapping is None or r.mapping == mapping:
-                out.setdefault(r.mapping, []).append(r.id)
-        return out
-    if not (all_ or mapping or group):
-        raise UsageError("say which couplings: ids (from `tablesync errors`), --all, --mapping M or --group SIGNATURE")
-    out = {}
-    for r in skipped_couplings(conn, mapping):
-        if group is None or error_signature(r.mapping, r.skip_reason, r.message) == group:
-            out.setdefault(r.mapping, []).append(r.id)
-    return out
-
-
 def _enqueue(engine: sa.Engine, settings: Settings, mapping: str, kind: str, args: argparse.Namespace,
              params: dict[str, Any]) -> int:
-    from workers.broker import setup_broker
-    from workers.enqueue import send_job
-
-    try:
-        broker = setup_broker(settings)
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
-    with engine.begin() as conn:
-        if get_mapping(conn, mapping) is None:
-            raise UsageError(f"unknown mapping {mapping!r} (see `tablesync mappings`)")
-        job_id = create_job(conn, mapping, kind, operator=_operator(args, settings), params=params)
-    send_job(broker, settings, job_id)
-    return job_id
+    return enqueue_job(engine, broker_for(settings), settings, mapping, kind, _operator(args, settings), params)
 
 
 def _finish(engine: sa.Engine, ids: list[int], args: argparse.Namespace) -> int:

@@ -16,20 +16,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from console import views
 from console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from console.render import (
     ago,
     console,
-    error_object,
-    iso,
-    job_object,
     jobs_table,
+    parse_iso,
     print_json,
     table,
 )
 from store.config_load import ConfigError, load_config
 from store.db import create_engine, utcnow
-from store.jobs import FINISHED, errors_of, get_job, last_runs, list_jobs
+from store.jobs import FINISHED
 from store.logs import configure_logging, redact
 from store.settings import Settings, SettingsError, get_settings
 
@@ -96,31 +95,13 @@ def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
-    from store.mappings import active_mappings
-    from store.schema import couplings
-
-    engine = _store(settings)
     now = utcnow()
-    with engine.connect() as conn:
-        stored = active_mappings(conn)
-        runs = last_runs(conn)
-        skipped = dict(conn.execute(sa.select(couplings.c.mapping, sa.func.count()).where(couplings.c.skipped.is_(True))
-                                    .group_by(couplings.c.mapping)).all())
-    out = []
-    for s in stored:
-        run = runs.get(s.spec.name)
-        out.append({
-            "name": s.spec.name, "direction": s.spec.direction, "schedule": s.spec.schedule,
-            "last_run_at": iso(run.finished_at) if run else None, "last_status": run.status if run else None,
-            "next_run_at": iso(s.spec.parsed_schedule().next_tick(now)), "skipped": int(skipped.get(s.spec.name, 0)),
-        })
+    out = views.mapping_objects(_store(settings))
     if args.json:
         print_json(out)
         return EXIT_OK
-    from datetime import datetime
-
     def when(v: str | None) -> str:
-        return ago(datetime.fromisoformat(v.replace("Z", "+00:00")), now) if v else "never"
+        return ago(parse_iso(v), now) if v else "never"
 
     console().print(table("Mappings", ["name", "direction", "schedule", "last run", "status", "next run", "skipped"],
                           [[m["name"], m["direction"], m["schedule"], when(m["last_run_at"]), m["last_status"] or "—",
@@ -130,7 +111,7 @@ def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings).connect() as conn:
-        rows = [job_object(r) for r in list_jobs(conn, mapping=args.mapping, status=args.status, limit=args.limit)]
+        rows, _ = views.job_objects(conn, mapping=args.mapping, status=args.status, limit=args.limit)
     if args.json:
         print_json(rows)
     else:
@@ -140,29 +121,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
     """The coupled data synchronization errors: skipped couplings, with both records checked live."""
-    from store.couplings import error_signature, skipped_couplings
-    from store.mappings import active_mappings
-    from workers.existence import existing_keys
-
-    with _store(settings).connect() as conn:
-        rows = skipped_couplings(conn, args.mapping)
-        stored = {m.spec.name: m for m in active_mappings(conn)}
-    exists: dict[tuple[str, str], set[str] | None] = {}
-    for name in sorted({r.mapping for r in rows}):
-        if name in stored:
-            for side in ("local", "integration"):
-                keys = [getattr(r, f"{side}_key") for r in rows if r.mapping == name]
-                exists[(name, side)] = existing_keys(stored[name], side, keys)
-
-    def live(r: Any, side: str) -> bool | None:
-        found = exists.get((r.mapping, side))
-        key = getattr(r, f"{side}_key")
-        return None if found is None else (key is not None and key in found)
-
-    out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
-            "local_exists": live(r, "local"), "integration_exists": live(r, "integration"), "reason": r.skip_reason,
-            "message": r.message, "failed_on": iso(r.failed_on),
-            "signature": error_signature(r.mapping, r.skip_reason, r.message)} for r in rows]
+    out = views.error_objects(_store(settings), args.mapping)
     if args.group:
         return _print_groups(out, args.json)
     if args.json:
@@ -175,22 +134,14 @@ def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
     console().print(table(f"Coupled data synchronization errors ({len(out)})",
                           ["coupling", "mapping", "local key", "exists", "integration key", "exists", "reason", "failed", "message"],
                           [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
-                            yes(e["integration_exists"]), e["reason"], ago(r.failed_on), e["message"]]
-                           for e, r in zip(out, rows)]))
+                            yes(e["integration_exists"]), e["reason"], ago(parse_iso(e["failed_on"])), e["message"]]
+                           for e in out]))
     return EXIT_OK
 
 
 def _print_groups(errors: list[dict[str, Any]], as_json: bool) -> int:
     """Errors of one mapping, reason and normalised message, with counts: act on a group with --group."""
-    from store.couplings import normalized_message
-
-    groups: dict[str, dict[str, Any]] = {}
-    for e in errors:
-        g = groups.setdefault(e["signature"], {"signature": e["signature"], "mapping": e["mapping"], "reason": e["reason"],
-                                               "message": normalized_message(e["message"]), "count": 0,
-                                               "example_coupling_id": e["coupling_id"]})
-        g["count"] += 1
-    out = sorted(groups.values(), key=lambda g: (-g["count"], g["mapping"], g["signature"]))
+    out = views.error_groups(errors)
     if as_json:
         print_json(out)
     else:
@@ -203,13 +154,8 @@ def _print_groups(errors: list[dict[str, Any]], as_json: bool) -> int:
 
 def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
     """A record's synchronization log, which is also the audit trail of what operators did to it."""
-    from store.record_log import record_log
-
     with _store(settings).connect() as conn:
-        rows = record_log(conn, args.mapping, args.key, args.side)
-    out = [{"job_id": r.job_id, "kind": r.kind, "direction": r.direction, "status": r.status, "outcome": r.outcome,
-            "message": r.message, "operator": r.operator, "at": iso(r.at), "changes": r.changes,
-            "local_key": r.local_key, "integration_key": r.integration_key} for r in rows]
+        out = views.log_objects(conn, args.mapping, args.key, args.side)
     if args.json:
         print_json(out)
         return EXIT_OK
@@ -219,40 +165,26 @@ def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
 
     console().print(table(f"Synchronization log of {args.side} record {args.key} of {args.mapping} ({len(out)} events)",
                           ["when", "job", "kind", "direction", "outcome", "by", "changes / message"],
-                          [[ago(r.at), r.job_id, r.kind, r.direction, r.outcome, r.operator or "",
-                            " · ".join(x for x in (changes(r.changes), r.message or "") if x)] for r in rows]))
+                          [[ago(parse_iso(r["at"])), r["job_id"], r["kind"], r["direction"], r["outcome"], r["operator"] or "",
+                            " · ".join(x for x in (changes(r["changes"]), r["message"] or "") if x)] for r in out]))
     return EXIT_OK
 
 
 def cmd_couplings(args: argparse.Namespace, settings: Settings) -> int:
-    from store.couplings import find_couplings
-
     with _store(settings).connect() as conn:
-        rows = find_couplings(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
-    out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
-            "skipped": r.skipped, "reason": r.skip_reason, "last_synced_at": iso(r.last_synced_at)} for r in rows]
+        out = views.coupling_objects(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
     if args.json:
         print_json(out)
         return EXIT_OK
     console().print(table(f"Couplings of {args.mapping} ({len(out)})",
                           ["coupling", "local key", "integration key", "skipped", "reason", "last synced"],
                           [[c["coupling_id"], c["local_key"], c["integration_key"], "yes" if c["skipped"] else "",
-                            c["reason"] or "", ago(r.last_synced_at)] for c, r in zip(out, rows)]))
+                            c["reason"] or "", ago(parse_iso(c["last_synced_at"]))] for c in out]))
     return EXIT_OK
 
 
-def _job_with_errors(engine: sa.Engine, job_id: int) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = get_job(conn, job_id)
-        if row is None:
-            return None
-        obj = job_object(row)
-        obj["errors"] = [error_object(e) for e in errors_of(conn, job_id)]
-    return obj
-
-
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    obj = _job_with_errors(_store(settings), args.id)
+    obj = views.job_detail(_store(settings), args.id)
     if obj is None:
         raise UsageError(f"job {args.id} does not exist (see `tablesync jobs`)")
     if args.json:
@@ -339,7 +271,7 @@ def _detail(sample: dict[str, Any]) -> str:
 def _wait_and_print(engine: sa.Engine, job_id: int, timeout: float, as_json: bool) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        obj = _job_with_errors(engine, job_id)
+        obj = views.job_detail(engine, job_id)
         assert obj is not None
         if obj["status"] in FINISHED:
             break
@@ -436,6 +368,42 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from console.demo import run_demo
 
     return run_demo(args.dir, rows=args.rows)
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from console.operations import broker_for
+    from console.web.app import create_app
+
+    if settings.broker_url is None:
+        raise UsageError("TABLESYNC_BROKER_URL is not set: the web console hands actions to workers through the broker")
+    app = create_app(settings, _store(settings), broker_for(settings))
+    host, port = args.host or settings.web_host, args.port or settings.web_port
+    try:
+        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
+    except SystemExit as exc:  # uvicorn exits when it cannot bind
+        raise UsageError(f"cannot serve the web console on {host}:{port} (TABLESYNC_WEB_HOST/PORT)") from exc
+    return EXIT_OK
+
+
+def cmd_web_user(args: argparse.Namespace, settings: Settings) -> int:
+    """An operator's entry for TABLESYNC_WEB_USERS: the password is hashed here and never stored."""
+    import json
+
+    from console.web.auth import hash_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise UsageError("the two passwords differ")
+    if len(password) < 8:
+        raise UsageError("a password needs at least 8 characters")
+    users = {**settings.web_users, args.name: hash_password(password)}
+    print(json.dumps({args.name: users[args.name]}) if args.only else json.dumps(users))
+    return EXIT_OK
 
 
 def cmd_demo_apps(args: argparse.Namespace, settings: Settings) -> int:
@@ -544,6 +512,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
     sp.add_argument("--threads", type=int, default=2)
     sp.set_defaults(service=True)
+
+    sp = add("web", cmd_web, "serve the web console and its JSON API (/api/, OpenAPI at /api/openapi.json)")
+    sp.add_argument("--host", help="bind address (default $TABLESYNC_WEB_HOST, 127.0.0.1)")
+    sp.add_argument("--port", type=int, help="port (default $TABLESYNC_WEB_PORT, 8080); /metrics and /healthz are served here too")
+    sp.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                    help="proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1)")
+    sp.set_defaults(service=True)
+
+    sp = add("web-user", cmd_web_user, "hash an operator's password for TABLESYNC_WEB_USERS (prints the new JSON value)")
+    sp.add_argument("name")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp.add_argument("--only", action="store_true", help="print only this operator's entry, not the whole setting")
 
     sp = add("demo", cmd_demo, "run a self-contained demo on SQLite apps (no server needed)")
     sp.add_argument("--dir", default="tablesync-demo", help="where the demo's databases go (default ./tablesync-demo)")

@@ -22,6 +22,11 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def parse_iso(value: str | None) -> datetime | None:
+    """The inverse of `iso`."""
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def ago(value: datetime | None, now: datetime | None = None) -> str:
     if value is None:
         return "—"
@@ -75,10 +80,9 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = "Jobs") -> Table:
     for j in jobs:
         duration = ""
         if j["started_at"] and j["finished_at"]:
-            d = (datetime.fromisoformat(j["finished_at"].replace("Z", "+00:00")) - datetime.fromisoformat(j["started_at"].replace("Z", "+00:00"))).total_seconds()
+            d = (parse_iso(j["finished_at"]) - parse_iso(j["started_at"])).total_seconds()  # type: ignore[operator]
             duration = f"{d:.2f}s"
-        enq = datetime.fromisoformat(j["enqueued_at"].replace("Z", "+00:00"))
-        rows.append([j["id"], j["mapping"], j["kind"], j["status"], ago(enq), duration, j["inserted"], j["modified"],
+        rows.append([j["id"], j["mapping"], j["kind"], j["status"], ago(parse_iso(j["enqueued_at"])), duration, j["inserted"], j["modified"],
                      j["deleted"], j["unchanged"], j["conflicts"], j["skipped"], j["failed"], j["message"] or ""])
     return table(title, ["id", "mapping", "kind", "status", "enqueued", "took", "ins", "mod", "del", "unch", "confl", "skip", "fail",
                          "message"], rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,15 +76,31 @@ def finish_job(conn: sa.Connection, job_id: int, status: str, message: str | Non
     ))
 
 
-def list_jobs(
-    conn: sa.Connection, mapping: str | None = None, status: str | None = None, limit: int = 50,
-) -> list[sa.Row[Any]]:
-    q = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+def _job_filter(q: Any, mapping: str | None, status: str | None, since: datetime | None, until: datetime | None) -> Any:
+    """Filters are bound parameters, never SQL text: whatever a user typed stays a value."""
     if mapping:
         q = q.where(jobs.c.mapping == mapping)
     if status:
         q = q.where(jobs.c.status == status)
-    return conn.execute(q).all()
+    if since is not None:
+        q = q.where(jobs.c.enqueued_at >= since)
+    if until is not None:
+        q = q.where(jobs.c.enqueued_at < until)
+    return q
+
+
+def list_jobs(
+    conn: sa.Connection, mapping: str | None = None, status: str | None = None, limit: int = 50,
+    since: datetime | None = None, until: datetime | None = None, offset: int = 0,
+) -> list[sa.Row[Any]]:
+    """Newest first; `since`/`until` bound the enqueue time."""
+    q = _job_filter(sa.select(jobs), mapping, status, since, until)
+    return conn.execute(q.order_by(jobs.c.id.desc()).limit(limit).offset(offset)).all()
+
+
+def count_jobs(conn: sa.Connection, mapping: str | None = None, status: str | None = None,
+               since: datetime | None = None, until: datetime | None = None) -> int:
+    return int(conn.execute(_job_filter(sa.select(sa.func.count()).select_from(jobs), mapping, status, since, until)).scalar_one())
 
 
 def errors_of(conn: sa.Connection, job_id: int) -> list[sa.Row[Any]]:

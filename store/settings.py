@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     scheduler_metrics_port: int = Field(9192, ge=1, le=65535)
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=1, le=65535)
+    web_users: dict[str, str] = Field(default_factory=dict)  # JSON: {"name": "<Argon2 hash>"}
+    web_secret_key: str | None = None  # signs session cookies and API tokens; share it between web replicas
+    web_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    web_secure_cookies: bool = False  # true behind HTTPS: the session cookie is sent over HTTPS only
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     overlap_seconds: float = Field(5.0, ge=0)
     heartbeat_seconds: float = Field(5.0, gt=0)

@@ -1,0 +1,72 @@
+"""What an operator asks for, from the CLI or the web console: which couplings an action selects,
+and the job that carries it to the workers. Both surfaces call these, so an action from the web
+is the very same actor message as one from the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+
+from console.errors import UsageError
+from store.couplings import error_signature, skipped_couplings
+from store.jobs import create_job
+from store.mappings import get_mapping
+from store.schema import couplings
+from store.settings import Settings
+
+SELECTING_KINDS = ("retry", "resolve", "uncouple", "restore", "delete")
+
+
+def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: str | None,
+                     group: str | None) -> dict[str, list[int]]:
+    """{mapping: coupling ids} of an action's selection; explicit ids must exist."""
+    if ids:
+        if all_ or group:
+            raise UsageError("give coupling ids or a selection (--all, --group), not both")
+        rows = conn.execute(sa.select(couplings.c.id, couplings.c.mapping).where(couplings.c.id.in_(ids))).all()
+        unknown = sorted(set(ids) - {r.id for r in rows})
+        if unknown:
+            raise UsageError(f"no coupling {', '.join(map(str, unknown))} (see `tablesync errors` or `tablesync couplings`)")
+        out: dict[str, list[int]] = {}
+        for r in rows:
+            if mapping is None or r.mapping == mapping:
+                out.setdefault(r.mapping, []).append(r.id)
+        return out
+    if not (all_ or mapping or group):
+        raise UsageError("say which couplings: ids (from `tablesync errors`), --all, --mapping M or --group SIGNATURE")
+    out = {}
+    for r in skipped_couplings(conn, mapping):
+        if group is None or error_signature(r.mapping, r.skip_reason, r.message) == group:
+            out.setdefault(r.mapping, []).append(r.id)
+    return out
+
+
+def broker_for(settings: Settings) -> dramatiq.Broker:
+    from workers.broker import setup_broker
+
+    try:
+        return setup_broker(settings)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def enqueue_job(engine: sa.Engine, broker: dramatiq.Broker, settings: Settings, mapping: str, kind: str,
+                operator: str, params: dict[str, Any]) -> int:
+    """One job row (committed first, so a worker never gets an id it cannot find), then its message."""
+    from workers.enqueue import send_job
+
+    with engine.begin() as conn:
+        if get_mapping(conn, mapping) is None:
+            raise UsageError(f"unknown mapping {mapping!r} (see `tablesync mappings`)")
+        job_id = create_job(conn, mapping, kind, operator=operator, params=params)
+    send_job(broker, settings, job_id)
+    return job_id
+
+
+def enqueue_selected(engine: sa.Engine, broker: dramatiq.Broker, settings: Settings, kind: str,
+                     chosen: dict[str, list[int]], operator: str, params: dict[str, Any]) -> list[int]:
+    """One job per mapping of the selection."""
+    return [enqueue_job(engine, broker, settings, mapping, kind, operator, {**params, "couplings": ids})
+            for mapping, ids in chosen.items()]

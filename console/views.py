@@ -1,0 +1,140 @@
+"""The objects every operator surface shows (SPEC §5's JSON): `--json` of the CLI, the web pages
+and `/api/` all read them from here, so the three never disagree about a job or an error."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from console.render import error_object, iso, job_object
+from store.couplings import (
+    error_signature,
+    find_couplings,
+    normalized_message,
+    skipped_couplings,
+)
+from store.db import utcnow
+from store.jobs import count_jobs, errors_of, get_job, last_runs, list_jobs
+from store.config_model import source_side
+from store.mappings import active_mappings
+from store.record_log import record_log
+from store.schema import couplings
+
+REASONS = ("update_conflict", "deletion_conflict", "failures")
+SIDES = ("local", "integration")
+
+
+def mapping_objects(engine: sa.Engine) -> list[dict[str, Any]]:
+    now = utcnow()
+    with engine.connect() as conn:
+        stored = active_mappings(conn)
+        runs = last_runs(conn)
+        skipped = dict(conn.execute(sa.select(couplings.c.mapping, sa.func.count()).where(couplings.c.skipped.is_(True))
+                                    .group_by(couplings.c.mapping)).all())
+    out = []
+    for s in stored:
+        run = runs.get(s.spec.name)
+        out.append({
+            "name": s.spec.name, "direction": s.spec.direction, "schedule": s.spec.schedule,
+            "last_run_at": iso(run.finished_at) if run else None, "last_status": run.status if run else None,
+            "next_run_at": iso(s.spec.parsed_schedule().next_tick(now)), "skipped": int(skipped.get(s.spec.name, 0)),
+        })
+    return out
+
+
+def job_objects(conn: sa.Connection, mapping: str | None = None, status: str | None = None, since: datetime | None = None,
+                until: datetime | None = None, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """A page of jobs, newest first, and how many match in all."""
+    rows = list_jobs(conn, mapping=mapping, status=status, since=since, until=until, limit=limit, offset=offset)
+    return [job_object(r) for r in rows], count_jobs(conn, mapping=mapping, status=status, since=since, until=until)
+
+
+def job_detail(engine: sa.Engine, job_id: int) -> dict[str, Any] | None:
+    """The job object plus its errors."""
+    with engine.connect() as conn:
+        row = get_job(conn, job_id)
+        if row is None:
+            return None
+        obj = job_object(row)
+        obj["errors"] = [error_object(e) for e in errors_of(conn, job_id)]
+    return obj
+
+
+def error_objects(engine: sa.Engine, mapping: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+    """The coupled data synchronization errors: skipped couplings, with both records checked live
+    (`*_exists` is None when the app could not be asked), which is what the actions' preconditions
+    are judged on."""
+    from workers.existence import existing_keys
+
+    with engine.connect() as conn:
+        rows = [r for r in skipped_couplings(conn, mapping) if reason is None or r.skip_reason == reason]
+        stored = {m.spec.name: m for m in active_mappings(conn)}
+    exists: dict[tuple[str, str], set[str] | None] = {}
+    for name in sorted({r.mapping for r in rows}):
+        if name in stored:
+            for side in SIDES:
+                keys = [getattr(r, f"{side}_key") for r in rows if r.mapping == name]
+                exists[(name, side)] = existing_keys(stored[name], side, keys)
+
+    def live(r: Any, side: str) -> bool | None:
+        found = exists.get((r.mapping, side))
+        key = getattr(r, f"{side}_key")
+        return None if found is None else (key is not None and key in found)
+
+    return [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
+             "local_exists": live(r, "local"), "integration_exists": live(r, "integration"), "reason": r.skip_reason,
+             "message": r.message, "failed_on": iso(r.failed_on),
+             "signature": error_signature(r.mapping, r.skip_reason, r.message)} for r in rows]
+
+
+def error_groups(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors of one mapping, reason and normalised message, with counts, largest first."""
+    groups: dict[str, dict[str, Any]] = {}
+    for e in errors:
+        g = groups.setdefault(e["signature"], {"signature": e["signature"], "mapping": e["mapping"], "reason": e["reason"],
+                                               "message": normalized_message(e["message"]), "count": 0,
+                                               "example_coupling_id": e["coupling_id"]})
+        g["count"] += 1
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["mapping"], g["signature"]))
+
+
+def allowed_actions(error: dict[str, Any], direction: str) -> set[str]:
+    """The actions whose preconditions (SPEC §5) hold for this error, judged on the live records
+    and the mapping's direction, as the worker will judge them: Retry and Synchronize need both
+    records, and a one-way mapping's Synchronize can only make its source side win
+    (`resolve:local` / `resolve:integration`); Restore and Delete need exactly one record, and a
+    one-way mapping restores only target records. Remove coupling is always possible. An app that
+    could not be asked allows only what needs no record."""
+    local, integration = error["local_exists"], error["integration_exists"]
+    sides = ("local", "integration") if direction == "bidirectional" else (source_side(direction),)
+    allowed = {"uncouple"}
+    if local and integration:
+        allowed |= {"retry", *(f"resolve:{s}" for s in sides)}
+    if local is not None and integration is not None and local != integration:
+        allowed.add("delete")
+        if ("local" if local else "integration") in sides:  # the survivor is a side this mapping copies from
+            allowed.add("restore")
+    return allowed
+
+
+def errors_with_actions(engine: sa.Engine, mapping: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+    """`error_objects`, each with `allowed_actions` (what the web console enables)."""
+    directions = {m["name"]: m["direction"] for m in mapping_objects(engine)}
+    return [{**e, "allowed_actions": sorted(allowed_actions(e, directions.get(e["mapping"], "bidirectional")))
+             if e["mapping"] in directions else ["uncouple"]}
+            for e in error_objects(engine, mapping, reason)]
+
+
+def log_objects(conn: sa.Connection, mapping: str, key: str, side: str = "local") -> list[dict[str, Any]]:
+    return [{"job_id": r.job_id, "kind": r.kind, "direction": r.direction, "status": r.status, "outcome": r.outcome,
+             "message": r.message, "operator": r.operator, "at": iso(r.at), "changes": r.changes,
+             "local_key": r.local_key, "integration_key": r.integration_key} for r in record_log(conn, mapping, key, side)]
+
+
+def coupling_objects(conn: sa.Connection, mapping: str, local: str | None = None, integration: str | None = None,
+                     skipped: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    return [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
+             "skipped": r.skipped, "reason": r.skip_reason, "last_synced_at": iso(r.last_synced_at)}
+            for r in find_couplings(conn, mapping, local, integration, skipped, limit)]

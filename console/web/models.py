@@ -1,0 +1,163 @@
+"""The JSON API's shapes: SPEC §5's objects, as OpenAPI documents and validates them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Side = Literal["local", "integration"]
+Reason = Literal["update_conflict", "deletion_conflict", "failures"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "abandoned", "dropped"]
+SelectingKind = Literal["retry", "resolve", "uncouple", "restore", "delete"]
+Name = Field(min_length=1, max_length=100)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenIn(Strict):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class TokenOut(BaseModel):
+    token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds")
+
+
+class Me(BaseModel):
+    name: str
+
+
+class MappingOut(BaseModel):
+    name: str
+    direction: str
+    schedule: str
+    last_run_at: str | None
+    last_status: str | None
+    next_run_at: str | None
+    skipped: int
+
+
+class JobOut(BaseModel):
+    id: int
+    mapping: str
+    kind: str
+    direction: str | None
+    status: str
+    operator: str | None
+    enqueued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    inserted: int
+    modified: int
+    deleted: int
+    unchanged: int
+    coupled: int
+    uncoupled: int
+    conflicts: int
+    skipped: int
+    failed: int
+    message: str | None
+
+
+class JobErrorOut(BaseModel):
+    id: int
+    direction: str | None
+    source_key: str | None
+    destination_key: str | None
+    message: str
+    detail: str | None
+    created_at: str | None
+
+
+class JobDetailOut(JobOut):
+    errors: list[JobErrorOut]
+
+
+class JobPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[JobOut]
+
+
+class ErrorOut(BaseModel):
+    coupling_id: int
+    mapping: str
+    local_key: str | None
+    integration_key: str | None
+    local_exists: bool | None
+    integration_exists: bool | None
+    reason: str | None
+    message: str | None
+    failed_on: str | None
+    signature: str
+    allowed_actions: list[str] = Field(description="actions whose preconditions hold now, judged on the live records and "
+                                                   "the mapping's direction: retry, resolve:local, resolve:integration, "
+                                                   "uncouple, restore, delete")
+
+
+class ErrorGroupOut(BaseModel):
+    signature: str
+    mapping: str
+    reason: str | None
+    message: str
+    count: int
+    example_coupling_id: int
+
+
+class LogEntryOut(BaseModel):
+    job_id: int | None
+    kind: str | None
+    direction: str | None
+    status: str | None
+    outcome: str
+    message: str | None
+    operator: str | None
+    at: str | None
+    changes: dict[str, Any] | None
+    local_key: str | None
+    integration_key: str | None
+
+
+class CouplingOut(BaseModel):
+    coupling_id: int
+    mapping: str
+    local_key: str | None
+    integration_key: str | None
+    skipped: bool
+    reason: str | None
+    last_synced_at: str | None
+
+
+class SyncIn(Strict):
+    full: bool = False
+    record: str | None = Field(None, min_length=1, max_length=400, description="sync only this record, by key")
+    side: Side | None = Field(None, description="the side `record` is a key of (default: the mapping's source side)")
+
+
+class ActionIn(Strict):
+    couplings: list[int] = Field(default_factory=list, max_length=10_000, description="coupling ids")
+    all: bool = Field(False, description="every skipped coupling (of `mapping`, if given)")
+    mapping: str | None = Field(None, min_length=1, max_length=100)
+    group: str | None = Field(None, min_length=1, max_length=100, description="an error group's signature")
+    use: Side | None = Field(None, description="resolve: the side whose values win")
+    now: bool = Field(False, description="retry: sync the records in the action's job")
+
+
+class CoupleIn(Strict):
+    local_key: str = Field(min_length=1, max_length=400)
+    integration_key: str = Field(min_length=1, max_length=400)
+    use: Side | None = None
+
+
+class MatchIn(Strict):
+    use: Side | None = None
+
+
+class Problem(BaseModel):
+    detail: str
