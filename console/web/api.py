@@ -7,11 +7,13 @@ token is never sent by a browser on its own, so it needs none).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from console import views
 from console.errors import UsageError
@@ -42,6 +44,14 @@ from console.web.models import (
 from console.web.state import WebState, state
 from store.mappings import get_mapping
 
+def _iso_only(value: object) -> object:
+    """A date and time written as ISO 8601, not the Unix seconds pydantic would also take."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an ISO 8601 date and time, e.g. 2026-12-01T08:00:00Z")
+    return value
+
+
+When = Annotated[datetime, BeforeValidator(_iso_only)]
 bearer = HTTPBearer(auto_error=False, description="a token from POST /api/token")
 MAPPING = Annotated[str, Path(min_length=1, max_length=100)]
 KEY = Annotated[str, Path(min_length=1, max_length=400)]
@@ -72,7 +82,8 @@ public = APIRouter(prefix="/api", tags=["login"])
 router = APIRouter(prefix="/api", responses=PROBLEMS)  # type: ignore[arg-type]
 
 
-@public.post("/token", response_model=TokenOut, responses={401: {"model": Problem}, 429: {"model": Problem}})
+@public.post("/token", response_model=TokenOut,
+             responses={400: {"model": Problem}, 401: {"model": Problem}, 429: {"model": Problem}})
 def token(body: TokenIn, web: Web) -> TokenOut:
     """A bearer token for the API, valid for TABLESYNC_WEB_SESSION_HOURS."""
     try:
@@ -133,8 +144,8 @@ def match(name: MAPPING, body: MatchIn, user: Operator, web: Web) -> dict:  # ty
 def jobs(user: Operator, web: Web,
          mapping: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
          status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-         since: Annotated[datetime | None, Query(description="enqueued at or after (ISO 8601)")] = None,
-         until: Annotated[datetime | None, Query(description="enqueued before (ISO 8601)")] = None,
+         since: Annotated[When | None, Query(description="enqueued at or after (ISO 8601)")] = None,
+         until: Annotated[When | None, Query(description="enqueued before (ISO 8601)")] = None,
          limit: Annotated[int, Query(ge=1, le=500)] = 50,
          offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict:  # type: ignore[type-arg]
     """Jobs newest first, filtered and paginated."""

@@ -14,7 +14,7 @@ Name = Field(min_length=1, max_length=100)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON as written: 0 is not false, "1" is not 1
 
 
 class TokenIn(Strict):
