@@ -4,6 +4,7 @@ and Prometheus scrapes the ports the processes serve on."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import yaml
 
 from console.cli import build_parser
 from console.demo import CONFIG
-from store.settings import Settings
+from console.web.app import auth_from
+from store.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -25,16 +27,27 @@ CONDITIONS = {"service_started", "service_healthy", "service_completed_successfu
 def test_the_stack_has_every_part() -> None:
     assert {"store-db", "redis", "migrate", "scheduler", "worker", "prometheus", "grafana", "erp-db", "crm-db",
             "demo-seed", "demo-traffic"} <= SERVICES.keys()
-    assert {"migrate", "apply-config", "scheduler", "worker", "demo-seed", "demo-traffic"} <= OURS.keys()
+    assert {"migrate", "apply-config", "scheduler", "worker", "web", "demo-seed", "demo-traffic"} <= OURS.keys()
+
+
+def container_env(service: dict[str, Any]) -> dict[str, str]:
+    """The environment as compose hands it to the container: ${VAR:-default} → default, $$ → $."""
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)).replace("$$", "$") for k, v in service["environment"].items()}
 
 
 @pytest.mark.parametrize("name", sorted(OURS))
-def test_each_tablesync_service_runs_a_real_cli_command(name: str) -> None:
+def test_each_tablesync_service_runs_a_real_cli_command(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     command = OURS[name]["command"]
     args = build_parser().parse_args(command)  # argparse exits (a test failure) on an unknown command or flag
     assert callable(args.fn) and args.fn.__name__.startswith("cmd_")
-    env = OURS[name]["environment"]
-    Settings(**{k.removeprefix("TABLESYNC_").lower(): v for k, v in env.items() if k.startswith("TABLESYNC_")})
+    env = container_env(OURS[name])
+    for key in [k for k in os.environ if k.startswith("TABLESYNC_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()  # validated as the container would at start
+    if name == "web":  # the demo login the compose file documents works
+        assert auth_from(settings).check("admin", "tablesync") == "admin"
     config = (ROOT / "compose" / "tablesync.yaml").read_text()
     for var in re.findall(r"\$\{(\w+)\}", config):
         assert var in env, f"{name}: the config needs ${var}"
@@ -72,6 +85,8 @@ def test_workers_scale_and_prometheus_scrapes_the_served_ports() -> None:
     sd = jobs["tablesync-worker"]["dns_sd_configs"][0]
     assert sd["names"] == ["worker"] and sd["port"] == defaults.worker_metrics_port
     assert jobs["tablesync-scheduler"]["static_configs"][0]["targets"] == [f"scheduler:{defaults.scheduler_metrics_port}"]
+    assert jobs["tablesync-web"]["static_configs"][0]["targets"] == ["web:8080"] and "--port" in SERVICES["web"]["command"]
+    assert SERVICES["web"]["command"][SERVICES["web"]["command"].index("--port") + 1] == "8080"
     grafana = SERVICES["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert grafana.endswith("/tablesync.json") and (ROOT / "dashboards" / "grafana" / "dashboards" / "tablesync.json").exists()
 
