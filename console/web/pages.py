@@ -18,10 +18,10 @@ from fastapi.templating import Jinja2Templates
 from console import views
 from console.errors import UsageError
 from console.operations import SELECTING_KINDS, enqueue_job, enqueue_selected, select_couplings
-from console.render import parse_iso
+from console.render import ago, parse_iso
 from console.web.auth import LoginError, csrf_ok, csrf_token
 from console.web.state import WebState, state
-from store.jobs import FINISHED
+from store.jobs import FINISHED, get_job
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 ACTION_TITLES = {"retry": "Retry", "resolve": "Synchronize", "resolve:local": "Synchronize (local wins)",
@@ -34,6 +34,7 @@ PRECONDITIONS = {"retry": "needs both records to exist",
                  "delete": "needs exactly one of the two records deleted", "uncouple": ""}
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned", "dropped")
 PAGE_SIZE = 50
+ERROR_ROWS = 500  # rows the errors page lists; beyond that, filters and groups act on the rest
 
 
 class LoginRequired(Exception):
@@ -57,8 +58,6 @@ router = APIRouter(include_in_schema=False)
 
 
 def _ago(value: str | None) -> str:
-    from console.render import ago
-
     return ago(parse_iso(value)) if value else "never"
 
 
@@ -101,8 +100,8 @@ def _see(url: str) -> RedirectResponse:
 # -- login ---------------------------------------------------------------------------------------
 
 @router.get("/login")
-def login_form(request: Request, next: Annotated[str | None, Query(max_length=2000)] = None) -> Response:
-    return render(request, "login.html", None, next=_safe_next(next), name="")
+def login_form(request: Request, web: Web, next: Annotated[str | None, Query(max_length=2000)] = None) -> Response:
+    return render(request, "login.html", None, next=_safe_next(next), name="", no_users=not web.auth.users)
 
 
 @router.post("/login")
@@ -114,7 +113,8 @@ def login(request: Request, web: Web, username: Annotated[str, Form(max_length=1
         name = web.auth.check(username, password)
     except LoginError as exc:
         flash(request, "error", str(exc))
-        return render(request, "login.html", None, status.HTTP_401_UNAUTHORIZED, next=_safe_next(next), name=username)
+        return render(request, "login.html", None, status.HTTP_401_UNAUTHORIZED, next=_safe_next(next), name=username,
+                      no_users=not web.auth.users)
     request.session.clear()  # a new session (and CSRF token) for the new identity
     request.session["user"] = name
     return _see(_safe_next(next))
@@ -181,16 +181,10 @@ def job(request: Request, job_id: int, user: User, web: Web) -> Response:
     obj = views.job_detail(web.engine, job_id)
     if obj is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
-    params = obj_params(web, job_id)
-    return render(request, "job.html", user, job=obj, params=params, finished=obj["status"] in FINISHED)
-
-
-def obj_params(web: WebState, job_id: int) -> dict[str, Any]:
-    from store.jobs import get_job
-
     with web.engine.connect() as conn:
         row = get_job(conn, job_id)
-    return dict(row.params or {}) if row is not None else {}
+    params = dict(row.params or {}) if row is not None else {}  # what an action was given: its couplings, its side
+    return render(request, "job.html", user, job=obj, params=params, finished=obj["status"] in FINISHED)
 
 
 # -- coupled data synchronization errors ---------------------------------------------------------
@@ -207,8 +201,8 @@ def errors(request: Request, user: User, web: Web, mapping: Annotated[str | None
     for e in found:
         allowed = set(e["allowed_actions"])
         group_allowed[e["signature"]] = group_allowed.get(e["signature"], allowed) & allowed
-    return render(request, "errors.html", user, errors=rows, groups=views.error_groups(found), view=view,
-                  group_allowed=group_allowed, retryable=[e for e in rows if "retry" in e["allowed"]],
+    return render(request, "errors.html", user, errors=rows[:ERROR_ROWS], total=len(rows), groups=views.error_groups(found),
+                  view=view, group_allowed=group_allowed, retryable=[e for e in rows if "retry" in e["allowed"]],
                   filters={"mapping": mapping or "", "reason": reason or "", "group": group or ""},
                   names=[m["name"] for m in views.mapping_objects(web.engine)], reasons=views.REASONS)
 

@@ -54,7 +54,8 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
     assert sync(env)["inserted"] == 4
     execute(erp, "UPDATE customers SET phone = '+47 1111' WHERE name = 'ERP 2'")
     execute(crm, "UPDATE accounts SET telephone1 = '+47 2222' WHERE name = 'ERP 2'")
-    assert sync(env)["conflicts"] == 1
+    execute(crm, "DELETE FROM accounts WHERE name = 'ERP 3'")  # a deletion conflict too, which stays
+    assert sync(env)["conflicts"] == 2
     port = free_port()
     start_web(env, port)
     base = f"http://127.0.0.1:{port}"
@@ -69,9 +70,13 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
         page.get_by_role("button", name="Log in").click()
         expect(page).to_have_url(base + "/errors")
 
-        row = page.locator("table.errors tbody tr[data-coupling]")
+        listed = page.locator("table.errors tbody tr[data-coupling]")
+        expect(listed).to_have_count(2)
+        row = listed.filter(has_text="update conflict")
         expect(row).to_have_count(1)
-        expect(row).to_contain_text("update conflict")
+        deletion = listed.filter(has_text="deletion conflict")
+        expect(deletion.get_by_role("button", name="Retry")).to_be_disabled()  # its integration record is gone
+        expect(deletion.get_by_role("button", name="Restore records")).to_be_enabled()
         expect(row).to_contain_text("phone")
         expect(row.get_by_role("button", name="Retry")).to_be_enabled()
         expect(row.get_by_role("button", name="Restore records")).to_be_disabled()  # both records exist
@@ -88,8 +93,8 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
         expect(page.locator("main")).to_contain_text("alice")
 
         page.goto(base + "/errors")
-        expect(page.locator("table.errors tbody tr[data-coupling]")).to_have_count(0)
-        expect(page.locator("main")).to_contain_text("No errors")
+        expect(page.locator("table.errors tbody tr[data-coupling]")).to_have_count(1)
+        expect(page.locator("table.errors tbody tr", has_text="update conflict")).to_have_count(0)
 
         page.goto(base + log_href)  # type: ignore[operator]
         resolved = page.locator("tbody tr", has_text="resolve")
