@@ -127,6 +127,9 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
     for row, c in pairs:
         oriented = c if local_side else c.flipped()  # merge sees every coupling local → integration
         counterpart = others.get(str(c.target_key))
+        if counterpart is None and oriented.skipped:  # a deletion conflict waiting for an operator: not a failure
+            decisions.append(PairDecision(SKIP, oriented))
+            continue
         if counterpart is None:
             missing.append(PairDecision(FAIL, oriented, message=f"the coupled {other} record {c.target_key} no longer exists"))
             continue

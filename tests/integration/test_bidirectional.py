@@ -185,6 +185,20 @@ def test_deletions_on_either_side(env, strategy: str) -> None:  # type: ignore[n
     assert_quiet(env, erp, crm)
 
 
+def test_a_changed_record_whose_counterpart_was_deleted_is_one_deletion_conflict_not_a_failure(env) -> None:  # type: ignore[no-untyped-def]
+    erp, crm = setup(env, erp_rows=3, crm_rows=1)
+    env.start_worker()
+    assert sync(env)["inserted"] == 4
+    execute(crm, "DELETE FROM accounts WHERE name = 'ERP 3'")
+    execute(erp, "UPDATE customers SET city = 'Moved' WHERE name = 'ERP 3'")  # read again by this run
+    job = sync(env)
+    assert (job["status"], job["conflicts"], job["failed"]) == ("succeeded", 1, 0), job
+    errors = json.loads(env.cli("errors", "--json").stdout)
+    assert [(e["reason"], e["integration_exists"]) for e in errors] == [("deletion_conflict", False)]
+    job = sync(env)  # and the next run leaves it to the operator, quietly
+    assert (job["conflicts"], job["failed"]) == (0, 0), job
+
+
 def test_soft_delete_columns_delete_and_restore_by_flag(env) -> None:  # type: ignore[no-untyped-def]
     erp, crm = setup(env, erp_rows=3, crm_rows=2)
     execute(erp, "ALTER TABLE customers ADD COLUMN is_deleted boolean NOT NULL DEFAULT false")
