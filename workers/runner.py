@@ -145,7 +145,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         try:
             counters, summary = _run(store, settings, job, beat)
         except ActionRefused as exc:
-            _ended(store, job, "failed", f"refused: {exc}", started)
+            _ended(store, job, "failed", str(exc), started)
             return "failed"
         except AppUnavailable as exc:
             more = retries < settings.max_retries

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -84,8 +84,11 @@ def flash(request: Request, kind: str, text: str) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site: a login link must not bounce an operator elsewhere."""
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path on this site: a login link must not bounce an operator elsewhere (browsers read
+    `//host` and `/\\host` as another site)."""
+    if not target or not target.startswith("/") or target[1:2] in ("/", "\\") or urlsplit(target).netloc:
+        return "/"
+    return target
 
 
 def _check_csrf(request: Request, token: str | None) -> None:

@@ -63,6 +63,8 @@ def test_every_page_and_api_call_needs_a_login(env) -> None:  # type: ignore[no-
     assert client.get("/healthz").text == "ok\n"
     assert client.get("/login").status_code == 200
     assert client.get("/api/openapi.json").status_code == 200  # the API's description is public; its data is not
+    for evil in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):  # no open redirect after login
+        assert 'name="next" value="/"' in client.get("/login", params={"next": evil}).text
 
 
 def test_state_changes_need_the_csrf_token_and_the_session_cookie_is_guarded(env) -> None:  # type: ignore[no-untyped-def]
