@@ -33,3 +33,8 @@ def test_record_events_benchmark_smoke() -> None:
 def test_bidirectional_benchmark_smoke() -> None:
     out = run("bidirectional_bench.py", "--rows", "5000", "--runs", "1", "--changes", "100", "--conflicts", "10")
     assert json.loads(out.strip().splitlines()[-1])["conflicts"] == 10
+
+
+def test_console_benchmark_smoke() -> None:
+    out = run("console_bench.py", "--errors", "200", "--runs", "1")
+    assert "console with 200 skipped couplings" in out and "GET /errors (page)" in out
