@@ -14,9 +14,11 @@ from pathlib import Path
 
 import dramatiq
 import sqlalchemy as sa
+import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -29,6 +31,7 @@ from console.web.state import WebState
 from store.settings import Settings
 
 log = logging.getLogger("tablesync.web")
+CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 REQUESTS = Counter("tablesync_web_requests", "HTTP requests the web console answered.", ["method", "route", "status"])
 LATENCY = Histogram("tablesync_web_request_duration_seconds", "Time to answer an HTTP request.", ["route"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")))
@@ -53,7 +56,7 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -
     if not auth.users:
         log.warning("TABLESYNC_WEB_USERS is empty: nobody can log in (add an operator with `tablesync web-user NAME`)")
     app = FastAPI(title="tablesync", version="1", description=(api.__doc__ or "").strip(),
-                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+                  openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
     app.state.web = WebState(settings=settings, engine=engine, broker=broker, auth=auth)
     app.add_middleware(SessionMiddleware, secret_key=auth.secret_key, session_cookie="tablesync_session",
                        max_age=int(settings.web_session_hours * 3600), same_site="lax",
@@ -62,6 +65,15 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    # Swagger UI from the swagger-ui-bundle package: the docs page loads nothing from a CDN
+    app.mount("/api/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="tablesync API",
+                                   swagger_js_url="/api/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/api/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/api/docs/static/favicon-32x32.png")
 
     @app.middleware("http")
     async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -74,6 +86,8 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/api/docs"):  # Swagger UI starts itself with an inline script
+            response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
     @app.exception_handler(pages.LoginRequired)

@@ -63,6 +63,9 @@ def test_every_page_and_api_call_needs_a_login(env) -> None:  # type: ignore[no-
     assert client.get("/healthz").text == "ok\n"
     assert client.get("/login").status_code == 200
     assert client.get("/api/openapi.json").status_code == 200  # the API's description is public; its data is not
+    docs = client.get("/api/docs").text
+    assert "/api/docs/static/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()  # nothing from elsewhere
+    assert client.get("/api/docs/static/swagger-ui-bundle.js").status_code == 200
     for evil in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):  # no open redirect after login
         assert 'name="next" value="/"' in client.get("/login", params={"next": evil}).text
 
@@ -80,6 +83,8 @@ def test_state_changes_need_the_csrf_token_and_the_session_cookie_is_guarded(env
     set_cookie = login.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_of(page.text)}
                             ).headers["set-cookie"].lower()
     assert "httponly" in set_cookie and "samesite=lax" in set_cookie
+    headers = client.get("/").headers
+    assert "default-src 'self'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
 
     token = csrf_of(client.get("/").text)
     assert client.post("/mappings/CUSTOMER/sync", data={}).status_code == 403
