@@ -17,6 +17,7 @@ from store.schema import couplings
 from store.settings import Settings
 
 SELECTING_KINDS = ("retry", "resolve", "uncouple", "restore", "delete")
+MAX_ID = 2**63 - 1
 
 
 def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: str | None,
@@ -25,6 +26,9 @@ def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: s
     if ids:
         if all_ or group:
             raise UsageError("give coupling ids or a selection (--all, --group), not both")
+        impossible = sorted(i for i in ids if not 1 <= i <= MAX_ID)
+        if impossible:
+            raise UsageError(f"no coupling {', '.join(map(str, impossible))} (coupling ids are positive 64-bit numbers)")
         rows = conn.execute(sa.select(couplings.c.id, couplings.c.mapping).where(couplings.c.id.in_(ids))).all()
         unknown = sorted(set(ids) - {r.id for r in rows})
         if unknown:

@@ -17,7 +17,7 @@ from pydantic import BeforeValidator
 
 from console import views
 from console.errors import UsageError
-from console.operations import enqueue_job, enqueue_selected, select_couplings
+from console.operations import MAX_ID, enqueue_job, enqueue_selected, select_couplings
 from console.web.auth import LoginError, csrf_ok
 from console.web.models import (
     ActionIn,
@@ -155,7 +155,7 @@ def jobs(user: Operator, web: Web,
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetailOut, tags=["jobs"])
-def job(job_id: Annotated[int, Path(ge=1, le=2**62)], user: Operator, web: Web) -> dict:  # type: ignore[type-arg]
+def job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: Operator, web: Web) -> dict:  # type: ignore[type-arg]
     """One job with its counters, timings and per-record errors."""
     obj = views.job_detail(web.engine, job_id)
     if obj is None:

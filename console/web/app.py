@@ -78,7 +78,10 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -
     @app.middleware("http")
     async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        response = await call_next(request)
+        if "\x00" in request.url.path or "%00" in request.url.query:  # no store or app column can hold a NUL
+            response: Response = JSONResponse({"detail": "NUL characters are not allowed in a URL"}, 400)
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         name = getattr(route, "path", None) or "unmatched"  # the template, never the keys in a URL
         REQUESTS.labels(request.method, name, str(response.status_code)).inc()
@@ -106,6 +109,15 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -
             return await request_validation_exception_handler(request, exc)
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return pages.render(request, "problem.html", request.session.get("user"), 400, detail=problems)
+
+    @app.exception_handler(sa.exc.DataError)
+    async def bad_value(request: Request, exc: sa.exc.DataError) -> Response:
+        """A value the database refused (a NUL in a string, a number out of range): the
+        request's fault, reported as such, never a 500."""
+        detail = "a value in the request was refused by the store: " + str(exc.orig).strip().splitlines()[0]
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, 400)
+        return pages.render(request, "problem.html", request.session.get("user"), 400, detail=detail)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Side = Literal["local", "integration"]
 Reason = Literal["update_conflict", "deletion_conflict", "failures"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "abandoned", "dropped"]
 SelectingKind = Literal["retry", "resolve", "uncouple", "restore", "delete"]
-Name = Field(min_length=1, max_length=100)
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]  # a store id: a bigint
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON as written: 0 is not false, "1" is not 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """No store or app column holds a NUL: refused here, not by a worker halfway through a job."""
+        if isinstance(data, dict) and any(isinstance(v, str) and "\x00" in v for v in data.values()):
+            raise ValueError("NUL characters are not allowed in text values")
+        return data
 
 
 class TokenIn(Strict):
@@ -141,7 +149,7 @@ class SyncIn(Strict):
 
 
 class ActionIn(Strict):
-    couplings: list[int] = Field(default_factory=list, max_length=10_000, description="coupling ids")
+    couplings: list[Id] = Field(default_factory=list, max_length=10_000, description="coupling ids")
     all: bool = Field(False, description="every skipped coupling (of `mapping`, if given)")
     mapping: str | None = Field(None, min_length=1, max_length=100)
     group: str | None = Field(None, min_length=1, max_length=100, description="an error group's signature")

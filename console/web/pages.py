@@ -7,23 +7,23 @@ Every form that changes something posts the session's CSRF token; every action g
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from console import views
 from console.errors import UsageError
-from console.operations import SELECTING_KINDS, enqueue_job, enqueue_selected, select_couplings
+from console.operations import MAX_ID, SELECTING_KINDS, enqueue_job, enqueue_selected, select_couplings
 from console.render import ago, parse_iso
 from console.web.auth import LoginError, csrf_ok, csrf_token
 from console.web.state import WebState, state
 from store.jobs import FINISHED, get_job
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates = Jinja2Templates(directory=str(FilePath(__file__).parent / "templates"))
 ACTION_TITLES = {"retry": "Retry", "resolve": "Synchronize", "resolve:local": "Synchronize (local wins)",
                  "resolve:integration": "Synchronize (integration wins)", "uncouple": "Remove coupling",
                  "restore": "Restore records", "delete": "Delete records"}
@@ -180,7 +180,7 @@ def jobs(request: Request, user: User, web: Web, mapping: Annotated[str | None, 
 
 
 @router.get("/jobs/{job_id}")
-def job(request: Request, job_id: int, user: User, web: Web) -> Response:
+def job(request: Request, job_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: User, web: Web) -> Response:
     obj = views.job_detail(web.engine, job_id)
     if obj is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")

@@ -135,6 +135,11 @@ def test_api_objects_are_the_clis(env) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/api/jobs", headers=auth, params={"status": "nonsense"}).status_code == 422
     assert client.get("/api/jobs", headers=auth, params={"since": "2999-01-01T00:00:00Z"}).json()["total"] == 0
     assert client.get("/api/jobs/999999", headers=auth).status_code == 404
+    # NUL characters, which no PostgreSQL text holds: refused as bad input, never a 500
+    assert client.get("/api/jobs", headers=auth, params={"mapping": "a\x00"}).status_code == 400
+    assert client.get("/api/records/CUSTOMER/local/k%00", headers=auth).status_code == 400
+    assert client.post("/api/mappings/CUSTOMER/sync", headers=auth, json={"record": "k\x00"}).status_code == 422
+    assert client.post("/api/actions/retry", headers=auth, json={"mapping": "M\x00", "all": True}).status_code == 422
 
 
 def test_actions_from_the_api_and_the_page_are_the_clis_jobs_with_the_operators_name(env) -> None:  # type: ignore[no-untyped-def]
@@ -149,6 +154,7 @@ def test_actions_from_the_api_and_the_page_are_the_clis_jobs_with_the_operators_
     assert any(e["kind"] == "retry" and e["operator"] == "bob" for e in log), log
     assert api.post("/api/actions/resolve", headers=auth, json={"couplings": [errors["3"]]}).status_code == 400  # no side
     assert api.post("/api/actions/retry", headers=auth, json={"couplings": [987654]}).status_code == 400
+    assert api.post("/api/actions/retry", headers=auth, json={"couplings": [2**63]}).status_code == 422  # found by the fuzzer
 
     page = logged_in(app)
     token = csrf_of(page.get("/errors").text)
@@ -156,6 +162,10 @@ def test_actions_from_the_api_and_the_page_are_the_clis_jobs_with_the_operators_
     refused = page.post("/actions/retry", data={"csrf_token": token, "only": errors["3"]})
     assert refused.status_code == 303 and refused.headers["location"] == "/errors"
     assert "needs both records to exist: not so for coupling" in page.get("/errors").text
+    assert page.post("/actions/uncouple", data={"csrf_token": token, "only": 2**63}).headers["location"] == "/errors"
+    assert "coupling ids are positive 64-bit numbers" in page.get("/errors").text
+    huge = env.cli("uncouple", str(2**63), check=False)
+    assert huge.returncode == 2 and "coupling ids are positive 64-bit numbers" in huge.stderr
     assert page.post("/actions/restore", data={"csrf_token": token, "coupling": [errors["3"]]}).headers["location"] == "/errors"
     assert "Restore records needs exactly one of the two records deleted, on a side" in page.get("/errors").text
     done = page.post("/actions/delete", data={"csrf_token": token, "coupling": [errors["3"]]})
