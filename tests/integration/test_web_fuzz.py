@@ -34,7 +34,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_and_keeps_its_promises(case: Any, fuzzed_app: Any) -> None:
     # Two checks are off, for requests whose answer depends on more than their shape: a request the
     # schema allows may still be refused for what it names (an unknown mapping or coupling, resolve
