@@ -9,7 +9,7 @@ import time
 import dramatiq
 import sqlalchemy as sa
 
-from scheduler.reaper import reap
+from scheduler.reaper import reap, resend_after, resend_queued
 from scheduler.ticks import TickCache, enqueue_due, resend_unsent
 from store.retention import cleanup
 from store.schedule import parse_duration
@@ -36,6 +36,7 @@ def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings,
                 last_maintenance = time.monotonic()
                 resend_unsent(store, send)
                 reap(store, send, settings.heartbeat_timeout_seconds)
+                resend_queued(store, send, resend_after(settings))
             if last_cleanup is None or time.monotonic() - last_cleanup >= CLEANUP_EVERY:
                 last_cleanup = time.monotonic()
                 removed = cleanup(store, parse_duration(settings.retention))

@@ -1,7 +1,8 @@
-"""Jobs whose worker stopped heart-beating are marked `abandoned`, and their work is enqueued again.
+"""Jobs whose worker stopped heart-beating are marked `abandoned`, and their work is enqueued
+again; queued jobs whose message was lost are sent again.
 
-The update is conditional on the job still being stale, so several scheduler replicas reaping at
-once abandon (and replace) each job once.
+Each update is conditional on the job still being stale, so several scheduler replicas reaping at
+once act on each job once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from store.db import utcnow
 from store.jobs import create_job, stale_running
+from store.settings import Settings
 from store.schema import jobs
 
 log = logging.getLogger("tablesync.scheduler")
@@ -40,3 +42,31 @@ def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) 
         send(new_id)
         replacements.append(new_id)
     return replacements
+
+
+def resend_queued(store: sa.Engine, send: Callable[[int], None], after_seconds: float) -> list[int]:
+    """Send again the queued jobs nobody started for `after_seconds`: their message was lost (a
+    broker restarted without persistence, or Dramatiq dead-lettered it after its retries). Left
+    alone, such a job would block every later tick of its mapping: the sync would silently stop.
+    A duplicate is harmless (a worker drops a delivery of a job that is no longer queued), so a job
+    merely waiting in a long queue costs one short-lived extra message per interval. The send time
+    is kept in the queued job's heartbeat_at, unused until a worker starts it."""
+    cutoff = utcnow() - timedelta(seconds=after_seconds)
+    stale = sa.and_(jobs.c.status == "queued", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.enqueued_at) < cutoff)
+    with store.connect() as conn:
+        ids = list(conn.execute(sa.select(jobs.c.id).where(stale).order_by(jobs.c.id)).scalars())
+    sent: list[int] = []
+    for job_id in ids:
+        with store.begin() as conn:
+            won = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, stale).values(heartbeat_at=utcnow())).rowcount
+        if won:
+            log.warning("job %s has been queued for over %.0fs without starting: its message is sent again", job_id,
+                        after_seconds)
+            send(job_id)
+            sent.append(job_id)
+    return sent
+
+
+def resend_after(settings: Settings) -> float:
+    """Never before a job deferred for its depends_on mappings would have run anyway."""
+    return max(settings.queued_resend_seconds, settings.dependency_wait_seconds + 60)

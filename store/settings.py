@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     max_retries: int = Field(5, ge=0, le=100)
     dependency_wait_seconds: float = Field(600.0, ge=0)
+    queued_resend_seconds: float = Field(900.0, gt=0)  # a queued job not started by then is sent again
     retention: str = "30d"
     operator: str | None = None
     log_format: Literal["text", "json"] = "text"

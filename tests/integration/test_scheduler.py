@@ -121,3 +121,32 @@ def test_duplicates_of_an_abandoned_job_never_crowd_out_its_redo(env) -> None:  
             return str(conn.execute(sa.text("SELECT status FROM jobs WHERE id = :i"), {"i": redo}).scalar_one())
 
     assert wait_for(lambda: status() in ("succeeded", "dropped", "failed") and status(), timeout=60, what="the redo") == "succeeded"
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_interval(env) -> None:  # type: ignore[no-untyped-def]
+    """Without this, the job would stay queued for ever and every later tick of its mapping would
+    be skipped behind it: the sync would silently stop."""
+    from scheduler.reaper import resend_queued
+
+    setup_customer_sync(env, rows=5, schedule="every 1s")
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    with store.begin() as conn:  # a job written and sent, whose message the broker then lost
+        lost = conn.execute(sa.text("INSERT INTO jobs (mapping, kind, status, params, enqueued_at, inserted, modified, "
+                                    "deleted, unchanged, coupled, uncoupled, conflicts, skipped, failed, attempts) "
+                                    "VALUES ('CUSTOMER', 'sync', 'queued', '{}', now() - interval '20 minutes', "
+                                    "0, 0, 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id")).scalar_one()
+    sent: list[int] = []
+    assert resend_queued(store, sent.append, 600) == [lost] and resend_queued(store, sent.append, 600) == []  # once
+    with store.begin() as conn:  # as if that send was lost too, long ago
+        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '20 minutes' WHERE id = :i"), {"i": lost})
+    env.start_worker()
+    env.start_scheduler(TABLESYNC_QUEUED_RESEND_SECONDS="1", TABLESYNC_DEPENDENCY_WAIT_SECONDS="0")
+
+    def status() -> str:
+        with store.connect() as conn:
+            return str(conn.execute(sa.text("SELECT status FROM jobs WHERE id = :i"), {"i": lost}).scalar_one())
+
+    wait_for(lambda: status() == "succeeded", timeout=60, what="the lost job to be sent again and run")
+    with store.connect() as conn:  # and the mapping's ticks run again behind it
+        wait_for(lambda: conn.execute(sa.text("SELECT count(*) FROM jobs WHERE id > :i AND status = 'succeeded'"),
+                                      {"i": lost}).scalar_one() >= 1, timeout=30, what="a later tick's job")
