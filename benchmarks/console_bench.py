@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from record_events import CONFIG, databases
+from record_events import CONFIG, create_apps, databases
 
 N_JOBS_EXTRA = 2000
 
@@ -60,16 +60,7 @@ def main() -> None:
     n = args.errors
     with databases("erp", "crm", "store") as urls:
         erp, crm, store = (sa.create_engine(urls[k]) for k in ("erp", "crm", "store"))
-        with erp.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE customers (id int PRIMARY KEY, name text, email text, city text, "
-                                 "credit_limit numeric(12,2), modified_at timestamptz NOT NULL DEFAULT now())"))
-            conn.execute(sa.text("INSERT INTO customers (id, name, email, city, credit_limit) SELECT g, 'Customer ' || g, "
-                                 "'c' || g || '@example.com', 'City ' || (g % 100), g % 1000 FROM generate_series(1, :n) g"),
-                         {"n": n})
-        with crm.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE accounts (account_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, "
-                                 "emailaddress1 text, city text, creditlimit numeric(12,2), "
-                                 "modifiedon timestamptz NOT NULL DEFAULT now())"))
+        create_apps(erp, crm, n)
         upgrade(store)
         apply_config(store, ConfigFile.model_validate({"apps": {"erp": {"url": urls["erp"]}, "crm": {"url": urls["crm"]}},
                                                        "mappings": [CONFIG]}))

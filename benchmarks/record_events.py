@@ -30,6 +30,20 @@ CONFIG = {
 }
 
 
+def create_apps(erp: sa.Engine, crm: sa.Engine, rows: int) -> None:
+    """ERP customers with `rows` rows, an empty CRM accounts table: the apps of CONFIG."""
+    with erp.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id int PRIMARY KEY, name text, email text, city text, "
+                             "credit_limit numeric(12,2), modified_at timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(sa.text("INSERT INTO customers (id, name, email, city, credit_limit) SELECT g, 'Customer ' || g, "
+                             "'c' || g || '@example.com', 'City ' || (g % 100), g % 1000 FROM generate_series(1, :n) g"),
+                     {"n": rows})
+    with crm.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE accounts (account_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, "
+                             "emailaddress1 text, city text, creditlimit numeric(12,2), "
+                             "modifiedon timestamptz NOT NULL DEFAULT now())"))
+
+
 @contextmanager
 def databases(*names: str) -> Iterator[dict[str, str]]:
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
@@ -55,16 +69,7 @@ def one_run(rows: int, with_events: bool) -> float:
 
     with databases("erp", "crm", "store") as urls:
         erp, crm, store = (sa.create_engine(urls[n]) for n in ("erp", "crm", "store"))
-        with erp.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE customers (id int PRIMARY KEY, name text, email text, city text, "
-                                 "credit_limit numeric(12,2), modified_at timestamptz NOT NULL DEFAULT now())"))
-            conn.execute(sa.text("INSERT INTO customers (id, name, email, city, credit_limit) SELECT g, 'Customer ' || g, "
-                                 "'c' || g || '@example.com', 'City ' || (g % 100), g % 1000 FROM generate_series(1, :n) g"),
-                         {"n": rows})
-        with crm.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE accounts (account_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, "
-                                 "emailaddress1 text, city text, creditlimit numeric(12,2), "
-                                 "modifiedon timestamptz NOT NULL DEFAULT now())"))
+        create_apps(erp, crm, rows)
         upgrade(store)
         from store.jobs import create_job
 

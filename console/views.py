@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from console.render import error_object, iso, job_object
+from store.config_model import source_side
 from store.couplings import (
     error_signature,
     find_couplings,
@@ -17,8 +18,7 @@ from store.couplings import (
 )
 from store.db import utcnow
 from store.jobs import count_jobs, errors_of, get_job, last_runs, list_jobs
-from store.config_model import source_side
-from store.mappings import active_mappings
+from store.mappings import active_mappings, active_versions
 from store.record_log import record_log
 from store.schema import couplings
 
@@ -66,6 +66,11 @@ def error_objects(engine: sa.Engine, mapping: str | None = None, reason: str | N
     """The coupled data synchronization errors: skipped couplings, with both records checked live
     (`*_exists` is None when the app could not be asked), which is what the actions' preconditions
     are judged on."""
+    return _errors(engine, mapping, reason)[0]
+
+
+def _errors(engine: sa.Engine, mapping: str | None, reason: str | None) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """`error_objects`, and the direction of each active mapping (read for the existence checks anyway)."""
     from workers.existence import existing_keys
 
     with engine.connect() as conn:
@@ -86,7 +91,8 @@ def error_objects(engine: sa.Engine, mapping: str | None = None, reason: str | N
     return [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
              "local_exists": live(r, "local"), "integration_exists": live(r, "integration"), "reason": r.skip_reason,
              "message": r.message, "failed_on": iso(r.failed_on),
-             "signature": error_signature(r.mapping, r.skip_reason, r.message)} for r in rows]
+             "signature": error_signature(r.mapping, r.skip_reason, r.message)} for r in rows], \
+        {name: m.spec.direction for name, m in stored.items()}
 
 
 def error_groups(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,10 +127,16 @@ def allowed_actions(error: dict[str, Any], direction: str) -> set[str]:
 
 def errors_with_actions(engine: sa.Engine, mapping: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
     """`error_objects`, each with `allowed_actions` (what the web console enables)."""
-    directions = {m["name"]: m["direction"] for m in mapping_objects(engine)}
-    return [{**e, "allowed_actions": sorted(allowed_actions(e, directions.get(e["mapping"], "bidirectional")))
+    errors, directions = _errors(engine, mapping, reason)
+    return [{**e, "allowed_actions": sorted(allowed_actions(e, directions[e["mapping"]]))
              if e["mapping"] in directions else ["uncouple"]}
-            for e in error_objects(engine, mapping, reason)]
+            for e in errors]
+
+
+def mapping_names(engine: sa.Engine) -> list[str]:
+    """The active mappings' names, for filters: without the overview's runs and counts."""
+    with engine.connect() as conn:
+        return sorted(active_versions(conn))
 
 
 def log_objects(conn: sa.Connection, mapping: str, key: str, side: str = "local") -> list[dict[str, Any]]:

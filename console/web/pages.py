@@ -175,7 +175,7 @@ def jobs(request: Request, user: User, web: Web, mapping: Annotated[str | None, 
     pages = max(1, -(-total // PAGE_SIZE))
     link = lambda p: "/jobs?" + urlencode({**filters, "page": p})  # noqa: E731
     return render(request, "jobs.html", user, jobs=items, total=total, page=page, pages=pages, filters=filters,
-                  statuses=JOB_STATUSES, names=[m["name"] for m in views.mapping_objects(web.engine)],
+                  statuses=JOB_STATUSES, names=views.mapping_names(web.engine),
                   newer=link(page - 1) if page > 1 else None, older=link(page + 1) if page < pages else None)
 
 
@@ -207,7 +207,7 @@ def errors(request: Request, user: User, web: Web, mapping: Annotated[str | None
     return render(request, "errors.html", user, errors=rows[:ERROR_ROWS], total=len(rows), groups=views.error_groups(found),
                   view=view, group_allowed=group_allowed, retryable=[e for e in rows if "retry" in e["allowed"]],
                   filters={"mapping": mapping or "", "reason": reason or "", "group": group or ""},
-                  names=[m["name"] for m in views.mapping_objects(web.engine)], reasons=views.REASONS)
+                  names=views.mapping_names(web.engine), reasons=views.REASONS)
 
 
 @router.post("/actions/{kind}")
