@@ -8,6 +8,7 @@ Names carry a per-run id, so concurrent runs on one machine never collide.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,20 @@ PG_ADMIN = os.environ.get("TABLESYNC_TEST_PG", "postgresql+psycopg://postgres@12
 MARIADB_ADMIN = os.environ.get("TABLESYNC_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("TABLESYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:8]
+
+
+def require_tool(name: str, debian_package: str) -> str:
+    """The path of an external program a test needs. Missing, the test is skipped with the Debian
+    package that provides it, so the README command passes on a machine without it; under
+    `CI=true` (set by .ci/run, which installs both) a missing tool fails the test instead, so CI
+    can never go green by skipping what it was meant to run."""
+    found = shutil.which(name)
+    if found:
+        return found
+    reason = f"{name} not found: install Debian's {debian_package} package (apt-get install {debian_package}; bash .ci/run does)"
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"{reason}; CI=true turns this skip into a failure", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

@@ -19,13 +19,12 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from console.web.auth import hash_password
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, require_tool, wait_for
 from tests.integration.helpers import sync
 from tests.integration.test_bidirectional import execute, rows, setup
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "operator password 1"
 
 
@@ -48,7 +47,7 @@ def start_web(env, port: int) -> subprocess.Popen:  # type: ignore[no-untyped-de
 
 
 def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert Path(CHROMIUM).exists(), "needs Debian's chromium package (bash .ci/run installs it)"
+    chromium = require_tool("chromium", "chromium")
     erp, crm = setup(env, erp_rows=3, crm_rows=1)
     env.start_worker()
     assert sync(env)["inserted"] == 4
@@ -61,7 +60,7 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
     base = f"http://127.0.0.1:{port}"
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(base + "/errors")
         expect(page).to_have_url(f"{base}/login?next=%2Ferrors")

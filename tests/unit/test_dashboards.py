@@ -4,13 +4,13 @@ promtool, alerts behaving as their unit tests say, every expression parseable Pr
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 
+from tests.conftest import require_tool
 from tests.dashboards import DASHBOARD, ROOT, expressions, metric_names
 
 PROM = ROOT / "dashboards" / "prometheus"
@@ -18,8 +18,7 @@ GRAFANA = ROOT / "dashboards" / "grafana"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    assert exe, "promtool not found: install Debian's prometheus package (bash .ci/run does)"
+    exe = require_tool("promtool", "prometheus")
     return subprocess.run([exe, *args], cwd=PROM, capture_output=True, text=True, timeout=120)
 
 
