@@ -78,7 +78,7 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
             src, tgt = ("local", "integration") if d == "to_integration" else ("integration", "local")
             s_col, t_col = tables[src].c[getattr(f, src)], tables[tgt].c[getattr(f, tgt)]
             s_cat, t_cat = category(s_col.type), category(t_col.type)
-            if f.transform is None and not compatible(s_cat, t_cat):
+            if not m.transform_applies(f, d) and not compatible(s_cat, t_cat):
                 problems.append(Problem(where, f"incompatible types: {src} {s_col.name} is {s_cat} ({s_col.type}), "
                                                f"{tgt} {t_col.name} is {t_cat} ({t_col.type})"))
     for d in m.directions():

@@ -131,14 +131,26 @@ def _locate(err: Any, data: dict[str, Any]) -> Problem:
         parts.append(str(step))
         node = node.get(step) if isinstance(node, dict) else None
         i += 1
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown setting (check its spelling)"
-    elif err["type"] == "missing":
-        message = "is required"
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-    return Problem(", ".join(parts) or "top level", message)
+    return Problem(", ".join(parts) or "top level", _message(err))
+
+
+def _message(err: Any) -> str:
+    """pydantic's message, with the value that was refused quoted, as written in the file."""
+    kind, message, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown setting {str(err['loc'][-1])!r} (check its spelling)"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        return f"{_quoted(value)} is not allowed: use {err.get('ctx', {}).get('expected', 'one of the documented values')}"
+    message = message.removeprefix("Value error, ")
+    shown = _quoted(value)
+    return message if shown in message else f"{message} (got {shown})"
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
 
 
 def _item(seq: Any, index: int) -> Any:

@@ -42,6 +42,9 @@ class FieldSpec(_Strict):
     constant: Any = None
     direction: Direction | None = None
     transform: str | None = None
+    # A two-way field's transform applies one way only (the reference product's Transformation
+    # Direction); the other way copies the value as it is. Default: to_integration.
+    transform_direction: Literal["to_integration", "from_integration"] | None = None
     parent: str | None = None  # the values are record keys of this mapping, translated through its couplings
 
     def label(self, index: int) -> str:
@@ -77,7 +80,10 @@ class MappingSpec(_Strict):
     @classmethod
     def _deletion_scan(cls, value: str) -> str:
         if value.strip().lower() != "every run":
-            parse_duration(value.strip().lower().removeprefix("every").strip())
+            try:
+                parse_duration(value.strip().lower().removeprefix("every").strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is neither 'every run' nor an interval such as 'every 10m'") from None
         return value
 
     def deletion_scan_seconds(self) -> float:
@@ -98,6 +104,15 @@ class MappingSpec(_Strict):
 
     def field_direction(self, f: FieldSpec) -> str:
         return f.direction or self.direction
+
+    def transform_applies(self, f: FieldSpec, direction: str) -> bool:
+        """Whether `f`'s transform runs on the way `direction` (a one-way pass): always on a one-way
+        field, and only in its `transform_direction` on a two-way field."""
+        if f.transform is None:
+            return False
+        if self.field_direction(f) != "bidirectional":
+            return True
+        return direction == (f.transform_direction or "to_integration")
 
 
 class ConfigFile(_Strict):
@@ -184,8 +199,12 @@ def _check_fields(m: MappingSpec, transforms: set[str]) -> list[Problem]:
                 problems.append(Problem(where, f"parent {f.parent!r} must also be listed in depends_on, so it syncs first"))
             if f.transform is not None or f.constant is not None:
                 problems.append(Problem(where, "a parent field carries keys as they are: no transform or constant"))
-        if f.transform is not None and direction == "bidirectional":
-            problems.append(Problem(where, "a transform applies one way: give the field a direction"))
+        if f.transform_direction is not None:
+            if f.transform is None:
+                problems.append(Problem(where, f"transform_direction {f.transform_direction!r} is given without a transform"))
+            elif direction != "bidirectional" and f.transform_direction != direction:
+                problems.append(Problem(where, f"transform_direction {f.transform_direction!r} contradicts the field's "
+                                               f"direction {direction}: drop it, or make the field two-way"))
         for d in ([direction] if direction != "bidirectional" else ["to_integration", "from_integration"]):
             column = f.integration if d == "to_integration" else f.local
             slot = (d, str(column))

@@ -106,12 +106,12 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
             rules.append(FieldRule(target=target_col, constant=f.constant))
             continue
         source_col = f.local if src == "local" else f.integration
-        fn = get_transform(f.transform) if f.transform else None
+        fn = get_transform(f.transform) if spec.transform_applies(f, direction) else None
         plain = None
         if fn is None and f.parent is None and source_col is not None:
             plain = plain_type(source_table.c.get(source_col) if source_table is not None else None,
                                target_table.c.get(target_col) if target_table is not None else None)
-        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform, parent=f.parent,
+        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform if fn else None, parent=f.parent,
                                plain_type=plain))
     # Every mapped column of each side, whichever way its field flows: a bidirectional mapping's
     # snapshot must cover the whole record on both sides for the three-way comparison.

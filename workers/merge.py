@@ -144,9 +144,14 @@ def merge(plan: PairPlan, coupling: CouplingState, local: Mapping[str, Any], int
             if (f.constant or (ic is not None and changed_i(ic))) and canonical(want_l[lc]) != cur_l[lc]:
                 d.to_local[lc] = want_l[lc]
         elif lc is not None and ic is not None:
-            if canonical(want_i[ic]) == cur_i[ic]:
-                continue  # equal already, including both sides changed to the same value
+            if canonical(want_i[ic]) == cur_i[ic] or canonical(want_l[lc]) == cur_l[lc]:
+                # In agreement already (both sides may have changed to the same value). With a
+                # transform one way, either pass may be the one that made them agree: local "de"
+                # copied as "DE", or integration "Fr" copied back as is; writing again would ping-pong.
+                continue
             lchg, ichg = changed_l(lc), changed_i(ic)
+            if not (lchg or ichg):
+                continue  # as the last sync left it: a difference it accepted (a transform's) is no change
             if lchg and not ichg:
                 d.to_integration[ic] = want_i[ic]
             elif ichg and not lchg:

@@ -251,3 +251,58 @@ def test_a_write_refused_on_one_side_fails_the_record_alone_and_converges_after_
     assert (job["failed"], job["modified"], job["conflicts"]) == (0, 2, 0), job
     assert local_view(erp) == crm_view(crm)
     assert_quiet(env, erp, crm)
+
+
+def test_spec_example_config_checks_and_syncs_both_ways_without_ping_pong(env) -> None:  # type: ignore[no-untyped-def]
+    """SPEC §3's own example, verbatim: `transform: upper` on a two-way field applies to_integration
+    (its default transform_direction); the CRM's values travel back as they are."""
+    from tests.conftest import ROOT
+
+    erp, crm = sa.create_engine(env.erp_url), sa.create_engine(env.crm_url)
+    with erp.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text, "
+                             "credit_limit numeric(12,2), country text, blocked boolean NOT NULL DEFAULT false, "
+                             "modified_at timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(sa.text(STAMP.format(col="modified_at", table="customers")))
+        conn.execute(sa.text("INSERT INTO customers (name, email, credit_limit, country, blocked) VALUES "
+                             "('Ann', 'ann@x.org', 100, 'de', false), ('Bo', 'bo@x.org', 200, 'dk', false), "
+                             "('Cy', 'cy@x.org', 300, 'no', true)"))
+    with crm.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE accounts (account_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL, "
+                             "emailaddress1 text, creditlimit numeric(12,2), customertypecode int NOT NULL, country_code text, "
+                             "modifiedon timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(sa.text(STAMP.format(col="modifiedon", table="accounts")))
+        conn.execute(sa.text("INSERT INTO accounts (name, emailaddress1, customertypecode, country_code) VALUES "
+                             "('Bo B', 'bo@x.org', 1, 'DK'), ('Dee', 'dee@x.org', 2, 'Fr')"))
+    (env.tmp / "tablesync.yaml").write_text((ROOT / "tests" / "data" / "spec_example.yaml").read_text())
+    assert "live tables checked" in env.cli("config", "check").stdout
+    env.cli("config", "apply")
+    env.start_worker()
+
+    first = sync(env)
+    assert first["status"] == "succeeded", first
+    assert (first["inserted"], first["coupled"]) == (2, 1), first  # Ann → CRM, Dee → ERP; Bo coupled by email
+    local = rows(erp, "SELECT email, name, country FROM customers")
+    integ = rows(crm, "SELECT emailaddress1, name, country_code, customertypecode FROM accounts")
+    assert integ["ann@x.org"] == ("Ann", "DE", 3)  # transformed on the way to the integration
+    assert local["dee@x.org"] == ("Dee", "Fr")  # copied back as it is
+    assert "cy@x.org" not in integ  # blocked: outside the local filter
+
+    def quiet() -> None:
+        job = sync(env)
+        assert job["status"] == "succeeded" and job["inserted"] == job["modified"] == job["conflicts"] == 0, job
+
+    quiet()  # no ping-pong: 'de' and 'DE', 'Fr' and 'Fr' are in agreement
+    execute(crm, "UPDATE accounts SET country_code = 'it' WHERE emailaddress1 = 'dee@x.org'")
+    execute(erp, "UPDATE customers SET country = 'is' WHERE email = 'ann@x.org'")
+    job = sync(env)
+    # Dee's 'it' to the ERP and, looked at again, the to_integration constant to the CRM; Ann's 'IS'
+    assert (job["status"], job["modified"]) == ("succeeded", 3), job
+    assert rows(erp, "SELECT email, country FROM customers")["dee@x.org"] == ("it",)
+    integ = rows(crm, "SELECT emailaddress1, country_code, customertypecode FROM accounts")
+    assert (integ["ann@x.org"], integ["dee@x.org"]) == (("IS", 3), ("it", 3))
+    execute(erp, "UPDATE customers SET name = 'Ann A' WHERE email = 'ann@x.org'")  # another field of the pair
+    job = sync(env)
+    assert (job["status"], job["modified"]) == ("succeeded", 1), job
+    assert rows(crm, "SELECT emailaddress1, name, country_code FROM accounts")["ann@x.org"] == ("Ann A", "IS")
+    quiet()

@@ -46,13 +46,13 @@ def test_valid_config_parses() -> None:
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda d: m0(d).update(direction="sideways"),
-     "mapping CUSTOMER, direction: Input should be 'to_integration', 'from_integration' or 'bidirectional'"),
+     "mapping CUSTOMER, direction: 'sideways' is not allowed: use 'to_integration', 'from_integration' or 'bidirectional'"),
     (lambda d: m0(d).update(schedule="sometimes"),
      "mapping CUSTOMER, schedule: schedule 'sometimes' is neither an interval"),
-    (lambda d: m0(d).update(colour="blue"), "mapping CUSTOMER, colour: unknown setting (check its spelling)"),
+    (lambda d: m0(d).update(colour="blue"), "mapping CUSTOMER, colour: unknown setting 'colour' (check its spelling)"),
     (lambda d: m0(d).pop("local"), "mapping CUSTOMER, local: is required"),
     (lambda d: m0(d)["fields"][1].update(direction="up"),
-     "mapping CUSTOMER, field #2 (email ↔ emailaddress1), direction: Input should be"),
+     "mapping CUSTOMER, field #2 (email ↔ emailaddress1), direction: 'up' is not allowed: use"),
     (lambda d: m0(d).update(fields=[]), "mapping CUSTOMER, fields: List should have at least 1 item"),
     (lambda d: m0(d)["local"].update(app="sap"), "mapping CUSTOMER, local: unknown app 'sap'; apps: erp, crm"),
     (lambda d: d["mappings"].append(copy.deepcopy(m0(d))), "mapping CUSTOMER: the name is used by more than one mapping"),
@@ -65,8 +65,12 @@ def test_valid_config_parses() -> None:
     (lambda d: m0(d)["fields"].append({"local": "phone"}),
      "mapping CUSTOMER, field #3 (phone ↔ None): a field needs both `local:` and `integration:`"),
     (lambda d: m0(d)["fields"][0].update(transform="shout"), "mapping CUSTOMER, field #1 (name ↔ name): unknown transform 'shout'; known:"),
-    (lambda d: (m0(d).update(direction="bidirectional"), m0(d)["fields"][0].update(transform="upper")),
-     "mapping CUSTOMER, field #1 (name ↔ name): a transform applies one way: give the field a direction"),
+    (lambda d: m0(d)["fields"][0].update(transform="upper", transform_direction="from_integration"),
+     "mapping CUSTOMER, field #1 (name ↔ name): transform_direction 'from_integration' contradicts the field's direction"),
+    (lambda d: (m0(d).update(direction="bidirectional"), m0(d)["fields"][0].update(transform_direction="to_integration")),
+     "mapping CUSTOMER, field #1 (name ↔ name): transform_direction 'to_integration' is given without a transform"),
+    (lambda d: (m0(d).update(direction="bidirectional"), m0(d)["fields"][0].update(transform="upper", transform_direction="both")),
+     "mapping CUSTOMER, field #1 (name ↔ name), transform_direction: 'both' is not allowed: use 'to_integration' or"),
     (lambda d: m0(d)["fields"].append({"local": "mail", "integration": "emailaddress1"}),
      "mapping CUSTOMER, field #3 (mail ↔ emailaddress1): integration column 'emailaddress1' is already written by field #2"),
     (lambda d: m0(d).update(fields=[{"integration": "code", "constant": 3}]),
@@ -76,8 +80,9 @@ def test_valid_config_parses() -> None:
     (lambda d: m0(d).update(depends_on=["CUSTOMER"]), "mapping CUSTOMER, depends_on: a mapping cannot depend on itself"),
     (lambda d: d["apps"]["crm"].update(url="postgresql://sync:hunter2@db/crm"),
      "app crm, url: holds a literal password; tablesync never stores secrets"),
-    (lambda d: m0(d).update(name="has space"), "mapping has space, name: String should match pattern"),
-    (lambda d: m0(d).update(skip_after_failures=0), "mapping CUSTOMER, skip_after_failures: Input should be greater than or equal to 1"),
+    (lambda d: m0(d).update(name="has space"), "mapping has space, name: String should match pattern '^[A-Za-z0-9_.-]+$' (got 'has space')"),
+    (lambda d: m0(d).update(skip_after_failures=0),
+     "mapping CUSTOMER, skip_after_failures: Input should be greater than or equal to 1 (got 0)"),
     (lambda d: m0(d)["fields"].append({"local": "parent_id", "integration": "parentid", "parent": "CUSTOMER"}),
      "mapping CUSTOMER, field #3 (parent_id ↔ parentid): parent 'CUSTOMER' must also be listed in depends_on"),
     (lambda d: (m0(d).update(on_update_conflict="newest_wins"), m0(d)["integration"].pop("modified")),
@@ -156,3 +161,37 @@ def test_durations_parse_and_bad_ones_say_how_to_write_them() -> None:
     assert parse_duration("2w") == timedelta(weeks=2)
     with pytest.raises(ValueError, match="e.g. 30d"):
         parse_duration("a month")
+
+
+BAD = "bogus-Value 7"
+
+
+@pytest.mark.parametrize("path, value", [
+    (("direction",), BAD), (("on_update_conflict",), BAD), (("on_deletion_conflict",), BAD), (("schedule",), BAD),
+    (("schedule",), "every 0s"), (("deletion_scan",), BAD), (("skip_after_failures",), BAD), (("skip_after_failures",), -5),
+    (("batch_size",), 0), (("batch_size",), BAD), (("name",), "bad name!"), (("sync_only_coupled",), BAD),
+    (("match_on",), BAD), (("match_on",), [BAD]), (("depends_on",), BAD), (("depends_on",), [BAD]), (("fields",), BAD),
+    (("local",), BAD), (("local", "app"), BAD), (("local", "key"), 12.5), (("fields", 0, "direction"), BAD),
+    (("fields", 0, "transform"), BAD), (("fields", 0, "transform_direction"), BAD), (("fields", 0, "parent"), BAD),
+    (("fields", 0, "local"), ["a", "b"]), (("colour",), "blue"),
+])
+def test_every_invalid_value_is_quoted_in_its_error(path: tuple[Any, ...], value: Any) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        node = m0(d)
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+
+    found = problems(mutate)
+    shown = [repr(v) for v in (value if isinstance(value, list) else [value])] + ([repr(path[-1])] if path == ("colour",) else [])
+    assert any(any(s in p for s in shown) for p in found), found
+
+
+def test_spec_example_is_valid_and_its_two_way_transform_goes_to_integration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.fieldmap import compile_plan
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "data" / "spec_example.yaml")
+    spec = cfg.mappings[0]
+    rules = {d: {r.target: r for r in compile_plan(spec, d).rules} for d in spec.directions()}
+    assert rules["to_integration"]["country_code"].transform_name == "upper"
+    assert rules["from_integration"]["country"].transform is None  # copied as it is

@@ -159,8 +159,8 @@ edit = st.tuples(st.integers(0, 3), st.sampled_from(["local", "integration"]), s
 class World:
     """Two apps with four coupled records, synced by running `merge` the way the engine applies it."""
 
-    def __init__(self, strategy: str) -> None:
-        self.plan = plan(strategy, SIMPLE)
+    def __init__(self, strategy: str, fields: list[dict[str, Any]] | None = None) -> None:
+        self.plan = plan(strategy, fields or SIMPLE)
         base = {"name": "n", "city": "c", "phone": "p"}
         self.sides = {"local": [dict(base) for _ in range(4)], "integration": [dict(base) for _ in range(4)]}
         self.couplings = [replace(synced(self.plan, base, base), id=i) for i in range(4)]
@@ -205,3 +205,50 @@ def test_any_interleaving_of_edits_converges_except_reported_conflicts(strategy:
             assert world.sides["local"][i] == world.sides["integration"][i]
     if strategy != "skip":
         assert not any(c.skipped for c in world.couplings)
+
+
+# -- a transform on a two-way field (transform_direction) -------------------------------------------
+
+@pytest.mark.parametrize("way", [None, "to_integration", "from_integration"])
+def test_two_way_transform_applies_in_its_direction_and_copies_the_other_way_as_is(way: str | None) -> None:
+    field = {"local": "city", "integration": "city", "transform": "upper", **({"transform_direction": way} if way else {})}
+    p = plan("skip", [{"local": "name", "integration": "name"}, field])
+    base = {"name": "n", "city": "OSLO"}
+    c = synced(p, base, base)
+    to_integration = merge(p, c, {**base, "city": "bergen"}, base)
+    from_integration = merge(p, c, base, {**base, "city": "bergen"})
+    if way in (None, "to_integration"):  # the default, as the reference product's Transformation Direction
+        assert to_integration.to_integration == {"city": "BERGEN"} and from_integration.to_local == {"city": "bergen"}
+    else:
+        assert to_integration.to_integration == {"city": "bergen"} and from_integration.to_local == {"city": "BERGEN"}
+    # the pair as the write left it is in agreement: a change of another field writes only that field
+    left_l, left_i = {**base, "city": "bergen"}, {**base, "city": "BERGEN"}
+    if way == "from_integration":
+        left_l, left_i = left_i, left_l
+    after = merge(p, synced(p, left_l, left_i), {**left_l, "name": "m"}, left_i)
+    assert after.to_integration == {"name": "m"} and after.to_local == {} and after.action == UPDATE
+
+
+cities = st.sampled_from(["oslo", "OSLO", "Oslo", "bergen", None])
+city_edit = st.tuples(st.integers(0, 3), st.sampled_from(["local", "integration"]), st.sampled_from(["name", "city"]), cities)
+
+
+@settings(max_examples=300, deadline=None)
+@given(way=st.sampled_from(["to_integration", "from_integration"]),
+       rounds=st.lists(st.lists(city_edit, max_size=6), min_size=1, max_size=4))
+def test_two_way_transform_converges_without_ping_pong(way: str, rounds: list[list[tuple[int, str, str, Any]]]) -> None:
+    fields = [{"local": "name", "integration": "name"},
+              {"local": "city", "integration": "city", "transform": "upper", "transform_direction": way}]
+    world = World("local_wins", fields)
+    for edits in rounds:
+        for i, side, column, value in edits:
+            world.sides[side][i][column] = value
+        world.run()
+    world.run()
+    assert world.run() == 0  # no ping-pong, though the two sides hold different spellings
+    up = lambda v: v.upper() if isinstance(v, str) else v  # noqa: E731
+    for i in range(4):
+        local, integ = world.sides["local"][i], world.sides["integration"][i]
+        assert local["name"] == integ["name"]
+        source, target = (local, integ) if way == "to_integration" else (integ, local)
+        assert target["city"] in (source["city"], up(source["city"]))  # copied as is one way, transformed the other
