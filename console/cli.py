@@ -18,10 +18,13 @@ import sqlalchemy as sa
 
 from console import views
 from console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+
+DEMO_MIN_ROWS = 20
 from console.render import (
     ago,
     console,
     jobs_table,
+    note_cut,
     parse_iso,
     print_json,
     table,
@@ -31,6 +34,7 @@ from store.db import create_engine, utcnow
 from store.jobs import FINISHED
 from store.logs import configure_logging, redact
 from store.settings import Settings, SettingsError, get_settings
+from workers.enqueue import BrokerUnavailable
 
 
 def _store(settings: Settings) -> sa.Engine:
@@ -111,11 +115,12 @@ def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings).connect() as conn:
-        rows, _ = views.job_objects(conn, mapping=args.mapping, status=args.status, limit=args.limit)
+        rows, total = views.job_objects(conn, mapping=args.mapping, status=args.status, limit=args.limit)
     if args.json:
         print_json(rows)
     else:
         console().print(jobs_table(rows))
+    note_cut(len(rows), total, "jobs", "narrow them with --mapping or --status")
     return EXIT_OK
 
 
@@ -172,14 +177,15 @@ def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_couplings(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings).connect() as conn:
-        out = views.coupling_objects(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
+        out, total = views.coupling_objects(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
     if args.json:
         print_json(out)
-        return EXIT_OK
-    console().print(table(f"Couplings of {args.mapping} ({len(out)})",
-                          ["coupling", "local key", "integration key", "skipped", "reason", "last synced"],
-                          [[c["coupling_id"], c["local_key"], c["integration_key"], "yes" if c["skipped"] else "",
-                            c["reason"] or "", ago(parse_iso(c["last_synced_at"]))] for c in out]))
+    else:
+        console().print(table(f"Couplings of {args.mapping} ({len(out)}" + (f" of {total}" if total > len(out) else "") + ")",
+                              ["coupling", "local key", "integration key", "skipped", "reason", "last synced"],
+                              [[c["coupling_id"], c["local_key"], c["integration_key"], "yes" if c["skipped"] else "",
+                                c["reason"] or "", ago(parse_iso(c["last_synced_at"]))] for c in out]))
+    note_cut(len(out), total, f"couplings of {args.mapping}", "narrow them with --local, --integration or --skipped")
     return EXIT_OK
 
 
@@ -203,39 +209,55 @@ def _print_job(obj: dict[str, Any]) -> None:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from console.operations import broker_for, require_active
     from store.mappings import get_mapping
-    from workers.broker import setup_broker
     from workers.enqueue import enqueue_sync
 
+    if args.side and args.record is None:
+        raise UsageError("--side says which side --record's key belongs to: give --record KEY too")
+    if args.dry_run and args.wait:
+        raise UsageError("--dry-run decides a run in this process and enqueues nothing: there is no job to --wait for")
     engine = _store(settings)
     with engine.connect() as conn:
+        require_active(conn, args.mapping)
         stored = get_mapping(conn, args.mapping)
-    if stored is None:
-        raise UsageError(f"unknown mapping {args.mapping!r} (see `tablesync mappings`)")
+    assert stored is not None
     if args.dry_run:
-        return _dry_run(engine, settings, stored, args.json)
-    try:
-        broker = setup_broker(settings)
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+        return _dry_run(engine, settings, stored, args.json, full=args.full, record=args.record, side=args.side)
+    broker = broker_for(settings)
     params = {"record": args.record, "side": args.side} if args.record is not None else None
     job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=_operator(args, settings),
                           params=params)
-    if not args.wait:
-        print(job_id)
+    return _enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
+
+
+def _enqueued(engine: sa.Engine, settings: Settings, ids: list[int], sent: bool, wait: bool, timeout: float,
+              as_json: bool) -> int:
+    """What every enqueueing command prints: the job ids, or with --wait each finished job."""
+    if not sent and ids:
+        print(f"tablesync: TABLESYNC_BROKER_URL is not set: job(s) {', '.join(map(str, ids))} wait in the store until "
+              "a scheduler or `tablesync run` on this store sends them to a worker", file=sys.stderr)
+    if not wait:
+        for i in ids:
+            print(i)
         return EXIT_OK
-    return _wait_and_print(engine, job_id, args.timeout, args.json)
+    status = EXIT_OK
+    for i in ids:
+        status = max(status, _wait_and_print(engine, settings, i, timeout, as_json))
+    return status
 
 
-def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool) -> int:
-    """Decide a run of the mapping in this process and print what it would do; writes nothing."""
+def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, full: bool, record: str | None,
+             side: str | None) -> int:
+    """Decide a run of the mapping (or of one record) in this process and print what it would do; writes nothing."""
+    from workers.actions import ActionRefused
     from workers.apps import AppError, AppUnavailable
     from workers.dry_run import dry_run
     from workers.runner import JobRefused
 
     try:
-        report = dry_run(engine, settings, stored)
-    except (AppUnavailable, AppError, JobRefused) as exc:
+        report = dry_run(engine, settings, stored, full=full, record=record, side=side)
+    except (AppUnavailable, AppError, JobRefused, ActionRefused) as exc:
         print(f"tablesync: dry run of {stored.spec.name} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
@@ -268,17 +290,12 @@ def _detail(sample: dict[str, Any]) -> str:
     return str(sample.get("message") or "")
 
 
-def _wait_and_print(engine: sa.Engine, job_id: int, timeout: float, as_json: bool) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = views.job_detail(engine, job_id)
-        assert obj is not None
-        if obj["status"] in FINISHED:
-            break
-        if time.monotonic() > deadline:
-            print(f"job {job_id} still {obj['status']} after {timeout:.0f}s", file=sys.stderr)
-            return EXIT_FAILED
-        time.sleep(0.2)
+def _wait_and_print(engine: sa.Engine, settings: Settings, job_id: int, timeout: float, as_json: bool) -> int:
+    from console.waiting import wait_for_job
+
+    obj = wait_for_job(engine, settings, job_id, timeout)
+    if obj is None:
+        return EXIT_FAILED
     if as_json:
         print_json(obj)
     else:
@@ -376,8 +393,6 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     from console.operations import broker_for
     from console.web.app import create_app
 
-    if settings.broker_url is None:
-        raise UsageError("TABLESYNC_BROKER_URL is not set: the web console hands actions to workers through the broker")
     app = create_app(settings, _store(settings), broker_for(settings))
     host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
@@ -395,10 +410,18 @@ def cmd_web_user(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise UsageError("--password-stdin: standard input holds no password (one line is read)")
+    elif not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for the password: pipe it in with --password-stdin "
+                         f"(printf '%s\\n' \"$PASSWORD\" | tablesync web-user {args.name} --password-stdin)")
     else:
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            raise UsageError("the two passwords differ")
+        try:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise UsageError("the two passwords differ")
+        except EOFError:
+            raise UsageError("no password given (end of input)") from None
     if len(password) < 8:
         raise UsageError("a password needs at least 8 characters")
     users = {**settings.web_users, args.name: hash_password(password)}
@@ -426,6 +449,29 @@ def cmd_demo_apps(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+
+def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` within [low, high], refused with the value quoted."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if value != value or value < low or (high is not None and value > high):  # NaN included
+            span = f"at least {_number(low)}" if high is None else f"from {_number(low)} to {_number(high)}"
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give a number {span}")
+        return value
+
+    return parse
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+POSITIVE = bounded(int, 1)
+SECONDS = bounded(float, 0.1, 7 * 86400)
+PORT = bounded(int, 1, 65535)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tablesync", description="Keep tables of two applications in sync.")
@@ -455,11 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--mapping")
     sp.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "abandoned", "dropped"])
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--limit", type=POSITIVE, default=50, help="at most this many, newest first (default 50)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("job", cmd_job, "one job with its errors")
-    sp.add_argument("id", type=int)
+    sp.add_argument("id", type=bounded(int, 1, 2**63 - 1), help="a job id (see `tablesync jobs`)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("errors", cmd_errors, "coupled data synchronization errors: skipped couplings, records checked live")
@@ -478,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--local", help="only the coupling of this local key")
     sp.add_argument("--integration", help="only the coupling of this integration key")
     sp.add_argument("--skipped", action="store_true", help="only skipped couplings")
-    sp.add_argument("--limit", type=int, default=1000)
+    sp.add_argument("--limit", type=POSITIVE, default=1000, help="at most this many, oldest first (default 1000)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("sync", cmd_sync, "enqueue a sync run of a mapping now")
@@ -489,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--side", choices=["local", "integration"], help="the side --record's key belongs to (default: local, "
                     "or integration for from_integration mappings)")
     sp.add_argument("--wait", action="store_true", help="block until the job ends; exit 1 if it failed")
-    sp.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    sp.add_argument("--timeout", type=SECONDS, default=3600.0, help="seconds --wait waits (default 3600)")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--operator")
 
@@ -503,19 +549,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     # services log at INFO (a line per job) unless TABLESYNC_LOG_LEVEL says otherwise
     sp = add("worker", cmd_worker, "run Dramatiq worker processes")
-    sp.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    sp.add_argument("--threads", type=int, default=4)
+    sp.add_argument("--processes", type=bounded(int, 1, 256), default=os.cpu_count() or 1,
+                    help="worker processes (default: the number of CPUs)")
+    sp.add_argument("--threads", type=bounded(int, 1, 256), default=4, help="threads per process (default 4)")
     sp.set_defaults(service=True)
 
     add("scheduler", cmd_scheduler, "enqueue due syncs and reap abandoned jobs (safe as several replicas)").set_defaults(service=True)
 
     sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
-    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--threads", type=bounded(int, 1, 256), default=2, help="worker threads (default 2)")
     sp.set_defaults(service=True)
 
     sp = add("web", cmd_web, "serve the web console and its JSON API (/api/, OpenAPI at /api/openapi.json)")
     sp.add_argument("--host", help="bind address (default $TABLESYNC_WEB_HOST, 127.0.0.1)")
-    sp.add_argument("--port", type=int, help="port (default $TABLESYNC_WEB_PORT, 8080); /metrics and /healthz are served here too")
+    sp.add_argument("--port", type=PORT, help="port (default $TABLESYNC_WEB_PORT, 8080); /metrics and /healthz are served here too")
     sp.add_argument("--forwarded-allow-ips", default="127.0.0.1",
                     help="proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1)")
     sp.set_defaults(service=True)
@@ -527,15 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "run a self-contained demo on SQLite apps (no server needed)")
     sp.add_argument("--dir", default="tablesync-demo", help="where the demo's databases go (default ./tablesync-demo)")
-    sp.add_argument("--rows", type=int, default=300)
+    sp.add_argument("--rows", type=bounded(int, DEMO_MIN_ROWS, 1_000_000), default=300,
+                    help=f"ERP customers (default 300, at least {DEMO_MIN_ROWS}: the demo edits customers 1 to 10)")
 
     sp = add("demo-apps", cmd_demo_apps, "the demo's ERP and CRM on real databases (docker-compose): seed them, "
              "or edit them like users do")
     sp.add_argument("action", choices=("seed", "traffic"), help="seed: create and fill (once); traffic: edit every few seconds")
     sp.add_argument("--erp-url", help="default $ERP_DATABASE_URL")
     sp.add_argument("--crm-url", help="default $CRM_DATABASE_URL")
-    sp.add_argument("--rows", type=int, default=300, help="customers to seed (default 300)")
-    sp.add_argument("--every", type=float, default=5.0, help="seconds between two rounds of edits (default 5)")
+    sp.add_argument("--rows", type=bounded(int, DEMO_MIN_ROWS, 1_000_000), default=300, help="customers to seed (default 300)")
+    sp.add_argument("--every", type=SECONDS, default=5.0, help="seconds between two rounds of edits (default 5)")
     return p
 
 
@@ -556,6 +604,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tablesync: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokerUnavailable as exc:
+        print(f"tablesync: {exc}; the job was marked failed, nothing ran: run the command again once the broker is up",
+              file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

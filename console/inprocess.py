@@ -1,7 +1,9 @@
 """Scheduler and Dramatiq worker threads in one process: `tablesync run` and the demo.
 
 Uses the configured broker if there is one, else Dramatiq's in-process broker; either way the jobs
-go through the same actors and job rows as a multi-machine install.
+go through the same actors and job rows as a multi-machine install. Without a broker, the jobs
+other processes ask for (`tablesync sync`, `retry`, … on the same store) wait in the store, and
+this process's scheduler sends them to its own workers (`workers.enqueue.send_waiting`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class InProcess:
         from scheduler.loop import run_scheduler
 
         self._stop = stop or self._stop
-        self._scheduler = threading.Thread(target=run_scheduler, args=(self.store, self.broker, self.settings, self._stop),
+        self._scheduler = threading.Thread(target=run_scheduler, args=(self.store, self.broker, self.settings, self._stop, "run"),
                                            name="scheduler", daemon=True)
         self._scheduler.start()
 

@@ -10,6 +10,7 @@ import dramatiq
 import sqlalchemy as sa
 
 from console.errors import UsageError
+from console.views import require_mapping
 from store.couplings import error_signature, skipped_couplings
 from store.jobs import create_job
 from store.mappings import get_mapping
@@ -24,6 +25,7 @@ def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: s
                      group: str | None) -> dict[str, list[int]]:
     """{mapping: coupling ids} of an action's selection; explicit ids must exist."""
     if ids:
+        require_mapping(conn, mapping)
         if all_ or group:
             raise UsageError("give coupling ids or a selection (--all, --group), not both")
         impossible = sorted(i for i in ids if not 1 <= i <= MAX_ID)
@@ -40,6 +42,7 @@ def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: s
         return out
     if not (all_ or mapping or group):
         raise UsageError("say which couplings: ids (from `tablesync errors`), --all, --mapping M or --group SIGNATURE")
+    require_mapping(conn, mapping)
     out = {}
     for r in skipped_couplings(conn, mapping):
         if group is None or error_signature(r.mapping, r.skip_reason, r.message) == group:
@@ -47,29 +50,40 @@ def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: s
     return out
 
 
-def broker_for(settings: Settings) -> dramatiq.Broker:
+def require_active(conn: sa.Connection, mapping: str) -> None:
+    """A job can only run a mapping the store holds active."""
+    require_mapping(conn, mapping)
+    if get_mapping(conn, mapping) is None:
+        raise UsageError(f"mapping {mapping!r} is deactivated (it left the config file at the last `tablesync config apply`): "
+                         "its history stays readable, but it no longer runs")
+
+
+def broker_for(settings: Settings) -> dramatiq.Broker | None:
+    """The configured broker; None without one: jobs then wait in the store for a scheduler or
+    `tablesync run` to send them."""
     from workers.broker import setup_broker
 
+    if settings.broker_url is None:
+        return None
     try:
         return setup_broker(settings)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
 
 
-def enqueue_job(engine: sa.Engine, broker: dramatiq.Broker, settings: Settings, mapping: str, kind: str,
+def enqueue_job(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, mapping: str, kind: str,
                 operator: str, params: dict[str, Any]) -> int:
     """One job row (committed first, so a worker never gets an id it cannot find), then its message."""
-    from workers.enqueue import send_job
+    from workers.enqueue import dispatch
 
     with engine.begin() as conn:
-        if get_mapping(conn, mapping) is None:
-            raise UsageError(f"unknown mapping {mapping!r} (see `tablesync mappings`)")
+        require_active(conn, mapping)
         job_id = create_job(conn, mapping, kind, operator=operator, params=params)
-    send_job(broker, settings, job_id)
+    dispatch(engine, broker, settings, job_id)
     return job_id
 
 
-def enqueue_selected(engine: sa.Engine, broker: dramatiq.Broker, settings: Settings, kind: str,
+def enqueue_selected(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, kind: str,
                      chosen: dict[str, list[int]], operator: str, params: dict[str, Any]) -> list[int]:
     """One job per mapping of the selection."""
     return [enqueue_job(engine, broker, settings, mapping, kind, operator, {**params, "couplings": ids})

@@ -57,6 +57,13 @@ def error_object(row: Any) -> dict[str, Any]:
             "created_at": iso(m["created_at"])}
 
 
+def note_cut(shown: int, total: int, what: str, narrow: str) -> None:
+    """A list cut by --limit says so on stderr (stdout stays one table or one JSON document)."""
+    if total > shown:
+        print(f"tablesync: showing {shown:,} of {total:,} {what}; {total - shown:,} left out: raise --limit, or {narrow}",
+              file=sys.stderr)
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 

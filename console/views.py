@@ -8,9 +8,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from console.errors import UnknownMapping
 from console.render import error_object, iso, job_object
 from store.config_model import source_side
 from store.couplings import (
+    count_couplings,
     error_signature,
     find_couplings,
     normalized_message,
@@ -18,12 +20,22 @@ from store.couplings import (
 )
 from store.db import utcnow
 from store.jobs import count_jobs, errors_of, get_job, last_runs, list_jobs
-from store.mappings import active_mappings, active_versions
+from store.mappings import active_mappings, active_versions, known_mappings
 from store.record_log import record_log
 from store.schema import couplings
 
 REASONS = ("update_conflict", "deletion_conflict", "failures")
 SIDES = ("local", "integration")
+
+
+def require_mapping(conn: sa.Connection, name: str | None) -> None:
+    """Refuse a mapping name that no `config apply` ever stored (SPEC §5): a typo must never read
+    as an empty list. A deactivated mapping's history stays readable."""
+    if name is None:
+        return
+    known = known_mappings(conn)
+    if name not in known:
+        raise UnknownMapping(name, sorted(n for n, active in known.items() if active))
 
 
 def mapping_objects(engine: sa.Engine) -> list[dict[str, Any]]:
@@ -47,6 +59,7 @@ def mapping_objects(engine: sa.Engine) -> list[dict[str, Any]]:
 def job_objects(conn: sa.Connection, mapping: str | None = None, status: str | None = None, since: datetime | None = None,
                 until: datetime | None = None, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """A page of jobs, newest first, and how many match in all."""
+    require_mapping(conn, mapping)
     rows = list_jobs(conn, mapping=mapping, status=status, since=since, until=until, limit=limit, offset=offset)
     return [job_object(r) for r in rows], count_jobs(conn, mapping=mapping, status=status, since=since, until=until)
 
@@ -74,6 +87,7 @@ def _errors(engine: sa.Engine, mapping: str | None, reason: str | None) -> tuple
     from workers.existence import existing_keys
 
     with engine.connect() as conn:
+        require_mapping(conn, mapping)
         rows = [r for r in skipped_couplings(conn, mapping) if reason is None or r.skip_reason == reason]
         stored = {m.spec.name: m for m in active_mappings(conn)}
     exists: dict[tuple[str, str], set[str] | None] = {}
@@ -140,13 +154,68 @@ def mapping_names(engine: sa.Engine) -> list[str]:
 
 
 def log_objects(conn: sa.Connection, mapping: str, key: str, side: str = "local") -> list[dict[str, Any]]:
+    require_mapping(conn, mapping)
     return [{"job_id": r.job_id, "kind": r.kind, "direction": r.direction, "status": r.status, "outcome": r.outcome,
              "message": r.message, "operator": r.operator, "at": iso(r.at), "changes": r.changes,
              "local_key": r.local_key, "integration_key": r.integration_key} for r in record_log(conn, mapping, key, side)]
 
 
 def coupling_objects(conn: sa.Connection, mapping: str, local: str | None = None, integration: str | None = None,
-                     skipped: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-    return [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
-             "skipped": r.skipped, "reason": r.skip_reason, "last_synced_at": iso(r.last_synced_at)}
-            for r in find_couplings(conn, mapping, local, integration, skipped, limit)]
+                     skipped: bool = False, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+    """Up to `limit` couplings, oldest first, and how many match in all."""
+    require_mapping(conn, mapping)
+    out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
+            "skipped": r.skipped, "reason": r.skip_reason, "last_synced_at": iso(r.last_synced_at)}
+           for r in find_couplings(conn, mapping, local, integration, skipped, limit)]
+    return out, len(out) if len(out) < limit else count_couplings(conn, mapping, local, integration, skipped)
+
+
+def mapping_sides(engine: sa.Engine) -> dict[str, dict[str, dict[str, str]]]:
+    """{mapping: {side: {app, table, key}}} of the active mappings: how pages name a record
+    ("erp customers 10") in the operator's language rather than "local"."""
+    with engine.connect() as conn:
+        stored = active_mappings(conn)
+    return {s.spec.name: {side: {"app": s.spec.side(side).app, "table": s.spec.side(side).table, "key": s.spec.side(side).key}
+                          for side in SIDES} for s in stored}
+
+
+def deletion_preview(engine: sa.Engine, chosen: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """What Delete records would remove, coupling by coupling, judged on the live records as the
+    worker will judge them: the surviving record of a pair whose other record is gone (`delete`:
+    its app, table, key column and key), or why nothing would be deleted (`refused`)."""
+    from workers.existence import existing_keys
+
+    out: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        stored = {m.spec.name: m for m in active_mappings(conn)}
+        rows = conn.execute(sa.select(couplings).where(couplings.c.id.in_([i for ids in chosen.values() for i in ids]))
+                            .order_by(couplings.c.id)).all()
+    for name in sorted({r.mapping for r in rows}):
+        mine = [r for r in rows if r.mapping == name]
+        m = stored.get(name)
+        found = {side: existing_keys(m, side, [getattr(r, f"{side}_key") for r in mine]) if m else None for side in SIDES}
+        for r in mine:
+            item: dict[str, Any] = {"coupling_id": r.id, "mapping": name}
+            here = {side: None if found[side] is None else getattr(r, f"{side}_key") in found[side] for side in SIDES}
+            if m is None or None in here.values():
+                item.update(action="refused", reason="an app could not be asked whether the records exist")
+            elif all(here.values()):
+                item.update(action="refused", reason="both records exist: there is no deletion to settle")
+            elif not any(here.values()):
+                item.update(action="refused" if r.state == "uncoupled" else "uncouple",
+                            reason="both records are gone: only the coupling is removed")
+            else:
+                side = "local" if here["local"] else "integration"
+                spec = m.spec.side(side)
+                item.update(action="delete", side=side, app=spec.app, table=spec.table, key_column=spec.key,
+                            key=getattr(r, f"{side}_key"))
+            out.append(item)
+    return out
+
+
+def describe_deletion(item: dict[str, Any]) -> str:
+    """One line of a deletion preview: "coupling 40: erp customers id=10 (the local record)"."""
+    if item["action"] == "delete":
+        return (f"coupling {item['coupling_id']} ({item['mapping']}): {item['app']} {item['table']} "
+                f"{item['key_column']}={item['key']} (its {item['side']} record)")
+    return f"coupling {item['coupling_id']} ({item['mapping']}): nothing deleted: {item['reason']}"

@@ -1,4 +1,5 @@
-"""The scheduler process: enqueue due ticks every poll, resend and reap every few seconds."""
+"""The scheduler process: enqueue due ticks every poll, send jobs waiting in the store, resend and
+reap every few seconds."""
 
 from __future__ import annotations
 
@@ -10,31 +11,38 @@ import dramatiq
 import sqlalchemy as sa
 
 from scheduler.reaper import reap, resend_after, resend_queued
-from scheduler.ticks import TickCache, enqueue_due, resend_unsent
+from scheduler.ticks import TickCache, enqueue_due
 from store.retention import cleanup
 from store.schedule import parse_duration
 from store.settings import Settings
-from workers.enqueue import send_job
+from workers.enqueue import BrokerUnavailable, send_job, send_waiting
+from workers.presence import Presence
 
 log = logging.getLogger("tablesync.scheduler")
 MAINTENANCE_EVERY = 5.0
 CLEANUP_EVERY = 86_400.0  # retention runs at start and then daily
 
 
-def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings, stop: threading.Event) -> None:
+def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings, stop: threading.Event,
+                  role: str = "scheduler") -> None:
     def send(job_id: int) -> None:
         send_job(broker, settings, job_id)
 
     cache = TickCache()
     last_maintenance = 0.0
     last_cleanup: float | None = None
+    broker_down = False
+    presence = Presence(store, settings, role, settings.queue if role == "run" else None).start()
     log.info("scheduler started (poll every %.1fs)", settings.scheduler_poll_seconds)
     while not stop.is_set():
         try:
             enqueue_due(store, send, cache=cache)
+            send_waiting(store, send)
+            if broker_down:
+                log.warning("the broker is back: jobs that waited in the store were sent")
+                broker_down = False
             if time.monotonic() - last_maintenance >= MAINTENANCE_EVERY:
                 last_maintenance = time.monotonic()
-                resend_unsent(store, send)
                 reap(store, send, settings.heartbeat_timeout_seconds)
                 resend_queued(store, send, resend_after(settings))
             if last_cleanup is None or time.monotonic() - last_cleanup >= CLEANUP_EVERY:
@@ -42,9 +50,14 @@ def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings,
                 removed = cleanup(store, parse_duration(settings.retention))
                 log.info("retention (%s): removed %s", settings.retention,
                          ", ".join(f"{n} {k}" for k, n in removed.items()))
+        except BrokerUnavailable as exc:
+            if not broker_down:  # one line per outage, not one per poll
+                log.error("%s; due jobs wait in the store and are sent when it is back", exc)
+            broker_down = True
         except sa.exc.OperationalError as exc:
             log.error("store unavailable, retrying: %s", str(exc.orig).strip().splitlines()[0])
         except Exception:
             log.exception("scheduler iteration failed; continuing")
         stop.wait(settings.scheduler_poll_seconds)
+    presence.stop()
     log.info("scheduler stopped")

@@ -17,6 +17,7 @@ from store.db import utcnow
 from store.jobs import create_job, stale_running
 from store.settings import Settings
 from store.schema import jobs
+from workers.enqueue import mark_sent
 
 log = logging.getLogger("tablesync.scheduler")
 
@@ -39,8 +40,10 @@ def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) 
             new_id = create_job(conn, job.mapping, job.kind, operator=job.operator,
                                 params={**(job.params or {}), "redo_of": job.id})
         log.warning("job %s abandoned (worker %s silent); its work is redone as job %s", job.id, job.worker, new_id)
-        send(new_id)
         replacements.append(new_id)
+        send(new_id)  # a broker that is down raises: the redo waits in the store (send_waiting)
+        with store.begin() as conn:
+            mark_sent(conn, [new_id])
     return replacements
 
 
@@ -49,16 +52,16 @@ def resend_queued(store: sa.Engine, send: Callable[[int], None], after_seconds: 
     broker restarted without persistence, or Dramatiq dead-lettered it after its retries). Left
     alone, such a job would block every later tick of its mapping: the sync would silently stop.
     A duplicate is harmless (a worker drops a delivery of a job that is no longer queued), so a job
-    merely waiting in a long queue costs one short-lived extra message per interval. The send time
-    is kept in the queued job's heartbeat_at, unused until a worker starts it."""
+    merely waiting in a long queue costs one short-lived extra message per interval. Jobs never sent
+    are `send_waiting`'s, at once."""
     cutoff = utcnow() - timedelta(seconds=after_seconds)
-    stale = sa.and_(jobs.c.status == "queued", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.enqueued_at) < cutoff)
+    stale = sa.and_(jobs.c.status == "queued", jobs.c.sent_at < cutoff)
     with store.connect() as conn:
         ids = list(conn.execute(sa.select(jobs.c.id).where(stale).order_by(jobs.c.id)).scalars())
     sent: list[int] = []
     for job_id in ids:
         with store.begin() as conn:
-            won = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, stale).values(heartbeat_at=utcnow())).rowcount
+            won = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, stale).values(sent_at=utcnow())).rowcount
         if won:
             log.warning("job %s has been queued for over %.0fs without starting: its message is sent again", job_id,
                         after_seconds)

@@ -2,15 +2,16 @@
 
 Each replica computes the same tick instant for a mapping (schedules are pure functions of the
 clock); inserting the (mapping, tick) row is the claim, and the unique key lets only one replica win.
-The tick row and its job row commit together, then the message is sent and the tick marked sent; a
-tick written but never sent (the replica died) is sent again by `resend_unsent`.
+The tick row and its job row commit together, then the message is sent and the tick and job marked
+sent; a job written but never sent (the replica died, or the broker was down) waits in the store and
+is sent by the next pass of any replica (`workers.enqueue.send_waiting`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from store.jobs import ACTIVE, active_job, create_job, create_jobs
 from store.mappings import active_mappings, active_versions
 from store.schedule import Schedule
 from store.schema import jobs, schedule_ticks
+from workers.enqueue import mark_sent
 
 log = logging.getLogger("tablesync.scheduler")
 Send = Callable[[int], None]
@@ -61,16 +63,19 @@ def enqueue_due(store: sa.Engine, send: Send, now: datetime | None = None, cache
     claimed = _claim_all(store, due, now) if store.dialect.name in ("postgresql", "sqlite") else {
         name: job_id for name, tick in due if (job_id := _claim(store, name, tick, now)) is not None}
     sent: list[int] = []
-    for name, tick in due:  # in dependency order: a parent's job is enqueued before its children's
-        cache.seen[name] = tick
-        job_id = claimed.get(name)
-        if job_id is not None:
-            send(job_id)
-            ENQUEUED.labels(name).inc()
-            sent.append(job_id)
-    if sent:
-        with store.begin() as conn:
-            conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.job_id.in_(sent)).values(sent_at=utcnow()))
+    try:
+        for name, tick in due:  # in dependency order: a parent's job is enqueued before its children's
+            cache.seen[name] = tick
+            job_id = claimed.get(name)
+            if job_id is not None:
+                send(job_id)  # a broker that is down raises: the jobs not sent wait in the store (send_waiting)
+                ENQUEUED.labels(name).inc()
+                sent.append(job_id)
+    finally:
+        if sent:
+            with store.begin() as conn:
+                conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.job_id.in_(sent)).values(sent_at=utcnow()))
+                mark_sent(conn, sent)
     return sent
 
 
@@ -123,20 +128,3 @@ def _skip_tick(conn: sa.Connection, tick_id: int, mapping: str, tick: datetime, 
     conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(
         note=f"skipped: job {busy.id} is still {busy.status}", sent_at=now))
     log.info("tick %s of %s skipped: job %s still %s", tick.isoformat(), mapping, busy.id, busy.status)
-
-
-def resend_unsent(store: sa.Engine, send: Send, grace_seconds: float = 10.0) -> list[int]:
-    """Send ticks whose replica wrote the job but died before handing it to the broker."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
-    with store.connect() as conn:
-        ids = list(conn.execute(sa.select(schedule_ticks.c.job_id).where(
-            schedule_ticks.c.sent_at.is_(None), schedule_ticks.c.job_id.is_not(None), schedule_ticks.c.created_at < cutoff,
-        )).scalars())
-    for job_id in ids:
-        with store.begin() as conn:
-            claimed = conn.execute(sa.update(schedule_ticks).where(
-                schedule_ticks.c.job_id == job_id, schedule_ticks.c.sent_at.is_(None)).values(sent_at=utcnow())).rowcount
-        if claimed:
-            log.warning("job %s was written but never sent; sending it now", job_id)
-            send(job_id)
-    return ids

@@ -31,15 +31,26 @@ def find_couplings(
     conn: sa.Connection, mapping: str, local_key: str | None = None, integration_key: str | None = None,
     skipped_only: bool = False, limit: int = 1000,
 ) -> list[sa.Row[Any]]:
-    q = (sa.select(couplings).where(couplings.c.mapping == mapping, couplings.c.state != "uncoupled")
-         .order_by(couplings.c.id).limit(limit))
+    q = _coupling_filter(sa.select(couplings), mapping, local_key, integration_key, skipped_only)
+    return conn.execute(q.order_by(couplings.c.id).limit(limit)).all()
+
+
+def count_couplings(conn: sa.Connection, mapping: str, local_key: str | None = None, integration_key: str | None = None,
+                    skipped_only: bool = False) -> int:
+    """How many rows `find_couplings` would list without its limit: a cut list says what it left out."""
+    q = _coupling_filter(sa.select(sa.func.count()).select_from(couplings), mapping, local_key, integration_key, skipped_only)
+    return int(conn.execute(q).scalar_one())
+
+
+def _coupling_filter(q: Any, mapping: str, local_key: str | None, integration_key: str | None, skipped_only: bool) -> Any:
+    q = q.where(couplings.c.mapping == mapping, couplings.c.state != "uncoupled")
     if local_key is not None:
         q = q.where(couplings.c.local_key == local_key)
     if integration_key is not None:
         q = q.where(couplings.c.integration_key == integration_key)
     if skipped_only:
         q = q.where(couplings.c.skipped.is_(True))
-    return conn.execute(q).all()
+    return q
 
 
 _VALUES = re.compile(

@@ -72,9 +72,11 @@ def apply_config(engine: sa.Engine, cfg: ConfigFile, applied_by: str | None = No
     return ApplyResult(created, updated, unchanged, deactivated)
 
 
-def _latest_query() -> sa.Select[Any]:
+def _latest_query(*columns: Any) -> sa.Select[Any]:
+    """The current version of each mapping (its columns, or `columns` only)."""
     latest = sa.select(mappings.c.name, sa.func.max(mappings.c.version).label("v")).group_by(mappings.c.name).subquery()
-    return sa.select(mappings).join(latest, sa.and_(mappings.c.name == latest.c.name, mappings.c.version == latest.c.v))
+    return sa.select(*(columns or (mappings,))).join(
+        latest, sa.and_(mappings.c.name == latest.c.name, mappings.c.version == latest.c.v))
 
 
 def _stored(row: Any) -> StoredMapping:
@@ -98,10 +100,14 @@ def active_versions(conn: sa.Connection) -> dict[str, int]:
 
 def active_heads(conn: sa.Connection) -> dict[str, tuple[int, datetime]]:
     """{name: (version, applied_at)} of the active mappings' current versions."""
-    latest = sa.select(mappings.c.name, sa.func.max(mappings.c.version).label("v")).group_by(mappings.c.name).subquery()
-    q = sa.select(mappings.c.name, mappings.c.version, mappings.c.applied_at).join(
-        latest, sa.and_(mappings.c.name == latest.c.name, mappings.c.version == latest.c.v)).where(mappings.c.active)
+    q = _latest_query(mappings.c.name, mappings.c.version, mappings.c.applied_at).where(mappings.c.active)
     return {name: (int(version), applied) for name, version, applied in conn.execute(q)}
+
+
+def known_mappings(conn: sa.Connection) -> dict[str, bool]:
+    """{name: active} of every mapping ever applied: a deactivated mapping's jobs, couplings and
+    record logs stay readable under its name."""
+    return {name: bool(active) for name, active in conn.execute(_latest_query(mappings.c.name, mappings.c.active))}
 
 
 def get_mapping(conn: sa.Connection, name: str) -> StoredMapping | None:

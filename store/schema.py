@@ -123,9 +123,14 @@ jobs = sa.Table(
     sa.Column("skipped", sa.Integer, nullable=False, default=0),
     sa.Column("failed", sa.Integer, nullable=False, default=0),
     sa.Column("message", sa.Text),
+    # When a broker last took the job's message. NULL: the job waits in the store (asked for by a
+    # process without a broker, or refused by the broker) until a scheduler or `tablesync run` sends it.
+    sa.Column("sent_at", TS),
 )
 sa.Index("ix_jobs_mapping_status", jobs.c.mapping, jobs.c.status)
 sa.Index("ix_jobs_status_heartbeat", jobs.c.status, jobs.c.heartbeat_at)
+_UNSENT_DDL = sa.and_(jobs.c.status == sa.literal_column("'queued'"), jobs.c.sent_at.is_(None))
+sa.Index("ix_jobs_unsent", jobs.c.id, postgresql_where=_UNSENT_DDL, sqlite_where=_UNSENT_DDL)
 
 job_errors = sa.Table(
     "job_errors",
@@ -188,6 +193,21 @@ schedule_ticks = sa.Table(
     sa.UniqueConstraint("mapping", "tick_at"),
 )
 sa.Index("ix_schedule_ticks_unsent", schedule_ticks.c.sent_at, schedule_ticks.c.job_id)
+
+# The live processes of this store, each beating every few seconds: schedulers, Dramatiq worker
+# processes and `tablesync run`. `--wait` reads them to say who is missing when a job sits queued.
+processes = sa.Table(
+    "processes",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),  # host:pid
+    sa.Column("role", sa.String(16), nullable=False),  # scheduler | worker | run
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queue", sa.String(100)),  # the Dramatiq queue a worker consumes
+    sa.Column("broker", sa.String(300)),  # the broker URL without its password, or "in-process"
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("seen_at", TS, nullable=False),
+)
 
 # Lease-based mapping lock for stores without advisory locks (SQLite).
 mapping_locks = sa.Table(

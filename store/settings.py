@@ -6,12 +6,13 @@ scheduler, a worker and the CLI, before anything connects anywhere.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from store.schedule import parse_duration
 
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     scheduler_metrics_port: int = Field(9192, ge=1, le=65535)
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=1, le=65535)
-    web_users: dict[str, str] = Field(default_factory=dict)  # JSON: {"name": "<Argon2 hash>"}
+    web_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # JSON: {"name": "<Argon2 hash>"}
     web_secret_key: str | None = None  # signs session cookies and API tokens; share it between web replicas
     web_session_hours: float = Field(12.0, gt=0, le=24 * 30)
     web_secure_cookies: bool = False  # true behind HTTPS: the session cookie is sent over HTTPS only
@@ -58,6 +59,23 @@ class Settings(BaseSettings):
     @classmethod
     def _level_case(cls, value: object) -> object:
         return (value.strip().upper() or None) if isinstance(value, str) else value
+
+    @field_validator("web_users", mode="before")
+    @classmethod
+    def _web_users(cls, value: Any) -> Any:
+        """Decoded here, not by pydantic-settings, whose failure is a traceback naming no variable."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            users = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos}): write "
+                             '{"name": "<Argon2 hash>", ...}, as `tablesync web-user NAME` prints it') from None
+        if not isinstance(users, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
+            raise ValueError('expected a JSON object of operator names and Argon2 hashes: {"name": "<hash>", ...}')
+        return users
 
     @field_validator("retention")
     @classmethod
@@ -93,8 +111,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = "TABLESYNC_" + "_".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"{name}: {err['msg']}")
+            name = "TABLESYNC_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 

@@ -75,21 +75,29 @@ def run_action(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], 
 def sync_record(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], key: str, side: str) -> Counters:
     """`sync MAPPING --record KEY`: one record, now, as a run would sync it."""
     act = Action(ctx, spec, tables)
+    try:
+        side, key = record_source(ctx, spec, tables, key, side)
+    except ActionRefused as exc:
+        act.refuse(None, None, str(exc))
+        return act.finish()
+    act.synced.add(act.sync_keys(side, [key]))
+    return act.finish()
+
+
+def record_source(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], key: str, side: str) -> tuple[str, str]:
+    """The (side, key) a run reads the record `key` of `side` from: a one-way mapping's target
+    record is synced from its coupled source record. Refused when there is no such live record."""
     if spec.direction != "bidirectional" and side != source_side(spec.direction):
         with ctx.store.connect() as conn:  # given by its target key: sync it from its coupled source record
             found = conn.execute(sa.select(couplings.c[f"{source_side(spec.direction)}_key"]).where(
                 couplings.c.mapping == spec.name, couplings.c[f"{side}_key"] == key)).scalar()
         if found is None:
-            act.refuse(None, None, f"{side} record {key} is not coupled, and mapping {spec.name} only reads its "
-                                   f"{source_side(spec.direction)} side: give the {source_side(spec.direction)} key")
-            return act.finish()
+            raise ActionRefused(f"{side} record {key} is not coupled, and mapping {spec.name} only reads its "
+                                f"{source_side(spec.direction)} side: give the {source_side(spec.direction)} key")
         key, side = str(found), source_side(spec.direction)
     if not app_call(lambda: tables[side].existing([key])):
-        act.refuse(None, None, f"{side} record {key} does not exist (or is soft-deleted) in {tables[side].side.table}")
-    else:
-        act.synced.add(act.sync_keys(side, [key]))
-    return act.finish()
-
+        raise ActionRefused(f"{side} record {key} does not exist (or is soft-deleted) in {tables[side].side.table}")
+    return side, key
 
 
 class Action:

@@ -90,9 +90,25 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return {k: canonical(v) for k, v in values.items()}
 
 
-def dry_run(store: sa.Engine, settings: Settings, stored: StoredMapping) -> DryReport:
-    from workers.runner import sync_mapping
+def dry_run(store: sa.Engine, settings: Settings, stored: StoredMapping, full: bool = False, record: str | None = None,
+            side: str | None = None) -> DryReport:
+    """What a run would do: the whole mapping (`full` ignores the watermarks, as `sync --full`
+    does), or one record as `sync --record KEY [--side S]` would sync it."""
+    from workers.actions import Action, record_source
+    from workers.runner import open_tables, run_context, sync_mapping
 
     report = DryReport(stored.spec.name)
-    sync_mapping(store, settings, stored, job_id=0, report=report)
+    if record is None:
+        sync_mapping(store, settings, stored, job_id=0, full=full, report=report)
+        return report
+    spec = stored.spec
+    tables = open_tables(stored)
+    ctx = run_context(store, settings, stored, 0, full, report=report)
+    side, key = record_source(ctx, spec, tables, record, side or default_record_side(spec.direction))
+    Action(ctx, spec, tables).sync_keys(side, [key])
     return report
+
+
+def default_record_side(direction: str) -> str:
+    """The side `--record KEY` names when `--side` is not given."""
+    return "integration" if direction == "from_integration" else "local"

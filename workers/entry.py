@@ -3,9 +3,12 @@
 from store.logs import configure_logging
 from store.settings import get_settings
 from workers.broker import setup_broker
+from workers.presence import PresenceMiddleware
+from workers.store_engine import store_engine
 
 _settings = get_settings()
 configure_logging(_settings.log_format, _settings.log_level or "INFO")  # onto this process's log pipe
 broker = setup_broker(_settings)
+broker.add_middleware(PresenceMiddleware(store_engine(), _settings))  # `--wait` can tell that workers listen
 
 import workers.actors  # noqa: E402,F401  (must follow setup_broker)

@@ -32,6 +32,7 @@ from workers.actions import ACTION_KINDS, ActionRefused, run_action, sync_record
 from workers.apps import AppError, AppTable, AppUnavailable, app_failure
 from workers.bidirectional import run_bidirectional
 from workers.coupling_store import promote_intents
+from workers.dry_run import default_record_side
 from workers.engine import RunContext, run_direction
 from workers.fieldmap import compile_plan
 from workers.locks import MappingLock
@@ -261,7 +262,7 @@ def _run(store: sa.Engine, settings: Settings, job: sa.Row, beat: Heartbeat) -> 
         return run_action(ctx, stored.spec, open_tables(stored), job.kind, params)
     if params.get("record") is not None:
         ctx = run_context(store, settings, stored, job.id, beat=beat.beat)
-        side = params.get("side") or ("local" if stored.spec.direction != "from_integration" else "integration")
+        side = params.get("side") or default_record_side(stored.spec.direction)
         return sync_record(ctx, stored.spec, open_tables(stored), str(params["record"]), side), None
     full = job.kind == "full_sync" or bool(params.get("full"))
     return sync_mapping(store, settings, stored, job.id, full=full, beat=beat.beat), None

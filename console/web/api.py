@@ -11,13 +11,13 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from console import views
-from console.errors import UsageError
-from console.operations import MAX_ID, enqueue_job, enqueue_selected, select_couplings
+from console.errors import UnknownMapping, UsageError
+from console.operations import MAX_ID, enqueue_job, enqueue_selected, require_active, select_couplings
 from console.web.auth import LoginError, csrf_ok
 from console.web.models import (
     ActionIn,
@@ -42,7 +42,6 @@ from console.web.models import (
     TokenOut,
 )
 from console.web.state import WebState, state
-from store.mappings import get_mapping
 
 def _iso_only(value: object) -> object:
     """A date and time written as ISO 8601, not the Unix seconds pydantic would also take."""
@@ -55,7 +54,8 @@ When = Annotated[datetime, BeforeValidator(_iso_only)]
 bearer = HTTPBearer(auto_error=False, description="a token from POST /api/token")
 MAPPING = Annotated[str, Path(min_length=1, max_length=100)]
 KEY = Annotated[str, Path(min_length=1, max_length=400)]
-PROBLEMS = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}}
+PROBLEMS = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
+            503: {"model": Problem, "description": "the broker did not take the job: it was marked failed, nothing ran"}}
 
 
 def operator(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
@@ -106,9 +106,12 @@ def mappings(user: Operator, web: Web) -> list[dict]:  # type: ignore[type-arg]
 
 
 def _known(web: WebState, name: str) -> None:
-    with web.engine.connect() as conn:
-        if get_mapping(conn, name) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown mapping {name!r}")
+    """An active mapping, else 404 (unknown, or deactivated) before anything is enqueued."""
+    try:
+        with web.engine.connect() as conn:
+            require_active(conn, name)
+    except UsageError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
 def _jobs(web: WebState, ids: list[int]) -> list[dict]:  # type: ignore[type-arg]
@@ -189,20 +192,29 @@ def action(kind: SelectingKind, body: ActionIn, user: Operator, web: Web) -> lis
     try:
         with web.engine.connect() as conn:
             chosen = select_couplings(conn, body.couplings, body.all, body.mapping, body.group)
+        if kind == "delete" and not body.confirm:
+            preview = views.deletion_preview(web.engine, chosen)
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "delete removes records from the apps; nothing was done. "
+                                "Send \"confirm\": true to delete: " + "; ".join(map(views.describe_deletion, preview)))
         params = {"now": body.now} if kind == "retry" else {"use": body.use} if kind == "resolve" else {}
         return _jobs(web, enqueue_selected(web.engine, web.broker, web.settings, kind, chosen, user, params))
+    except UnknownMapping:
+        raise
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
 
 @router.get("/couplings/{name}", response_model=list[CouplingOut], tags=["records"])
-def couplings(name: MAPPING, user: Operator, web: Web,
+def couplings(name: MAPPING, response: Response, user: Operator, web: Web,
               local: Annotated[str | None, Query(min_length=1, max_length=400)] = None,
               integration: Annotated[str | None, Query(min_length=1, max_length=400)] = None,
               skipped: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:  # type: ignore[type-arg]
-    """A mapping's couplings, by either side's key."""
+    """A mapping's couplings, by either side's key, oldest first: at most `limit` (default 100).
+    The `X-Total-Count` header says how many match in all, so a cut list never passes for a whole one."""
     with web.engine.connect() as conn:
-        return views.coupling_objects(conn, name, local, integration, skipped, limit)
+        out, total = views.coupling_objects(conn, name, local, integration, skipped, limit)
+    response.headers["X-Total-Count"] = str(total)
+    return out
 
 
 @router.get("/records/{name}/{side}/{key}", response_model=list[LogEntryOut], tags=["records"])

@@ -24,11 +24,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.middleware.sessions import SessionMiddleware
 
-from console.errors import UsageError
+from console.errors import UnknownMapping, UsageError
 from console.web import api, pages
 from console.web.auth import Auth, is_password_hash
 from console.web.state import WebState
 from store.settings import Settings
+from workers.enqueue import BrokerUnavailable
 
 log = logging.getLogger("tablesync.web")
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -51,7 +52,7 @@ def auth_from(settings: Settings) -> Auth:
     return Auth(users=dict(settings.web_users), secret_key=key, token_hours=settings.web_session_hours)
 
 
-def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -> FastAPI:
+def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker | None) -> FastAPI:
     auth = auth_from(settings)
     if not auth.users:
         log.warning("TABLESYNC_WEB_USERS is empty: nobody can log in (add an operator with `tablesync web-user NAME`)")
@@ -102,6 +103,21 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker) -
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
         return pages.render(request, "problem.html", request.session.get("user"), exc.status_code, detail=exc.detail)
+
+    @app.exception_handler(UnknownMapping)
+    async def unknown_mapping(request: Request, exc: UnknownMapping) -> Response:
+        """A mapping name in a path or filter that no `config apply` stored: never an empty page."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, 404)
+        return pages.render(request, "problem.html", request.session.get("user"), 404, detail=str(exc))
+
+    @app.exception_handler(BrokerUnavailable)
+    async def broker_down(request: Request, exc: BrokerUnavailable) -> Response:
+        """The broker did not take an action's message: the job was marked failed, nothing ran."""
+        detail = f"{exc}; the job was marked failed and nothing ran: try again once the broker is up"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, 503)
+        return pages.render(request, "problem.html", request.session.get("user"), 503, detail=detail)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -155,6 +155,8 @@ class ActionIn(Strict):
     group: str | None = Field(None, min_length=1, max_length=100, description="an error group's signature")
     use: Side | None = Field(None, description="resolve: the side whose values win")
     now: bool = Field(False, description="retry: sync the records in the action's job")
+    confirm: bool = Field(False, description="delete: required, `true`; delete removes the surviving records from their "
+                                             "apps (a 400 without it lists them)")
 
 
 class CoupleIn(Strict):

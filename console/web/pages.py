@@ -216,8 +216,9 @@ def act(request: Request, kind: str, user: User, web: Web, side: str | None = No
         coupling: Annotated[list[int] | None, Form()] = None, only: Annotated[int | None, Form()] = None,
         group: Annotated[str | None, Form(max_length=100)] = None, mapping: Annotated[str | None, Form(max_length=100)] = None,
         all_: Annotated[bool, Form(alias="all")] = False, use: Annotated[str | None, Form(max_length=20)] = None,
-        back: Annotated[str | None, Form(max_length=2000)] = None) -> Response:
-    """A button of the errors page: on one row (`only`), the ticked rows, a group or all."""
+        back: Annotated[str | None, Form(max_length=2000)] = None, confirm: Annotated[bool, Form()] = False) -> Response:
+    """A button of the errors page: on one row (`only`), the ticked rows, a group or all. Delete
+    records first shows what it would remove and enqueues only once the operator confirms."""
     _check_csrf(request, csrf_token)
     back_to = _safe_next(back or "/errors")
     use = side or use
@@ -237,6 +238,9 @@ def act(request: Request, kind: str, user: User, web: Web, side: str | None = No
         if refused:
             flash(request, "error", refused)
             return _see(back_to)
+        if kind == "delete" and not confirm:
+            return render(request, "confirm_delete.html", user, preview=views.deletion_preview(web.engine, chosen),
+                          ids=[i for ids in chosen.values() for i in ids], back=back_to)
         params = {"now": True} if kind == "retry" else {"use": use} if kind == "resolve" else {}
         job_ids = enqueue_selected(web.engine, web.broker, web.settings, kind, chosen, user, params)
     except UsageError as exc:

@@ -17,7 +17,7 @@ from store.settings import Settings
 class WebState:
     settings: Settings
     engine: sa.Engine
-    broker: dramatiq.Broker
+    broker: dramatiq.Broker | None  # None: jobs wait in the store for a scheduler or `tablesync run`
     auth: Auth
 
 

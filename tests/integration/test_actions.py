@@ -108,8 +108,13 @@ def test_restore_delete_and_uncouple_settle_deletion_conflicts(env) -> None:  # 
     status, job, _ = act(env, "restore", by_key["1"])
     assert status == 0 and job is not None and job["inserted"] == 1, job
     assert count(crm, "accounts", "accountnumber = 'C000001'") == 1
-    status, job, _ = act(env, "delete", by_key["3"])
+    refused = env.cli("delete", by_key["3"], check=False)  # no terminal to ask and no --yes: nothing happens
+    assert refused.returncode == 2 and "confirm with --yes" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"coupling {by_key['3']} (CUSTOMER): crm accounts account_id=" in refused.stdout  # which app loses what
+    assert count(crm, "accounts", "accountnumber = 'C000003'") == 1
+    status, job, preview = act(env, "delete", by_key["3"], "--yes")
     assert status == 0 and job is not None and job["deleted"] == 1, job
+    assert "1 record(s) will be deleted" in preview and "crm accounts account_id=" in preview  # on stderr with --json
     assert count(crm, "accounts", "accountnumber = 'C000003'") == 0
     status, job, _ = act(env, "uncouple", by_key["2"])
     assert status == 0 and job is not None and job["uncoupled"] == 1

@@ -131,14 +131,14 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_interval(env
     setup_customer_sync(env, rows=5, schedule="every 1s")
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
     with store.begin() as conn:  # a job written and sent, whose message the broker then lost
-        lost = conn.execute(sa.text("INSERT INTO jobs (mapping, kind, status, params, enqueued_at, inserted, modified, "
-                                    "deleted, unchanged, coupled, uncoupled, conflicts, skipped, failed, attempts) "
+        lost = conn.execute(sa.text("INSERT INTO jobs (mapping, kind, status, params, enqueued_at, sent_at, inserted, "
+                                    "modified, deleted, unchanged, coupled, uncoupled, conflicts, skipped, failed, attempts) "
                                     "VALUES ('CUSTOMER', 'sync', 'queued', '{}', now() - interval '20 minutes', "
-                                    "0, 0, 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id")).scalar_one()
+                                    "now() - interval '20 minutes', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id")).scalar_one()
     sent: list[int] = []
     assert resend_queued(store, sent.append, 600) == [lost] and resend_queued(store, sent.append, 600) == []  # once
     with store.begin() as conn:  # as if that send was lost too, long ago
-        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '20 minutes' WHERE id = :i"), {"i": lost})
+        conn.execute(sa.text("UPDATE jobs SET sent_at = now() - interval '20 minutes' WHERE id = :i"), {"i": lost})
     env.start_worker()
     env.start_scheduler(TABLESYNC_QUEUED_RESEND_SECONDS="1", TABLESYNC_DEPENDENCY_WAIT_SECONDS="0")
 

@@ -187,7 +187,7 @@ def test_every_invalid_value_is_quoted_in_its_error(path: tuple[Any, ...], value
     assert any(any(s in p for s in shown) for p in found), found
 
 
-def test_spec_example_is_valid_and_its_two_way_transform_goes_to_integration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spec_example_is_valid_and_its_two_way_transform_goes_to_integration() -> None:
     from workers.fieldmap import compile_plan
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "data" / "spec_example.yaml")

@@ -48,9 +48,20 @@ def test_settings_errors_name_the_variable() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(store_url="mongodb://x", broker_url="kafka://y", worker_metrics_port=0)
     text = str(info.value)
-    assert "TABLESYNC_STORE_URL: Value error, unsupported store 'mongodb'" in text
-    assert "TABLESYNC_BROKER_URL: Value error, unsupported broker 'kafka'" in text
+    assert "TABLESYNC_STORE_URL: unsupported store 'mongodb'" in text
+    assert "TABLESYNC_BROKER_URL: unsupported broker 'kafka'" in text
     assert "TABLESYNC_WORKER_METRICS_PORT" in text
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("not json", "TABLESYNC_WEB_USERS: not valid JSON"),
+    ("[1]", "TABLESYNC_WEB_USERS: expected a JSON object of operator names and Argon2 hashes"),
+    ('{"alice": 3}', "TABLESYNC_WEB_USERS: expected a JSON object"),
+])
+def test_a_web_users_setting_that_is_not_json_names_the_variable(value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(web_users=value)
+    assert expected in str(info.value)
 
 
 def test_settings_defaults() -> None:
