@@ -36,9 +36,8 @@ def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings,
     log.info("scheduler started (poll every %.1fs)", settings.scheduler_poll_seconds)
     while not stop.is_set():
         try:
-            enqueue_due(store, send, cache=cache)
-            send_waiting(store, send)
-            if broker_down:
+            sent = enqueue_due(store, send, cache=cache) + send_waiting(store, send)
+            if broker_down and sent:  # a send went through: the broker takes messages again
                 log.warning("the broker is back: jobs that waited in the store were sent")
                 broker_down = False
             if time.monotonic() - last_maintenance >= MAINTENANCE_EVERY:

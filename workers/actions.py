@@ -216,10 +216,11 @@ class Action:
 
     def resolve(self, pairs: list[Pair], use: str) -> None:
         if self.spec.direction != "bidirectional" and use != source_side(self.spec.direction):
+            source = source_side(self.spec.direction)  # the side a one-way mapping never writes to
             for p in pairs:
-                self.refuse(p, None, f"mapping {self.spec.name} flows {self.spec.direction}: its {use} records are never "
-                                     f"written to; use --use {source_side(self.spec.direction)}, or change the record in the "
-                                     f"{use} app and `tablesync retry`")
+                self.refuse(p, None, f"mapping {self.spec.name} flows {self.spec.direction}: its {source} records are never "
+                                     f"written to, so the {use} values cannot win; use --use {source}, or change the "
+                                     f"record in the {source} app and `tablesync retry`")
             return
         ok = self.both_exist(pairs, "synchronize")
         with self.ctx.store.begin() as conn:

@@ -81,7 +81,8 @@ def test_refusals_say_why_and_what_to_do(env) -> None:  # type: ignore[no-untype
     assert status == 1 and job is not None and job["status"] == "failed"
     assert "the integration record" in job["message"] and "use `tablesync restore`" in job["message"]
     status, job, _ = act(env, "resolve", cid, "--use", "integration")
-    assert status == 1 and job is not None and "never written to; use --use local" in job["message"]
+    assert status == 1 and job is not None, job  # the side named is the one a to_integration mapping never writes
+    assert "its local records are never written to, so the integration values cannot win; use --use local" in job["message"]
     with sa.create_engine(env.store_url).connect() as conn:
         other = str(conn.execute(sa.text("SELECT id FROM couplings WHERE local_key = '3'")).scalar())
     status, job, _ = act(env, "restore", other)
