@@ -89,7 +89,8 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = "Jobs") -> Table:
         if j["started_at"] and j["finished_at"]:
             d = (parse_iso(j["finished_at"]) - parse_iso(j["started_at"])).total_seconds()  # type: ignore[operator]
             duration = f"{d:.2f}s"
-        rows.append([j["id"], j["mapping"], j["kind"], j["status"], ago(parse_iso(j["enqueued_at"])), duration, j["inserted"], j["modified"],
+        status = f"{j['status']}, {j['failed']} failed" if j["status"] == "succeeded" and j["failed"] else j["status"]
+        rows.append([j["id"], j["mapping"], j["kind"], status, ago(parse_iso(j["enqueued_at"])), duration, j["inserted"], j["modified"],
                      j["deleted"], j["unchanged"], j["conflicts"], j["skipped"], j["failed"], j["message"] or ""])
     return table(title, ["id", "mapping", "kind", "status", "enqueued", "took", "ins", "mod", "del", "unch", "confl", "skip", "fail",
                          "message"], rows)

@@ -97,6 +97,7 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
              two_way: bool) -> Counters:
     counters = Counters()
     src_side, tgt_side = plan.source_side(), plan.target_side()
+    src_name, tgt_name = f"{plan.source.app} {plan.source.table}", f"{plan.target.app} {plan.target.table}"  # as operators know them
     remove: list[Gone] = []
     restore: list[Gone] = []  # re-create the target from the source
     restore_source: list[Gone] = []  # re-create the source from the target (two-way only)
@@ -115,8 +116,8 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
             elif strategy == "restore" and two_way:
                 restore_source.append(g)
             else:
-                skip.append((g, f"the {src_side} record {g.source_key} was deleted; the {tgt_side} record "
-                                f"{g.target_key} still exists"))
+                skip.append((g, f"the {src_side} record {g.source_key} ({src_name}) was deleted; the {tgt_side} record "
+                                f"{g.target_key} ({tgt_name}) still exists"))
         elif strategy == "restore":
             restore.append(g)
         elif strategy == "remove_coupling":
@@ -124,8 +125,8 @@ def _resolve(ctx: Any, plan: DirectionPlan, source: AppTable, target: AppTable, 
         elif strategy == "delete" and two_way:
             delete_source.append(g)
         else:
-            skip.append((g, f"the {tgt_side} record {g.target_key} was deleted; the {src_side} record "
-                            f"{g.source_key} still exists"))
+            skip.append((g, f"the {tgt_side} record {g.target_key} ({tgt_name}) was deleted; the {src_side} record "
+                            f"{g.source_key} ({src_name}) still exists"))
 
     for table, items, side, key_of in ((target, delete_target, tgt_side, lambda g: g.target_key),
                                        (source, delete_source, src_side, lambda g: g.source_key)):

@@ -187,7 +187,8 @@ def job(request: Request, job_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: U
     with web.engine.connect() as conn:
         row = get_job(conn, job_id)
     params = dict(row.params or {}) if row is not None else {}  # what an action was given: its couplings, its side
-    return render(request, "job.html", user, job=obj, params=params, finished=obj["status"] in FINISHED)
+    return render(request, "job.html", user, job=obj, params=params, finished=obj["status"] in FINISHED,
+                  sides=views.mapping_sides(web.engine))
 
 
 # -- coupled data synchronization errors ---------------------------------------------------------
@@ -207,7 +208,7 @@ def errors(request: Request, user: User, web: Web, mapping: Annotated[str | None
     return render(request, "errors.html", user, errors=rows[:ERROR_ROWS], total=len(rows), groups=views.error_groups(found),
                   view=view, group_allowed=group_allowed, retryable=[e for e in rows if "retry" in e["allowed"]],
                   filters={"mapping": mapping or "", "reason": reason or "", "group": group or ""},
-                  names=views.mapping_names(web.engine), reasons=views.REASONS)
+                  names=views.mapping_names(web.engine), reasons=views.REASONS, sides=views.mapping_sides(web.engine))
 
 
 @router.post("/actions/{kind}")

@@ -1,5 +1,5 @@
 """The web console in a real headless Chromium (Debian's, driven by Playwright): an operator logs
-in, finds a real update conflict made by a real sync, presses Synchronize → local wins, watches
+in, finds a real update conflict made by a real sync, presses Synchronize → erp wins, watches
 the row go, and reads the resolve entry with their name in the record's log.
 
 With TABLESYNC_UPDATE_SCREENSHOTS=1 the errors page's screenshot replaces docs/console-errors.png.
@@ -77,6 +77,8 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
         expect(deletion.get_by_role("button", name="Retry")).to_be_disabled()  # its integration record is gone
         expect(deletion.get_by_role("button", name="Restore records")).to_be_enabled()
         expect(row).to_contain_text("phone")
+        expect(row).to_contain_text("erp customers")  # records named by app and table, not only by side
+        expect(row).to_contain_text("crm accounts")
         expect(row.get_by_role("button", name="Retry")).to_be_enabled()
         expect(row.get_by_role("button", name="Restore records")).to_be_disabled()  # both records exist
         log_href = row.locator("a.key").first.get_attribute("href")
@@ -85,7 +87,7 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
         if os.environ.get("TABLESYNC_UPDATE_SCREENSHOTS"):
             shutil.copy(shot, ROOT / "docs" / "console-errors.png")
 
-        row.get_by_role("button", name="Synchronize → local wins").click()
+        row.get_by_role("button", name="Synchronize → erp wins").click()
         expect(page).to_have_url(f"{base}/jobs/" + page.url.rsplit("/", 1)[-1])
         expect(page.locator("h1")).to_contain_text("resolve of CUSTOMER")
         expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=60_000)  # the page refreshes itself
@@ -94,6 +96,13 @@ def test_operator_resolves_a_real_update_conflict_in_the_browser(env, tmp_path: 
         page.goto(base + "/errors")
         expect(page.locator("table.errors tbody tr[data-coupling]")).to_have_count(1)
         expect(page.locator("table.errors tbody tr", has_text="update conflict")).to_have_count(0)
+        # Delete records says which app loses which record, and asks first
+        page.locator("table.errors tbody tr", has_text="deletion conflict").get_by_role("button", name="Delete records").click()
+        expect(page.locator("h1")).to_have_text("Delete records?")
+        expect(page.locator("table.confirm tbody tr")).to_contain_text("erp")
+        expect(page.locator("table.confirm tbody tr")).to_contain_text("customers")
+        page.get_by_role("link", name="Cancel").click()
+        expect(page.locator("table.errors tbody tr[data-coupling]")).to_have_count(1)  # nothing was deleted
 
         page.goto(base + log_href)  # type: ignore[operator]
         resolved = page.locator("tbody tr", has_text="resolve")

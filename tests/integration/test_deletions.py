@@ -43,7 +43,8 @@ def test_skip_reports_deletions_on_either_side_in_the_errors_list(env) -> None: 
     assert set(errors) == {"3", "7"}
     assert (errors["3"]["local_exists"], errors["3"]["integration_exists"], errors["3"]["reason"]) == (False, True, "deletion_conflict")
     assert (errors["7"]["local_exists"], errors["7"]["integration_exists"]) == (True, False)
-    assert errors["3"]["message"].startswith("the local record 3 was deleted; the integration record")
+    assert errors["3"]["message"].startswith("the local record 3 (erp customers) was deleted; the integration record")
+    assert errors["3"]["message"].endswith("(crm accounts) still exists")
     assert sync(env)["conflicts"] == 0  # skipped couplings are not reported again
 
 

@@ -60,3 +60,23 @@ def test_errors_groups_act_on_a_whole_group_and_keys_link_to_record_logs(env) ->
     log = client.get("/records/CUSTOMER/local/3").text
     assert "Synchronization log of local record" in log and "uncouple" in log and "alice" in log
     assert client.get("/records/CUSTOMER/sideways/3").status_code == 404
+
+
+def test_pages_speak_the_operators_language(env) -> None:  # type: ignore[no-untyped-def]
+    """App and table names beside the sides, and a job whose records failed is not a green success."""
+    setup_customer_sync(env, rows=1)
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    with store.begin() as conn:
+        [clean, partial] = create_jobs(conn, [("CUSTOMER", {}), ("CUSTOMER", {})], "sync")
+        conn.execute(sa.text("UPDATE jobs SET status = 'succeeded', direction = 'to_integration', failed = :f, "
+                             "finished_at = now() WHERE id = :i"), [{"f": 0, "i": clean}, {"f": 3, "i": partial}])
+        conn.execute(sa.text("INSERT INTO job_errors (job_id, direction, source_key, destination_key, message, created_at) "
+                             "VALUES (:i, 'to_integration', '7', NULL, 'bad value', now())"), {"i": partial})
+    client = logged_in(make_app(env))
+    page = client.get(f"/jobs/{partial}").text
+    assert 'class="status partial"' in page and "succeeded with 3 failed records" in page
+    assert "erp customers" in page and "crm accounts" in page and "erp → crm" in page
+    assert 'class="status succeeded"' in client.get(f"/jobs/{clean}").text
+    listing = client.get("/jobs").text
+    assert "succeeded with 3 failed records" in listing and listing.count('class="status succeeded"') == 1
+    assert "succeeded, 3 failed" in env.cli("jobs").stdout
