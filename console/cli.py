@@ -234,9 +234,9 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 def _enqueued(engine: sa.Engine, settings: Settings, ids: list[int], sent: bool, wait: bool, timeout: float,
               as_json: bool) -> int:
     """What every enqueueing command prints: the job ids, or with --wait each finished job."""
-    if not sent and ids:
+    if not sent and ids and not _senders_alive(engine, settings):
         print(f"tablesync: TABLESYNC_BROKER_URL is not set: job(s) {', '.join(map(str, ids))} wait in the store until "
-              "a scheduler or `tablesync run` on this store sends them to a worker", file=sys.stderr)
+              "a scheduler or `tablesync run` on this store sends them to a worker; none is running now", file=sys.stderr)
     if not wait:
         for i in ids:
             print(i)
@@ -288,6 +288,13 @@ def _detail(sample: dict[str, Any]) -> str:
     if sample.get("deleted_side"):
         return f"the {sample['deleted_side']} record was deleted (on_deletion_conflict: {sample['on_deletion_conflict']})"
     return str(sample.get("message") or "")
+
+
+def _senders_alive(engine: sa.Engine, settings: Settings) -> bool:
+    from console.waiting import senders_alive
+
+    with engine.connect() as conn:
+        return senders_alive(conn, settings)
 
 
 def _wait_and_print(engine: sa.Engine, settings: Settings, job_id: int, timeout: float, as_json: bool) -> int:

@@ -12,6 +12,7 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -120,6 +121,23 @@ def create_apps(erp_url: str, crm_url: str, rows: int) -> None:
     crm.dispose()
 
 
+def next_commands(base: Path, skipped: dict[str, Any]) -> list[str]:
+    """The commands the demo suggests, runnable as printed (tests run them): the store, then
+    `tablesync run` in the background, then reads, a dry run and the actions on its two errors."""
+    cmds = [(f"export TABLESYNC_STORE_URL=sqlite:///{base / 'store.db'}", ""),
+            (f"tablesync run > {base / 'run.log'} 2>&1 &", "scheduler + workers on this store (no broker needed)"),
+            ("tablesync errors", "the two errors above, with their coupling ids"),
+            ("tablesync log CONTACT 2", "contact 2's synchronization log: every job that touched it"),
+            ("tablesync sync CUSTOMER --dry-run", "what a run would do now; writes nothing")]
+    if "CONTACT" in skipped:
+        cmds.append((f"tablesync resolve {skipped['CONTACT'].id} --use local --wait", "contact 2: the ERP's phone wins"))
+    if "CUSTOMER" in skipped:
+        cmds.append((f"tablesync restore {skipped['CUSTOMER'].id} --wait", "customer 10: its deleted CRM account is re-created"))
+    cmds += [("tablesync errors", "none left"), ("tablesync jobs --limit 5", "the jobs those commands made")]
+    width = max(len(c) for c, note in cmds if note)
+    return [f"{c:<{width}}  # {note}" if note else c for c, note in cmds]
+
+
 def run_demo(directory: str, rows: int = 300) -> int:
     from console.inprocess import InProcess
     from store.config_live import check_live
@@ -144,7 +162,8 @@ def run_demo(directory: str, rows: int = 300) -> int:
     reset_store_engine()
     settings = get_settings()
 
-    out.print(f"[bold]1. Two demo apps[/] in {base}: ERP customers/prospects ({rows} customers), CRM accounts/leads")
+    out.print(f"[bold]1. Two demo apps[/] in {base}: ERP customers/prospects ({rows} customers, {rows // 25} of them "
+              "blocked, which the CUSTOMER mapping's filter leaves out), CRM accounts/leads")
     create_apps(f"sqlite:///{erp}", f"sqlite:///{crm}", rows)
     (base / "tablesync.yaml").write_text(CONFIG.format(erp=f"sqlite:///{erp}", crm=f"sqlite:///{crm}"))
     store = create_engine(settings.store_url)
@@ -195,6 +214,7 @@ def run_demo(directory: str, rows: int = 300) -> int:
                          {"now": datetime.now(timezone.utc).replace(tzinfo=None)})
         cycle("6. The bad value was fixed in the ERP: the failed record is retried and lands")
 
+    from store.couplings import skipped_couplings
     from store.jobs import errors_of, list_jobs
 
     with store.connect() as conn:
@@ -217,11 +237,11 @@ def run_demo(directory: str, rows: int = 300) -> int:
 
     out.print("[bold]7. What an operator must decide: the coupled data synchronization errors[/] (tablesync errors)")
     cli_main(["errors"])
-    env = f"TABLESYNC_STORE_URL=sqlite:///{store_path}"
-    out.print("\n[bold]Next, try:[/]")
-    for cmd in ("tablesync mappings", "tablesync errors --json", "tablesync jobs --mapping CUSTOMER", f"tablesync job {ids[0]} --json",
-                "tablesync run    # scheduler + workers; edit the apps and watch"):
-        out.print(f"  {env} {cmd}")
+    with store.connect() as conn:
+        skipped = {r.mapping: r for r in skipped_couplings(conn)}
+    out.print("\n[bold]Next, try[/] (the demo's store is a real one: `tablesync run` runs what the other commands ask for):")
+    for cmd in next_commands(base, skipped):
+        out.print(f"  {cmd}", soft_wrap=True)
     erp_engine.dispose()
     crm_engine.dispose()
     store.dispose()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from console import views
 from store.jobs import FINISHED, get_job
-from store.processes import RUNNERS, SENDERS, live
+from store.processes import RUNNERS, SENDERS, live, liveness_window
 from store.settings import Settings
 from workers.enqueue import broker_label
 
@@ -46,15 +46,20 @@ def wait_for_job(engine: sa.Engine, settings: Settings, job_id: int, timeout: fl
         time.sleep(0.2)
 
 
+def senders_alive(conn: sa.Connection, settings: Settings) -> bool:
+    """Whether a scheduler or `tablesync run` is up to send the jobs waiting in this store."""
+    return bool(live(conn, SENDERS, liveness_window(settings.heartbeat_seconds)))
+
+
 def why_queued(conn: sa.Connection, settings: Settings, job_id: int, waited: float) -> str | None:
     """Why job `job_id` is still queued, from the live processes of this store; None if it is
     simply about to run."""
     job = get_job(conn, job_id)
     if job is None or job.status != "queued":
         return None
-    within = max(15.0, 3 * settings.heartbeat_seconds)
+    within = liveness_window(settings.heartbeat_seconds)
     if job.sent_at is None:
-        if live(conn, SENDERS, within):
+        if senders_alive(conn, settings):
             return None  # a scheduler or `tablesync run` sends it on its next pass
         return (f"job {job_id} waits in the store and nothing sends it: no scheduler and no `tablesync run` is running "
                 "on this store. Start `tablesync run` here (all in one), or a scheduler and workers with a broker "

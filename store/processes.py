@@ -24,6 +24,11 @@ SENDERS = ("scheduler", "run")  # roles that hand jobs waiting in the store to a
 RUNNERS = ("worker", "run")  # roles that run jobs
 
 
+def liveness_window(heartbeat_seconds: float) -> float:
+    """How recent a beat must be for its process to count as alive: a few missed beats are tolerated."""
+    return max(15.0, 3 * heartbeat_seconds)
+
+
 def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

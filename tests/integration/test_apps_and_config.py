@@ -160,6 +160,38 @@ def test_demo_runs_on_a_fresh_machine_without_servers(tmp_path) -> None:  # type
     assert contact[0]["inserted"] == 5 and (contact[1]["modified"], contact[1]["conflicts"]) == (2, 1)
     assert (customer[2]["modified"], customer[2]["failed"]) == (1, 0)
     assert by_mapping["LEAD"][0]["inserted"] == 30
+    assert "300 customers, 12 of them blocked" in out
+
+
+def test_the_demos_next_commands_run_as_printed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The demo's store is actionable: each command of its "Next, try" works as printed, with the
+    `tablesync run` it starts running the actions (no broker)."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "TABLESYNC_HEARTBEAT_SECONDS": "1"}
+    cli = [sys.executable, "-m", "console.cli"]
+    proc = subprocess.run([*cli, "demo", "--dir", str(tmp_path / "demo"), "--rows", "40"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.strip() for line in proc.stdout.split("Next, try", 1)[1].splitlines()[1:] if line.strip()]
+    assert lines[0].startswith("export TABLESYNC_STORE_URL=")
+    env.update([lines[0].removeprefix("export ").split("=", 1)])
+    commands = [line.split("  #", 1)[0].strip().split() for line in lines[1:]]
+    assert commands[0][:2] == ["tablesync", "run"] and commands[0][-1] == "&"
+    actions = {c[1] for c in commands}
+    assert {"errors", "log", "sync", "resolve", "restore", "jobs"} <= actions, commands
+    run = subprocess.Popen([*cli, "run"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    outputs = []
+    try:
+        for command in commands[1:]:
+            done = subprocess.run([*cli, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stdout[-2000:], done.stderr[-2000:])
+            if command[1] in ("resolve", "restore"):
+                assert "succeeded" in done.stdout, done.stdout
+            outputs.append(done.stdout)
+        assert "Coupled data synchronization errors (2)" in outputs[0]
+        assert "Coupled data synchronization errors (0)" in outputs[-2]  # resolved and restored: none left
+    finally:
+        run.terminate()
+        run.wait(timeout=30)
 
 
 def test_reflection_is_reused_until_the_table_definition_changes(env) -> None:  # type: ignore[no-untyped-def]
