@@ -252,7 +252,7 @@ def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, 
     """Decide a run of the mapping (or of one record) in this process and print what it would do; writes nothing."""
     from workers.actions import ActionRefused
     from workers.apps import AppError, AppUnavailable
-    from workers.dry_run import dry_run
+    from workers.dry_run import SAMPLE, dry_run
     from workers.runner import JobRefused
 
     try:
@@ -264,15 +264,19 @@ def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, 
         print_json(report.as_dict())
         return EXIT_OK
     out = console()
-    out.print(f"[bold]Dry run of {stored.spec.name}[/]: nothing was written")
+    out.print(f"[bold]Dry run of {stored.spec.name}[/]" + (f", record {record}" if record is not None else "")
+              + (", every row (--full)" if full else "") + ": nothing was written")
     if not report.directions:
         out.print("no changes: a run now would do nothing")
     for direction, r in report.directions.items():
-        title = f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+        # the summary on a line of its own: as a table title it wrapped to the width of a narrow table
+        out.print(f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())), soft_wrap=True)
         if not r.samples:
-            out.print(title)
             continue
-        out.print(table(title,
+        shown = sum(len(items) for items in r.samples.values())
+        if shown < sum(r.counts.get(what, 0) for what in r.samples):
+            out.print(f"[dim]samples: up to {SAMPLE} of each kind[/]")
+        out.print(table(None,
                         ["would", "record", "detail"],
                         [[what, " / ".join(str(s.get(k)) for k in ("source_key", "local_key", "target_key", "integration_key")
                                            if s.get(k) is not None),

@@ -103,7 +103,8 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
     with store.connect() as conn:
         job = get_job(conn, job_id)
     if job is None:
-        log.warning("job %s does not exist; message dropped", job_id)
+        log.warning("job %s does not exist in this worker's store; message dropped (was it sent by a process on "
+                    "another store? check TABLESYNC_STORE_URL, TABLESYNC_BROKER_URL and TABLESYNC_QUEUE)", job_id)
         return None
     if not _deliverable(job, retries):  # decided before locking: a duplicate must never hold the lock
         log.info("job %s is already %s; duplicate delivery dropped", job_id, job.status)

@@ -53,6 +53,23 @@ def test_each_tablesync_service_runs_a_real_cli_command(name: str, monkeypatch: 
         assert var in env, f"{name}: the config needs ${var}"
 
 
+def test_the_demo_is_one_profile_the_stack_runs_without() -> None:
+    """`docker compose up` without `--profile demo` starts no demo service and needs none: a service
+    outside the profile may wait for a demo service only with `required: false`."""
+    demo = {name for name, s in SERVICES.items() if "demo" in s.get("profiles", [])}
+    assert demo == {"erp-db", "crm-db", "demo-seed", "demo-traffic"}
+    for name, service in SERVICES.items():
+        if name in demo:
+            continue
+        assert not service.get("profiles"), name
+        for dep, how in (service.get("depends_on") or {}).items():
+            assert dep not in demo or how.get("required") is False, f"{name} cannot start without the demo's {dep}"
+    environment = SERVICES["scheduler"]["environment"]
+    for var in ("ERP_DATABASE_URL", "CRM_DATABASE_URL"):  # your apps' URLs replace the demo's without editing the file
+        assert environment[var].startswith("${" + var + ":-")
+    assert any(v.startswith("${TABLESYNC_CONFIG_FILE:-./compose/tablesync.yaml}:") for v in SERVICES["scheduler"]["volumes"])
+
+
 def test_dependencies_exist_and_one_shot_services_do_not_restart() -> None:
     for name, service in SERVICES.items():
         for dep, how in (service.get("depends_on") or {}).items():
@@ -69,7 +86,7 @@ def test_long_running_services_have_healthchecks_and_named_volumes_are_declared(
         if service["restart"] != "no" and name != "demo-traffic":  # the simulated users serve nothing to check
             assert "healthcheck" in service, name
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source = re.sub(r"^\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[0]  # ${VAR:-default} → default
             if source.startswith("."):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
             else:
