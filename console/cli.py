@@ -9,7 +9,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ from console.render import (
     jobs_table,
     note_cut,
     parse_iso,
+    print_dry_run,
     print_json,
     table,
 )
 from store.config_load import ConfigError, load_config
 from store.db import create_engine, utcnow
-from store.jobs import FINISHED
 from store.logs import configure_logging, redact
 from store.settings import Settings, SettingsError, get_settings
 from workers.enqueue import BrokerUnavailable
@@ -252,7 +251,7 @@ def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, 
     """Decide a run of the mapping (or of one record) in this process and print what it would do; writes nothing."""
     from workers.actions import ActionRefused
     from workers.apps import AppError, AppUnavailable
-    from workers.dry_run import SAMPLE, dry_run
+    from workers.dry_run import dry_run
     from workers.runner import JobRefused
 
     try:
@@ -263,35 +262,8 @@ def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, 
     if as_json:
         print_json(report.as_dict())
         return EXIT_OK
-    out = console()
-    out.print(f"[bold]Dry run of {stored.spec.name}[/]" + (f", record {record}" if record is not None else "")
-              + (", every row (--full)" if full else "") + ": nothing was written")
-    if not report.directions:
-        out.print("no changes: a run now would do nothing")
-    for direction, r in report.directions.items():
-        # the summary on a line of its own: as a table title it wrapped to the width of a narrow table
-        out.print(f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())), soft_wrap=True)
-        if not r.samples:
-            continue
-        shown = sum(len(items) for items in r.samples.values())
-        if shown < sum(r.counts.get(what, 0) for what in r.samples):
-            out.print(f"[dim]samples: up to {SAMPLE} of each kind[/]")
-        out.print(table(None,
-                        ["would", "record", "detail"],
-                        [[what, " / ".join(str(s.get(k)) for k in ("source_key", "local_key", "target_key", "integration_key")
-                                           if s.get(k) is not None),
-                          _detail(s)] for what, items in r.samples.items() for s in items]))
+    print_dry_run(report, stored.spec.name, record, full)
     return EXIT_OK
-
-
-def _detail(sample: dict[str, Any]) -> str:
-    if sample.get("changes"):
-        return ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in sample["changes"].items())
-    if sample.get("values"):
-        return ", ".join(f"{k}={v!r}" for k, v in sample["values"].items())
-    if sample.get("deleted_side"):
-        return f"the {sample['deleted_side']} record was deleted (on_deletion_conflict: {sample['on_deletion_conflict']})"
-    return str(sample.get("message") or "")
 
 
 def _senders_alive(engine: sa.Engine, settings: Settings) -> bool:

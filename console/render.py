@@ -94,3 +94,35 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = "Jobs") -> Table:
                      j["deleted"], j["unchanged"], j["conflicts"], j["skipped"], j["failed"], j["message"] or ""])
     return table(title, ["id", "mapping", "kind", "status", "enqueued", "took", "ins", "mod", "del", "unch", "confl", "skip", "fail",
                          "message"], rows)
+
+
+def print_dry_run(report: Any, mapping: str, record: str | None = None, full: bool = False) -> None:
+    """A dry run's report (workers.dry_run.DryReport) for people: per direction, its counts on a
+    line of their own (as a table title they wrapped to the width of a narrow table), then samples."""
+    from workers.dry_run import SAMPLE
+
+    out = console()
+    out.print(f"[bold]Dry run of {mapping}[/]" + (f", record {record}" if record is not None else "")
+              + (", every row (--full)" if full else "") + ": nothing was written")
+    if not report.directions:
+        out.print("no changes: a run now would do nothing")
+    for direction, r in report.directions.items():
+        out.print(f"{direction}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())), soft_wrap=True)
+        if not r.samples:
+            continue
+        if sum(len(items) for items in r.samples.values()) < sum(r.counts.get(what, 0) for what in r.samples):
+            out.print(f"[dim]samples: up to {SAMPLE} of each kind[/]")
+        out.print(table(None, ["would", "record", "detail"],
+                        [[what, " / ".join(str(s.get(k)) for k in ("source_key", "local_key", "target_key", "integration_key")
+                                           if s.get(k) is not None), _sample_detail(s)]
+                         for what, items in r.samples.items() for s in items]))
+
+
+def _sample_detail(sample: dict[str, Any]) -> str:
+    if sample.get("changes"):
+        return ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in sample["changes"].items())
+    if sample.get("values"):
+        return ", ".join(f"{k}={v!r}" for k, v in sample["values"].items())
+    if sample.get("deleted_side"):
+        return f"the {sample['deleted_side']} record was deleted (on_deletion_conflict: {sample['on_deletion_conflict']})"
+    return str(sample.get("message") or "")

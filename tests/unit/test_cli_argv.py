@@ -71,3 +71,40 @@ def test_argv_never_tracebacks(embedded: Path, command: list[str], words: list[s
         sys.stdin = stdin
     assert code in (0, 1, 2), (argv, code, err.getvalue()[-2000:])
     assert "Traceback" not in err.getvalue() + out.getvalue(), (argv, err.getvalue()[-3000:])
+
+
+@pytest.mark.parametrize("argv, stdin, says", [
+    (["job", "9223372036854775808"], "", "'9223372036854775808' is out of range: give a number from 1 to 9,223,372,036,854,775,807"),
+    (["demo", "--rows", "3"], "", "'3' is out of range: give a number from 20 to 1,000,000"),
+    (["web-user", "alice"], "pw\n", "no terminal to ask for the password: pipe it in with --password-stdin"),
+    (["web-user", "alice", "--password-stdin"], "", "standard input holds no password"),
+    (["jobs", "--limit", "-5"], "", "argument --limit: '-5' is out of range"),
+    (["sync", "CUSTOMER", "--timeout", "nan"], "", "argument --timeout: 'nan' is out of range"),
+])
+def test_the_reported_tracebacks_are_clear_refusals(embedded: Path, argv: list[str], stdin: str, says: str) -> None:
+    from console.cli import main
+
+    err = io.StringIO()
+    saved, sys.stdin = sys.stdin, io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.stdin = saved
+    assert code == 2 and says in err.getvalue(), err.getvalue()
+
+
+def test_a_dry_run_summary_stays_on_one_line_above_a_narrow_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from console.render import print_dry_run
+    from workers.dry_run import DryReport
+
+    report = DryReport("CUSTOMER")
+    r = report.of("to_integration")
+    r.add("update", {"source_key": "1", "target_key": "1", "changes": {"a": ["x", "y"]}})
+    r.counts.update(insert=1200, unchanged=98_000, couple=17, conflict=3)
+    print_dry_run(report, "CUSTOMER")
+    lines = capsys.readouterr().out.splitlines()
+    assert "to_integration: conflict 3, couple 17, insert 1200, unchanged 98000, update 1" in lines
