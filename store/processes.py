@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from store.db import utcnow
 from store.schema import processes
 
-ROLES = ("scheduler", "worker", "run")
+ROLES = ("scheduler", "worker", "run")  # what `processes.role` holds
 SENDERS = ("scheduler", "run")  # roles that hand jobs waiting in the store to a broker
 RUNNERS = ("worker", "run")  # roles that run jobs
 

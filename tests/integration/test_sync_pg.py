@@ -169,7 +169,8 @@ def test_config_apply_versions_mappings_and_deactivates_removed_ones(env) -> Non
     assert env.cli("config", "apply").stdout.strip() == "deactivated: CUSTOMER"
     assert json.loads(env.cli("mappings", "--json").stdout) == []
     refused = env.cli("sync", "CUSTOMER", check=False)
-    assert refused.returncode == 2 and "unknown mapping 'CUSTOMER'" in refused.stderr
+    assert refused.returncode == 2 and "mapping 'CUSTOMER' is deactivated" in refused.stderr  # said as it is
+    assert env.cli("jobs", "--mapping", "CUSTOMER").returncode == 0  # its history stays readable
     with env_store(env).connect() as conn:
         versions = conn.execute(sa.text("SELECT version, active, applied_by IS NOT NULL FROM mappings ORDER BY version")).all()
     assert versions == [(1, True, True), (2, True, True), (3, False, True)]
@@ -206,7 +207,8 @@ def test_skip_after_failures_and_the_errors_list(env) -> None:  # type: ignore[n
     assert (e["mapping"], e["local_key"], e["integration_key"], e["reason"]) == ("CUSTOMER", "3", e["integration_key"], "failures")
     assert (e["local_exists"], e["integration_exists"]) == (True, False)  # the insert never landed
     assert "creditlimit_positive" in e["message"] and e["failed_on"].endswith("Z")
-    assert json.loads(env.cli("errors", "--json", "--mapping", "OTHER").stdout) == []
+    other = env.cli("errors", "--json", "--mapping", "OTHER", check=False)  # a typo is refused, never an empty list
+    assert other.returncode == 2 and "unknown mapping 'OTHER'" in other.stderr and other.stdout == ""
     table = env.cli("errors").stdout
     assert "Coupled data synchronization errors (1)" in table and "failures" in table
 
