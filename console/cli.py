@@ -209,7 +209,6 @@ def _print_job(obj: dict[str, Any]) -> None:
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from console.operations import broker_for, require_active
-    from store.mappings import get_mapping
     from workers.enqueue import enqueue_sync
 
     if args.side and args.record is None:
@@ -218,9 +217,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--dry-run decides a run in this process and enqueues nothing: there is no job to --wait for")
     engine = _store(settings)
     with engine.connect() as conn:
-        require_active(conn, args.mapping)
-        stored = get_mapping(conn, args.mapping)
-    assert stored is not None
+        stored = require_active(conn, args.mapping)
     if args.dry_run:
         return _dry_run(engine, settings, stored, args.json, full=args.full, record=args.record, side=args.side)
     broker = broker_for(settings)

@@ -13,7 +13,7 @@ from console.errors import UsageError
 from console.views import require_mapping
 from store.couplings import error_signature, skipped_couplings
 from store.jobs import create_job
-from store.mappings import get_mapping
+from store.mappings import StoredMapping, get_mapping
 from store.schema import couplings
 from store.settings import Settings
 
@@ -50,12 +50,14 @@ def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: s
     return out
 
 
-def require_active(conn: sa.Connection, mapping: str) -> None:
-    """A job can only run a mapping the store holds active."""
-    require_mapping(conn, mapping)
-    if get_mapping(conn, mapping) is None:
-        raise UsageError(f"mapping {mapping!r} is deactivated (it left the config file at the last `tablesync config apply`): "
-                         "its history stays readable, but it no longer runs")
+def require_active(conn: sa.Connection, mapping: str) -> StoredMapping:
+    """The active mapping of that name: a job can only run a mapping the store holds active."""
+    stored = get_mapping(conn, mapping)
+    if stored is not None:
+        return stored
+    require_mapping(conn, mapping)  # unknown rather than deactivated: say so, listing the known ones
+    raise UsageError(f"mapping {mapping!r} is deactivated (it left the config file at the last `tablesync config apply`): "
+                     "its history stays readable, but it no longer runs")
 
 
 def broker_for(settings: Settings) -> dramatiq.Broker | None:

@@ -4,6 +4,7 @@ and `/api/` all read them from here, so the three never disagree about a job or 
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,29 +85,36 @@ def error_objects(engine: sa.Engine, mapping: str | None = None, reason: str | N
 
 def _errors(engine: sa.Engine, mapping: str | None, reason: str | None) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """`error_objects`, and the direction of each active mapping (read for the existence checks anyway)."""
-    from workers.existence import existing_keys
-
     with engine.connect() as conn:
         require_mapping(conn, mapping)
         rows = [r for r in skipped_couplings(conn, mapping) if reason is None or r.skip_reason == reason]
         stored = {m.spec.name: m for m in active_mappings(conn)}
-    exists: dict[tuple[str, str], set[str] | None] = {}
-    for name in sorted({r.mapping for r in rows}):
-        if name in stored:
-            for side in SIDES:
-                keys = [getattr(r, f"{side}_key") for r in rows if r.mapping == name]
-                exists[(name, side)] = existing_keys(stored[name], side, keys)
-
-    def live(r: Any, side: str) -> bool | None:
-        found = exists.get((r.mapping, side))
-        key = getattr(r, f"{side}_key")
-        return None if found is None else (key is not None and key in found)
+    live = live_records(stored, rows)
 
     return [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
              "local_exists": live(r, "local"), "integration_exists": live(r, "integration"), "reason": r.skip_reason,
              "message": r.message, "failed_on": iso(r.failed_on),
              "signature": error_signature(r.mapping, r.skip_reason, r.message)} for r in rows], \
         {name: m.spec.direction for name, m in stored.items()}
+
+
+def live_records(stored: dict[str, Any], rows: list[Any]) -> Callable[[Any, str], bool | None]:
+    """Whether each coupling row's record on a side exists, checked live in the apps with one
+    query per mapping and side: a function (row, side) → True/False, or None when the app (or an
+    inactive mapping) could not be asked."""
+    from workers.existence import existing_keys
+
+    exists: dict[tuple[str, str], set[str] | None] = {}
+    for name in sorted({r.mapping for r in rows} & set(stored)):
+        for side in SIDES:
+            exists[(name, side)] = existing_keys(stored[name], side, [getattr(r, f"{side}_key") for r in rows if r.mapping == name])
+
+    def live(r: Any, side: str) -> bool | None:
+        found = exists.get((r.mapping, side))
+        key = getattr(r, f"{side}_key")
+        return None if found is None else (key is not None and key in found)
+
+    return live
 
 
 def error_groups(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,33 +191,29 @@ def deletion_preview(engine: sa.Engine, chosen: dict[str, list[int]]) -> list[di
     """What Delete records would remove, coupling by coupling, judged on the live records as the
     worker will judge them: the surviving record of a pair whose other record is gone (`delete`:
     its app, table, key column and key), or why nothing would be deleted (`refused`)."""
-    from workers.existence import existing_keys
-
     out: list[dict[str, Any]] = []
     with engine.connect() as conn:
         stored = {m.spec.name: m for m in active_mappings(conn)}
         rows = conn.execute(sa.select(couplings).where(couplings.c.id.in_([i for ids in chosen.values() for i in ids]))
-                            .order_by(couplings.c.id)).all()
-    for name in sorted({r.mapping for r in rows}):
-        mine = [r for r in rows if r.mapping == name]
-        m = stored.get(name)
-        found = {side: existing_keys(m, side, [getattr(r, f"{side}_key") for r in mine]) if m else None for side in SIDES}
-        for r in mine:
-            item: dict[str, Any] = {"coupling_id": r.id, "mapping": name}
-            here = {side: None if found[side] is None else getattr(r, f"{side}_key") in found[side] for side in SIDES}
-            if m is None or None in here.values():
-                item.update(action="refused", reason="an app could not be asked whether the records exist")
-            elif all(here.values()):
-                item.update(action="refused", reason="both records exist: there is no deletion to settle")
-            elif not any(here.values()):
-                item.update(action="refused" if r.state == "uncoupled" else "uncouple",
-                            reason="both records are gone: only the coupling is removed")
-            else:
-                side = "local" if here["local"] else "integration"
-                spec = m.spec.side(side)
-                item.update(action="delete", side=side, app=spec.app, table=spec.table, key_column=spec.key,
-                            key=getattr(r, f"{side}_key"))
-            out.append(item)
+                            .order_by(couplings.c.mapping, couplings.c.id)).all()
+    live = live_records(stored, rows)
+    for r in rows:
+        m = stored.get(r.mapping)
+        item: dict[str, Any] = {"coupling_id": r.id, "mapping": r.mapping}
+        here = {side: live(r, side) for side in SIDES}
+        if m is None or None in here.values():
+            item.update(action="refused", reason="an app could not be asked whether the records exist")
+        elif all(here.values()):
+            item.update(action="refused", reason="both records exist: there is no deletion to settle")
+        elif not any(here.values()):
+            item.update(action="refused" if r.state == "uncoupled" else "uncouple",
+                        reason="both records are gone: only the coupling is removed")
+        else:
+            side = "local" if here["local"] else "integration"
+            spec = m.spec.side(side)
+            item.update(action="delete", side=side, app=spec.app, table=spec.table, key_column=spec.key,
+                        key=getattr(r, f"{side}_key"))
+        out.append(item)
     return out
 
 
