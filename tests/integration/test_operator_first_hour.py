@@ -202,9 +202,13 @@ def test_tablesync_run_without_a_broker_runs_what_other_commands_ask_for(env) ->
                            cwd=env.tmp, stdout=open(env.tmp / "run.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     env.processes.append(run)
     job = json.loads(env.cli("sync", "CUSTOMER", "--wait", "--json", "--timeout", "60", TABLESYNC_BROKER_URL="").stdout)
-    assert (job["status"], job["inserted"]) == ("succeeded", 4), job
+    assert job["status"] == "succeeded", job
     again = json.loads(env.cli("sync", "CUSTOMER", "--full", "--wait", "--json", TABLESYNC_BROKER_URL="").stdout)
     assert (again["status"], again["unchanged"]) == ("succeeded", 4), again
+    # `run`'s own scheduler ticks the mapping as it starts, and that tick may run first: the four
+    # rows land once, by whichever job ran first (CI saw the tick win)
+    jobs = json.loads(env.cli("jobs", "--mapping", "CUSTOMER", "--json").stdout)
+    assert sum(j["inserted"] for j in jobs) == 4 and not [j for j in jobs if j["status"] == "failed"], jobs
 
 
 def env_cli(env: Any) -> list[str]:
