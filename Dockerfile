@@ -5,10 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY store store
-COPY workers workers
-COPY scheduler scheduler
-COPY console console
+COPY tablesync tablesync
 RUN pip install . \
  && useradd --system --uid 10001 --home-dir /var/lib/tablesync --create-home tablesync
 

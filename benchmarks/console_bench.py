@@ -46,16 +46,16 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from console import views
-    from console.web.app import create_app
-    from console.web.auth import hash_password
-    from store.config_model import ConfigFile
-    from store.jobs import create_job, create_jobs
-    from store.mappings import apply_config, get_mapping
-    from store.migrate import upgrade
-    from store.settings import load_settings
-    from workers.broker import build_broker
-    from workers.runner import sync_mapping
+    from tablesync.console import views
+    from tablesync.console.web.app import create_app
+    from tablesync.console.web.auth import hash_password
+    from tablesync.config.model import ConfigFile
+    from tablesync.store.jobs import create_job, create_jobs
+    from tablesync.store.mappings import apply_config, get_mapping
+    from tablesync.store.migrate import upgrade
+    from tablesync.config.settings import load_settings
+    from tablesync.worker.broker import build_broker
+    from tablesync.worker.runner import sync_mapping
 
     n = args.errors
     with databases("erp", "crm", "store") as urls:
@@ -104,7 +104,7 @@ def main() -> None:
         store.dispose()
         erp.dispose()
         crm.dispose()
-        from workers import runner
+        from tablesync.worker import runner
 
         for e in runner._engines.values():  # the databases are dropped next: close the pooled connections
             e.dispose()

@@ -60,18 +60,18 @@ def databases(*names: str) -> Iterator[dict[str, str]]:
 
 
 def one_run(rows: int, with_events: bool) -> float:
-    from store.config_model import AppSpec, MappingSpec
-    from store.mappings import StoredMapping
-    from store.migrate import upgrade
-    from store.settings import Settings
-    from workers import engine as engine_module
-    from workers.runner import sync_mapping
+    from tablesync.config.model import AppSpec, MappingSpec
+    from tablesync.store.mappings import StoredMapping
+    from tablesync.store.migrate import upgrade
+    from tablesync.config.settings import Settings
+    from tablesync.sync import one_way as engine_module
+    from tablesync.worker.runner import sync_mapping
 
     with databases("erp", "crm", "store") as urls:
         erp, crm, store = (sa.create_engine(urls[n]) for n in ("erp", "crm", "store"))
         create_apps(erp, crm, rows)
         upgrade(store)
-        from store.jobs import create_job
+        from tablesync.store.jobs import create_job
 
         stored = StoredMapping(spec=MappingSpec.model_validate(CONFIG), version=1,
                                apps={"erp": AppSpec(url=urls["erp"]), "crm": AppSpec(url=urls["crm"])})
@@ -96,7 +96,7 @@ def one_run(rows: int, with_events: bool) -> float:
         assert counters.modified == rows, counters
         for e in (erp, crm, store):
             e.dispose()
-        from workers import runner
+        from tablesync.worker import runner
 
         for e in runner._engines.values():  # the databases are dropped next: close the pooled connections
             e.dispose()

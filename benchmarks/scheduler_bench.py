@@ -62,8 +62,8 @@ def main() -> None:
                "TABLESYNC_BROKER_NAMESPACE": ns, "TABLESYNC_QUEUE": ns, "TABLESYNC_CONFIG": str(config),
                "PYTHONPATH": str(ROOT)}
         for cmd in (["db", "upgrade"], ["config", "apply", "--skip-live-check"]):
-            subprocess.run([sys.executable, "-m", "console.cli", *cmd], env=env, check=True, capture_output=True)
-        procs = [subprocess.Popen([sys.executable, "-m", "console.cli", *cmd], env=env, stdout=subprocess.DEVNULL,
+            subprocess.run([sys.executable, "-m", "tablesync.console.cli", *cmd], env=env, check=True, capture_output=True)
+        procs = [subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", *cmd], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
                  for cmd in (["scheduler"], ["worker", "--processes", "1", "--threads", "2"])]
         scheduler = procs[0]

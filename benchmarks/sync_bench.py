@@ -150,12 +150,12 @@ class Tablesync:
         self.cli("db", "upgrade")
         self.cli("config", "apply")
         log = open(tmp / "worker.log", "w")
-        self.worker = subprocess.Popen([sys.executable, "-m", "console.cli", "worker", "--processes", "1", "--threads", "1"],
+        self.worker = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "worker", "--processes", "1", "--threads", "1"],
                                        env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.peak_rss_mb = 0.0
 
     def cli(self, *args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "console.cli", *args], env=self.env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "tablesync.console.cli", *args], env=self.env, capture_output=True, text=True)
         if proc.returncode != 0:
             log = self.tmp / "worker.log"
             raise RuntimeError(f"tablesync {' '.join(args)}: {proc.stderr}\n{log.read_text()[-3000:] if log.exists() else ''}")
@@ -165,7 +165,7 @@ class Tablesync:
         """`tablesync sync`, then the job row polled from the store with one query per 0.2 s: a
         `tablesync job` process per poll would take a core's share from the job it measures."""
         job_id = int(self.cli("sync", "CUSTOMER", *extra).strip())
-        from store.schema import jobs
+        from tablesync.store.schema import jobs
 
         while True:
             with self.store.connect() as conn:

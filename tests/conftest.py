@@ -72,8 +72,8 @@ def drop_pg_db(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def store_template() -> Iterator[str]:
-    from store.db import create_engine
-    from store.migrate import upgrade
+    from tablesync.db.engine import create_engine
+    from tablesync.store.migrate import upgrade
 
     name = f"ts_{RUN_ID}_tpl"
     url = create_pg_db(name)
@@ -110,7 +110,7 @@ class Env:
         return env
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "console.cli", *args], env=self.environ(**extra), cwd=self.tmp,
+        proc = subprocess.run([sys.executable, "-m", "tablesync.console.cli", *args], env=self.environ(**extra), cwd=self.tmp,
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"tablesync {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -119,7 +119,7 @@ class Env:
     def start_worker(self, threads: int = 2, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "console.cli", "worker", "--processes", "1", "--threads", str(threads)],
+            [sys.executable, "-m", "tablesync.console.cli", "worker", "--processes", "1", "--threads", str(threads)],
             env=self.environ(**{"TABLESYNC_WORKER_METRICS_PORT": str(free_port()), **extra}), cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes.append(proc)
@@ -127,7 +127,7 @@ class Env:
 
     def start_scheduler(self, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
         log = open(self.tmp / f"scheduler-{len(self.processes)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "-v", "scheduler"],
+        proc = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "-v", "scheduler"],
                                 env=self.environ(**{"TABLESYNC_SCHEDULER_METRICS_PORT": str(free_port()), **extra}),
                                 cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(proc)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from console.web.auth import hash_password
+from tablesync.console.web.auth import hash_password
 from tests.conftest import free_port, require_tool, wait_for
 from tests.integration.helpers import sync
 from tests.integration.test_bidirectional import execute, rows, setup
@@ -31,7 +31,7 @@ PASSWORD = "operator password 1"
 def start_web(env, port: int) -> subprocess.Popen:  # type: ignore[no-untyped-def,type-arg]
     log = open(env.tmp / "web.log", "w")
     users = json.dumps({"alice": hash_password(PASSWORD)})
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "web", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "web", "--port", str(port)],
                             env=env.environ(TABLESYNC_WEB_USERS=users, TABLESYNC_WEB_SECRET_KEY="e2e-secret"),
                             cwd=env.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     env.processes.append(proc)

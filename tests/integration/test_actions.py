@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from store.settings import Settings
+from tablesync.config.settings import Settings
 from tests.conftest import wait_for
 from tests.integration.helpers import count, setup_customer_sync, sync
-from workers.broker import build_broker
-from workers.enqueue import send_job
+from tablesync.worker.broker import build_broker
+from tablesync.worker.enqueue import send_job
 from tests.integration.test_bidirectional import crm_view, execute, local_view, setup
 
 pytestmark = pytest.mark.integration

@@ -139,13 +139,13 @@ def test_store_upgrade_is_idempotent_on_postgresql_and_sqlite(env, tmp_path) -> 
 
 def test_demo_runs_on_a_fresh_machine_without_servers(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "console.cli", "demo", "--dir", str(tmp_path / "demo")], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "tablesync.console.cli", "demo", "--dir", str(tmp_path / "demo")], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "Initial synchronization" in out and "cannot convert 'a lot' to numeric for column creditlimit" in out
     store = f"sqlite:///{tmp_path / 'demo' / 'store.db'}"
-    jobs = json.loads(subprocess.run([sys.executable, "-m", "console.cli", "jobs", "--json"], cwd=tmp_path,
+    jobs = json.loads(subprocess.run([sys.executable, "-m", "tablesync.console.cli", "jobs", "--json"], cwd=tmp_path,
                                      env={**env, "TABLESYNC_STORE_URL": store}, capture_output=True, text=True,
                                      check=True).stdout)
     by_mapping = {}
@@ -167,7 +167,7 @@ def test_the_demos_next_commands_run_as_printed(tmp_path) -> None:  # type: igno
     """The demo's store is actionable: each command of its "Next, try" works as printed, with the
     `tablesync run` it starts running the actions (no broker)."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "TABLESYNC_HEARTBEAT_SECONDS": "1"}
-    cli = [sys.executable, "-m", "console.cli"]
+    cli = [sys.executable, "-m", "tablesync.console.cli"]
     proc = subprocess.run([*cli, "demo", "--dir", str(tmp_path / "demo"), "--rows", "40"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
@@ -196,8 +196,8 @@ def test_the_demos_next_commands_run_as_printed(tmp_path) -> None:  # type: igno
 
 def test_reflection_is_reused_until_the_table_definition_changes(env) -> None:  # type: ignore[no-untyped-def]
     """Jobs reuse a reflected table; a changed column (type, default, nullability) is reflected again."""
-    from store.config_model import SideSpec
-    from workers.apps import AppTable
+    from tablesync.config.model import SideSpec
+    from tablesync.apps.table import AppTable
 
     engine = sa.create_engine(env.erp_url)
     with engine.begin() as conn:

@@ -106,9 +106,10 @@ class Died(BaseException):
 def test_death_after_the_target_write_of_a_bulk_page_is_finished_by_the_redo(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The initial load's window between a page's target rows (committed) and its couplings (not):
     the redo makes the staged intents pending couplings, adopts the rows and inserts the rest."""
-    from store.jobs import create_job
-    from store.settings import load_settings
-    from workers import bulk_load, runner
+    from tablesync.store.jobs import create_job
+    from tablesync.config.settings import load_settings
+    from tablesync.sync import bulk_load
+    from tablesync.worker import runner
 
     erp, crm, _, _ = setup_customer_sync(env, rows=5_000, batch_size=250)  # bulk pages of 1,000
     monkeypatch.setenv("ERP_DATABASE_URL", env.erp_url)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from console.demo_apps import traffic
+from tablesync.console.demo_apps import traffic
 from tests.integration.helpers import sync
 
 pytestmark = pytest.mark.integration

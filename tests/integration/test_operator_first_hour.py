@@ -214,4 +214,4 @@ def test_tablesync_run_without_a_broker_runs_what_other_commands_ask_for(env) ->
 def env_cli(env: Any) -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "console.cli"]
+    return [sys.executable, "-m", "tablesync.console.cli"]

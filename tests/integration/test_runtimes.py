@@ -42,12 +42,12 @@ def test_run_all_in_one_on_sqlite_syncs_on_schedule(tmp_path) -> None:  # type: 
            "ERP_DATABASE_URL": erp_url, "CRM_DATABASE_URL": crm_url, "TABLESYNC_CONFIG": str(tmp_path / "tablesync.yaml")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "console.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tablesync.console.cli", *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=60, check=True)
 
     cli("db", "upgrade")
     cli("config", "apply")
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "-v", "run"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "-v", "run"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for(lambda: count(crm, "accounts", "1=1") == 30, timeout=60, what="the first scheduled run")

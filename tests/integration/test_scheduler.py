@@ -44,9 +44,9 @@ def test_two_scheduler_replicas_enqueue_each_tick_once(env) -> None:  # type: ig
 def test_tick_written_but_never_sent_is_sent_by_the_next_scheduler(env) -> None:  # type: ignore[no-untyped-def]
     setup_customer_sync(env, rows=3, schedule="every 1h")
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
-    from store.db import utcnow
-    from store.jobs import create_job
-    from store.schema import schedule_ticks
+    from tablesync.db.engine import utcnow
+    from tablesync.store.jobs import create_job
+    from tablesync.store.schema import schedule_ticks
 
     with store.begin() as conn:  # what a replica that died right after its commit leaves behind
         job_id = create_job(conn, "CUSTOMER", "sync", params={"tick": "orphan"})
@@ -82,9 +82,9 @@ def test_second_job_for_a_running_mapping_is_recorded_and_dropped(env) -> None: 
 
     wait_for(lambda: not running(), timeout=120, what="the first job to end")
     # A redelivered message of a finished job changes nothing.
-    from store.settings import load_settings
-    from workers.broker import build_broker
-    from workers.enqueue import send_job
+    from tablesync.config.settings import load_settings
+    from tablesync.worker.broker import build_broker
+    from tablesync.worker.enqueue import send_job
 
     settings = load_settings(broker_url=env.broker_url, broker_namespace=env.namespace, queue=env.queue)
     with store.connect() as conn:
@@ -101,10 +101,10 @@ def test_second_job_for_a_running_mapping_is_recorded_and_dropped(env) -> None: 
 def test_duplicates_of_an_abandoned_job_never_crowd_out_its_redo(env) -> None:  # type: ignore[no-untyped-def]
     setup_customer_sync(env, rows=3000, batch_size=500)
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
-    from store.jobs import create_job, finish_job
-    from store.settings import load_settings
-    from workers.broker import build_broker
-    from workers.enqueue import send_job
+    from tablesync.store.jobs import create_job, finish_job
+    from tablesync.config.settings import load_settings
+    from tablesync.worker.broker import build_broker
+    from tablesync.worker.enqueue import send_job
 
     with store.begin() as conn:
         dead = create_job(conn, "CUSTOMER", "sync")
@@ -126,7 +126,7 @@ def test_duplicates_of_an_abandoned_job_never_crowd_out_its_redo(env) -> None:  
 def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_interval(env) -> None:  # type: ignore[no-untyped-def]
     """Without this, the job would stay queued for ever and every later tick of its mapping would
     be skipped behind it: the sync would silently stop."""
-    from scheduler.reaper import resend_queued
+    from tablesync.scheduler.reaper import resend_queued
 
     setup_customer_sync(env, rows=5, schedule="every 1s")
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)

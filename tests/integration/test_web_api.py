@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from console.errors import UsageError
-from store.jobs import FINISHED
+from tablesync.console.errors import UsageError
+from tablesync.store.jobs import FINISHED
 from tests.conftest import wait_for
 from tests.integration.helpers import setup_customer_sync, sync
 from tests.integration.test_deletions import delete_local

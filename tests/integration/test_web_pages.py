@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from store.jobs import create_jobs
+from tablesync.store.jobs import create_jobs
 from tests.integration.helpers import setup_customer_sync
 from tests.integration.test_web_api import app_urls, finished, scenario  # noqa: F401  (fixture)
 from tests.integration.web_helpers import bearer, csrf_of, logged_in, make_app

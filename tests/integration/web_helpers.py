@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from console.web.app import create_app
-from console.web.auth import hash_password
-from store.db import create_engine
-from store.settings import load_settings
-from workers.broker import build_broker
+from tablesync.console.web.app import create_app
+from tablesync.console.web.auth import hash_password
+from tablesync.db.engine import create_engine
+from tablesync.config.settings import load_settings
+from tablesync.worker.broker import build_broker
 
 PASSWORD = "correct horse battery"
 _HASH = hash_password(PASSWORD)  # hashing is slow on purpose: once per test run

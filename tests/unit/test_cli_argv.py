@@ -28,9 +28,9 @@ WORDS = ["CUSTOMER", "CONTACT", "NOPE", "1", "2", "0", "-5", "999999999999999999
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from console.demo import CONFIG, create_apps
-    from console.cli import main
-    from store.settings import get_settings
+    from tablesync.console.demo import CONFIG, create_apps
+    from tablesync.console.cli import main
+    from tablesync.config.settings import get_settings
 
     base = tmp_path_factory.mktemp("argv")
     create_apps(f"sqlite:///{base / 'erp.db'}", f"sqlite:///{base / 'crm.db'}", 30)
@@ -55,7 +55,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(command=st.sampled_from(COMMANDS), words=st.lists(st.sampled_from(WORDS), max_size=6))
 def test_argv_never_tracebacks(embedded: Path, command: list[str], words: list[str]) -> None:
-    from console.cli import main
+    from tablesync.console.cli import main
 
     argv = [*command, *words]
     out, err = io.StringIO(), io.StringIO()
@@ -82,7 +82,7 @@ def test_argv_never_tracebacks(embedded: Path, command: list[str], words: list[s
     (["sync", "CUSTOMER", "--timeout", "nan"], "", "argument --timeout: 'nan' is out of range"),
 ])
 def test_the_reported_tracebacks_are_clear_refusals(embedded: Path, argv: list[str], stdin: str, says: str) -> None:
-    from console.cli import main
+    from tablesync.console.cli import main
 
     err = io.StringIO()
     saved, sys.stdin = sys.stdin, io.StringIO(stdin)
@@ -98,8 +98,8 @@ def test_the_reported_tracebacks_are_clear_refusals(embedded: Path, argv: list[s
 
 
 def test_a_dry_run_summary_stays_on_one_line_above_a_narrow_table(capsys: pytest.CaptureFixture[str]) -> None:
-    from console.render import print_dry_run
-    from workers.dry_run import DryReport
+    from tablesync.console.render import print_dry_run
+    from tablesync.sync.dry_run import DryReport
 
     report = DryReport("CUSTOMER")
     r = report.of("to_integration")

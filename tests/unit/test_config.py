@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from store.config_load import ConfigError, expand_env, load_config, parse_config
-from store.config_model import dependency_order
+from tablesync.config.load import ConfigError, expand_env, load_config, parse_config
+from tablesync.config.model import dependency_order
 
 BASE: dict[str, Any] = {
     "apps": {"erp": {"url": "${ERP_DATABASE_URL}"}, "crm": {"url": "sqlite:///crm.db"}},
@@ -154,7 +154,7 @@ def test_dependency_order_puts_parents_first() -> None:
 def test_durations_parse_and_bad_ones_say_how_to_write_them() -> None:
     from datetime import timedelta
 
-    from store.schedule import parse_duration
+    from tablesync.config.schedule import parse_duration
 
     assert parse_duration("30d") == timedelta(days=30)
     assert parse_duration("90 min") == timedelta(minutes=90)
@@ -188,7 +188,7 @@ def test_every_invalid_value_is_quoted_in_its_error(path: tuple[Any, ...], value
 
 
 def test_spec_example_is_valid_and_its_two_way_transform_goes_to_integration() -> None:
-    from workers.fieldmap import compile_plan
+    from tablesync.sync.plan import compile_plan
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "data" / "spec_example.yaml")
     spec = cfg.mappings[0]

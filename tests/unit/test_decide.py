@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.config_model import MappingSpec
-from workers.decide import (
+from tablesync.config.model import MappingSpec
+from tablesync.sync.decide import (
     FAIL,
     IGNORE,
     INSERT,
@@ -18,8 +18,8 @@ from workers.decide import (
     CouplingState,
     decide,
 )
-from workers.fieldmap import canonical_values, compile_plan
-from workers.hashing import content_hash
+from tablesync.sync.plan import canonical_values, compile_plan
+from tablesync.apps.values import content_hash
 
 
 def spec(**overrides: Any) -> MappingSpec:
@@ -111,7 +111,7 @@ def test_sync_only_coupled_ignores_uncoupled_rows() -> None:
 
 
 def test_transform_failure_fails_only_that_record() -> None:
-    from store.transforms import register_transform
+    from tablesync.config.transforms import register_transform
 
     @register_transform("explode_on_x")
     def _explode(value: Any) -> Any:

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.config_model import MappingSpec
-from store.transforms import register_transform
-from workers.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState
-from workers.fieldmap import compile_plan
-from workers.hashing import canonical
-from workers.merge import CONFLICT, PairDecision, PairPlan, merge, pair_plan, side_hash
+from tablesync.config.model import MappingSpec
+from tablesync.config.transforms import register_transform
+from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState
+from tablesync.sync.plan import compile_plan
+from tablesync.apps.values import canonical
+from tablesync.sync.merge import CONFLICT, PairDecision, PairPlan, merge, pair_plan, side_hash
 
 FIELDS = [
     {"local": "name", "integration": "name"},

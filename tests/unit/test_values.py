@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from store.app_schema import coerce, compatible
-from store.schedule import parse_schedule
-from store.settings import SettingsError, load_settings
-from workers.hashing import canonical, content_hash
+from tablesync.apps.schema import coerce, compatible
+from tablesync.config.schedule import parse_schedule
+from tablesync.config.settings import SettingsError, load_settings
+from tablesync.apps.values import canonical, content_hash
 
 UTC = dt.timezone.utc
 
@@ -112,8 +112,8 @@ def test_canonical_values_ignore_representation_noise() -> None:
 
 
 def test_watermarks_round_trip_in_their_own_domain() -> None:
-    from store.schema import metadata
-    from workers.watermark import get_watermark, minus_overlap, set_watermark
+    from tablesync.store.schema import metadata
+    from tablesync.store.watermarks import get_watermark, minus_overlap, set_watermark
 
     engine = sa.create_engine("sqlite://")
     metadata.create_all(engine)

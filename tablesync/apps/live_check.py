@@ -1,0 +1,157 @@
+"""`config check` against the live apps: connection, tables, columns, keys and types, by reflection."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tablesync.apps.schema import category, compatible, has_server_key, reflect_table
+from tablesync.config.load import ConfigError, expand_env
+from tablesync.config.model import ConfigFile, MappingSpec, Problem, SideSpec, target_side
+from tablesync.db.engine import create_engine, redact_url
+
+_MODIFIED_OK = ("datetime", "date", "integer", "numeric")
+
+
+def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Problem]:
+    problems: list[Problem] = []
+    engines: dict[str, sa.Engine | None] = {}
+    for name, app in cfg.apps.items():
+        where = f"app {name}"
+        try:
+            url = expand_env(app.url, f"{where}, url", env)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            engines[name] = None
+            continue
+        try:
+            engine = create_engine(url)
+            with engine.connect():
+                pass
+            engines[name] = engine
+        except Exception as exc:  # any driver or URL failure is this app's problem, reported, not raised
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problems.append(Problem(where, f"cannot connect to {redact_url(url)}: {reason}"))
+            engines[name] = None
+    try:
+        by_name = {m.name: m for m in cfg.mappings}
+        for m in cfg.mappings:
+            problems.extend(_check_mapping(m, engines, by_name))
+    finally:
+        for engine in engines.values():
+            if engine is not None:
+                engine.dispose()
+    return problems
+
+
+def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name: dict[str, MappingSpec]) -> list[Problem]:
+    problems: list[Problem] = []
+    tables: dict[str, sa.Table] = {}
+    for side in ("local", "integration"):
+        spec = m.side(side)
+        engine = engines.get(spec.app)
+        if engine is None:
+            continue
+        where = f"mapping {m.name}, {side}"
+        try:
+            table = reflect_table(engine, spec.table, spec.schema_)
+        except sa.exc.NoSuchTableError:
+            problems.append(Problem(where, f"table {spec.table!r} does not exist in app {spec.app}"))
+            continue
+        tables[side] = table
+        problems.extend(_check_side(where, spec, table, engine))
+    if len(tables) < 2:
+        return problems
+    for i, f in enumerate(m.fields):
+        where = f"mapping {m.name}, {f.label(i)}"
+        for side in ("local", "integration"):
+            col = getattr(f, side)
+            if col and col not in tables[side].c:
+                problems.append(Problem(where, f"column {col!r} does not exist in {side} table {m.side(side).table}"))
+        if f.constant is not None or f.local not in tables["local"].c or f.integration not in tables["integration"].c:
+            continue
+        if f.parent is not None:
+            problems.extend(_check_parent_field(where, f.local, f.integration, tables, by_name.get(f.parent), engines))
+            continue
+        direction = m.field_direction(f)
+        flows = ["to_integration", "from_integration"] if direction == "bidirectional" else [direction]
+        for d in flows:
+            src, tgt = ("local", "integration") if d == "to_integration" else ("integration", "local")
+            s_col, t_col = tables[src].c[getattr(f, src)], tables[tgt].c[getattr(f, tgt)]
+            s_cat, t_cat = category(s_col.type), category(t_col.type)
+            if not m.transform_applies(f, d) and not compatible(s_cat, t_cat):
+                problems.append(Problem(where, f"incompatible types: {src} {s_col.name} is {s_cat} ({s_col.type}), "
+                                               f"{tgt} {t_col.name} is {t_cat} ({t_col.type})"))
+    for d in m.directions():
+        problems.extend(_check_target_insertable(m, d, tables[target_side(d)]))
+    return problems
+
+
+def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) -> list[Problem]:
+    problems = []
+    if spec.key not in table.c:
+        problems.append(Problem(where, f"key column {spec.key!r} does not exist in {spec.table}"))
+    if spec.modified:
+        if spec.modified not in table.c:
+            problems.append(Problem(where, f"modified column {spec.modified!r} does not exist in {spec.table}"))
+        elif category(table.c[spec.modified].type) not in _MODIFIED_OK:
+            problems.append(Problem(where, f"modified column {spec.modified!r} is {table.c[spec.modified].type}; "
+                                           "it must be a timestamp, date or number"))
+    if spec.deleted:
+        if spec.deleted not in table.c:
+            problems.append(Problem(where, f"deleted column {spec.deleted!r} does not exist in {spec.table}"))
+        elif category(table.c[spec.deleted].type) not in ("boolean", "datetime", "date"):
+            problems.append(Problem(where, f"deleted column {spec.deleted!r} is {table.c[spec.deleted].type}; "
+                                           "it must be a boolean flag or a deleted-at timestamp"))
+    if spec.filter:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.select(sa.literal(1)).select_from(table).where(sa.text(f"({spec.filter})")).limit(1))
+        except sa.exc.DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0]
+            problems.append(Problem(f"{where}, filter", f"{spec.filter!r} is not valid SQL for {spec.table}: {reason}"))
+    return problems
+
+
+def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table) -> list[Problem]:
+    """Every insert would fail if a required target column is neither mapped nor defaulted."""
+    if m.sync_only_coupled:
+        return []
+    side = target_side(direction)
+    spec = m.side(side)
+    written = {getattr(f, side) for f in m.fields if m.field_direction(f) in (direction, "bidirectional") and getattr(f, side)}
+    problems = []
+    for col in table.columns:
+        if col.name in written or col.nullable or col.server_default is not None:
+            continue
+        if col.name == spec.key:
+            if not has_server_key(col) and category(col.type) not in ("uuid", "string"):
+                problems.append(Problem(f"mapping {m.name}, {side}",
+                                        f"key {col.name!r} has no default and no field maps onto it: "
+                                        "map a field onto it or give the column a default"))
+            continue
+        problems.append(Problem(f"mapping {m.name}, {side}",
+                                f"column {col.name!r} is NOT NULL without a default and no field maps onto it "
+                                f"({direction.replace('_', ' ')}): add a field or a constant for it"))
+    return problems
+
+
+
+def _check_parent_field(where: str, local: str, integration: str, tables: dict[str, sa.Table],
+                        parent: MappingSpec | None, engines: dict[str, sa.Engine | None]) -> list[Problem]:
+    """A parent field holds the parent mapping's record keys: each side must fit that side's key type."""
+    problems: list[Problem] = []
+    if parent is None:
+        return problems
+    for side, column in (("local", local), ("integration", integration)):
+        spec, engine = parent.side(side), engines.get(parent.side(side).app)
+        if engine is None:
+            continue
+        try:
+            key = reflect_table(engine, spec.table, spec.schema_).c.get(spec.key)
+        except sa.exc.NoSuchTableError:
+            continue  # reported with the parent mapping
+        col = tables[side].c[column]
+        if key is not None and not compatible(category(key.type), category(col.type)):
+            problems.append(Problem(where, f"{side} {column} is {category(col.type)} ({col.type}) but holds keys of "
+                                           f"{parent.name}'s {side} key {spec.key}, which is {category(key.type)} ({key.type})"))
+    return problems

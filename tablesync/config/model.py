@@ -1,0 +1,259 @@
+"""The shape of `tablesync.yaml` and the checks that need no database.
+
+Problems are collected, not raised one at a time, so an operator fixes a whole file in one pass;
+each names the mapping and field it concerns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tablesync.config.schedule import Schedule, parse_duration, parse_schedule
+from tablesync.config.transforms import known_transforms
+
+Direction = Literal["to_integration", "from_integration", "bidirectional"]
+SIDES = ("local", "integration")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppSpec(_Strict):
+    url: str
+
+
+class SideSpec(_Strict):
+    app: str
+    table: str
+    key: str
+    modified: str | None = None
+    filter: str | None = None
+    deleted: str | None = None  # soft-delete column: a true flag or a set deleted-at means the record is deleted
+    schema_: str | None = Field(default=None, alias="schema")
+
+
+class FieldSpec(_Strict):
+    local: str | None = None
+    integration: str | None = None
+    constant: Any = None
+    direction: Direction | None = None
+    transform: str | None = None
+    # A two-way field's transform applies one way only (the reference product's Transformation
+    # Direction); the other way copies the value as it is. Default: to_integration.
+    transform_direction: Literal["to_integration", "from_integration"] | None = None
+    parent: str | None = None  # the values are record keys of this mapping, translated through its couplings
+
+    def label(self, index: int) -> str:
+        if self.constant is not None:
+            side = "integration" if self.integration else "local"
+            return f"field #{index + 1} (constant → {side} {self.integration or self.local})"
+        return f"field #{index + 1} ({self.local} ↔ {self.integration})"
+
+
+class MappingSpec(_Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    local: SideSpec
+    integration: SideSpec
+    direction: Direction
+    schedule: str = "every 5m"
+    sync_only_coupled: bool = False
+    match_on: list[str] = []
+    on_update_conflict: Literal["skip", "local_wins", "integration_wins", "newest_wins"] = "skip"
+    on_deletion_conflict: Literal["skip", "restore", "delete", "remove_coupling"] = "skip"
+    skip_after_failures: int = Field(3, ge=1)
+    depends_on: list[str] = []
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    deletion_scan: str = "every run"  # or an interval ("every 10m"): how often jobs scan coupled keys for deletions
+    fields: list[FieldSpec] = Field(min_length=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("deletion_scan")
+    @classmethod
+    def _deletion_scan(cls, value: str) -> str:
+        if value.strip().lower() != "every run":
+            try:
+                parse_duration(value.strip().lower().removeprefix("every").strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is neither 'every run' nor an interval such as 'every 10m'") from None
+        return value
+
+    def deletion_scan_seconds(self) -> float:
+        text = self.deletion_scan.strip().lower()
+        return 0.0 if text == "every run" else parse_duration(text.removeprefix("every").strip()).total_seconds()
+
+    def parsed_schedule(self) -> Schedule:
+        return parse_schedule(self.schedule)
+
+    def side(self, name: str) -> SideSpec:
+        return self.local if name == "local" else self.integration
+
+    def directions(self) -> list[str]:
+        """The one-way passes this mapping allows, as (source → target) directions."""
+        if self.direction == "bidirectional":
+            return ["to_integration", "from_integration"]
+        return [self.direction]
+
+    def field_direction(self, f: FieldSpec) -> str:
+        return f.direction or self.direction
+
+    def transform_applies(self, f: FieldSpec, direction: str) -> bool:
+        """Whether `f`'s transform runs on the way `direction` (a one-way pass): always on a one-way
+        field, and only in its `transform_direction` on a two-way field."""
+        if f.transform is None:
+            return False
+        if self.field_direction(f) != "bidirectional":
+            return True
+        return direction == (f.transform_direction or "to_integration")
+
+
+class ConfigFile(_Strict):
+    apps: dict[str, AppSpec]
+    mappings: list[MappingSpec] = []
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration, located as precisely as we can."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def source_side(direction: str) -> str:
+    return "local" if direction == "to_integration" else "integration"
+
+
+def target_side(direction: str) -> str:
+    return "integration" if direction == "to_integration" else "local"
+
+
+def check_semantics(cfg: ConfigFile) -> list[Problem]:
+    """Cross-field rules pydantic cannot express: references, directions, constants, cycles."""
+    problems: list[Problem] = []
+    names = [m.name for m in cfg.mappings]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(Problem(f"mapping {dup}", "the name is used by more than one mapping"))
+    transforms = set(known_transforms())
+    for m in cfg.mappings:
+        where = f"mapping {m.name}"
+        for side in SIDES:
+            if m.side(side).app not in cfg.apps:
+                problems.append(Problem(f"{where}, {side}", f"unknown app {m.side(side).app!r}; apps: {', '.join(cfg.apps) or 'none'}"))
+        if m.local.app == m.integration.app and m.local.table == m.integration.table:
+            problems.append(Problem(where, "local and integration are the same table"))
+        problems.extend(_check_fields(m, transforms))
+        local_fields = {f.local for f in m.fields if f.local and f.constant is None}
+        for name in m.match_on:
+            if name not in local_fields:
+                problems.append(Problem(f"{where}, match_on", f"{name!r} is not a mapped local field"))
+        if m.on_update_conflict == "newest_wins" and not (m.local.modified and m.integration.modified):
+            problems.append(Problem(f"{where}, on_update_conflict", "newest_wins compares modified-on values: "
+                                    "give both sides a `modified:` column, or choose skip, local_wins or integration_wins"))
+        for dep in m.depends_on:
+            if dep not in names:
+                problems.append(Problem(f"{where}, depends_on", f"unknown mapping {dep!r}"))
+            elif dep == m.name:
+                problems.append(Problem(f"{where}, depends_on", "a mapping cannot depend on itself"))
+    problems.extend(_check_cycles(cfg))
+    return problems
+
+
+def _check_fields(m: MappingSpec, transforms: set[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    written: dict[tuple[str, str], int] = {}
+    usable = {d: 0 for d in m.directions()}
+    for i, f in enumerate(m.fields):
+        where = f"mapping {m.name}, {f.label(i)}"
+        direction = m.field_direction(f)
+        if m.direction != "bidirectional" and direction != m.direction:
+            problems.append(Problem(where, f"direction {direction} contradicts the mapping direction {m.direction}"))
+            continue
+        if f.constant is not None:
+            if bool(f.local) == bool(f.integration):
+                problems.append(Problem(where, "a constant names exactly one side: `local:` or `integration:`"))
+                continue
+            side = "local" if f.local else "integration"
+            if direction == "bidirectional" or target_side(direction) != side:
+                wanted = "to_integration" if side == "integration" else "from_integration"
+                problems.append(Problem(where, f"a constant is written to the {side} side, so its direction must be {wanted}"))
+                continue
+        elif not f.local or not f.integration:
+            problems.append(Problem(where, "a field needs both `local:` and `integration:` (or a `constant:` and one side)"))
+            continue
+        if f.transform is not None and f.transform not in transforms:
+            problems.append(Problem(where, f"unknown transform {f.transform!r}; known: {', '.join(sorted(transforms))}"))
+        if f.parent is not None:
+            if f.parent not in m.depends_on:
+                problems.append(Problem(where, f"parent {f.parent!r} must also be listed in depends_on, so it syncs first"))
+            if f.transform is not None or f.constant is not None:
+                problems.append(Problem(where, "a parent field carries keys as they are: no transform or constant"))
+        if f.transform_direction is not None:
+            if f.transform is None:
+                problems.append(Problem(where, f"transform_direction {f.transform_direction!r} is given without a transform"))
+            elif direction != "bidirectional" and f.transform_direction != direction:
+                problems.append(Problem(where, f"transform_direction {f.transform_direction!r} contradicts the field's "
+                                               f"direction {direction}: drop it, or make the field two-way"))
+        for d in ([direction] if direction != "bidirectional" else ["to_integration", "from_integration"]):
+            column = f.integration if d == "to_integration" else f.local
+            slot = (d, str(column))
+            if slot in written:
+                problems.append(Problem(where, f"{target_side(d)} column {column!r} is already written by field #{written[slot] + 1}"))
+            written[slot] = i
+            usable[d] = usable.get(d, 0) + (0 if f.constant is not None else 1)
+    for d, count in usable.items():
+        if count == 0:
+            problems.append(Problem(f"mapping {m.name}", f"no field carries data {d.replace('_', ' ')}"))
+    return problems
+
+
+def _check_cycles(cfg: ConfigFile) -> list[Problem]:
+    graph = {m.name: [d for d in m.depends_on if d != m.name] for m in cfg.mappings}
+    state: dict[str, int] = {}
+    problems: list[Problem] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep] if dep in path else [node, dep]
+                problems.append(Problem(f"mapping {node}, depends_on", "dependency cycle: " + " → ".join(cycle)))
+            elif dep in graph and state.get(dep) is None:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for name in graph:
+        if state.get(name) is None:
+            visit(name, [name])
+    return problems
+
+
+def dependency_order(mappings: list[MappingSpec]) -> list[MappingSpec]:
+    """Mappings sorted so that each comes after those it depends on (stable otherwise)."""
+    by_name = {m.name: m for m in mappings}
+    done: set[str] = set()
+    ordered: list[MappingSpec] = []
+
+    def place(m: MappingSpec, seen: frozenset[str]) -> None:
+        if m.name in done or m.name in seen:
+            return
+        for dep in m.depends_on:
+            if dep in by_name:
+                place(by_name[dep], seen | {m.name})
+        done.add(m.name)
+        ordered.append(m)
+
+    for m in mappings:
+        place(m, frozenset())
+    return ordered

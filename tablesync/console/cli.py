@@ -1,0 +1,596 @@
+"""The `tablesync` command. Exit status: 0 success, 1 a job failed or was refused, 2 bad usage/config."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.console import views
+from tablesync.console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+
+DEMO_MIN_ROWS = 20
+from tablesync.console.render import (
+    ago,
+    console,
+    jobs_table,
+    note_cut,
+    parse_iso,
+    print_dry_run,
+    print_json,
+    table,
+)
+from tablesync.config.load import ConfigError, load_config
+from tablesync.db.engine import create_engine, utcnow
+from tablesync.config.logs import configure_logging, redact
+from tablesync.config.settings import Settings, SettingsError, get_settings
+from tablesync.worker.enqueue import BrokerUnavailable
+
+
+def _store(settings: Settings) -> sa.Engine:
+    from tablesync.store.migrate import is_up_to_date
+
+    engine = create_engine(settings.store_url)
+    try:
+        ok = is_up_to_date(engine)
+    except sa.exc.OperationalError as exc:
+        raise UsageError(f"cannot reach the store {settings.store_url.split('@')[-1]}: {str(exc.orig).strip().splitlines()[0]}") from None
+    if not ok:
+        raise UsageError("the store's schema is missing or outdated: run `tablesync db upgrade`")
+    return engine
+
+
+def _operator(args: argparse.Namespace, settings: Settings) -> str:
+    return getattr(args, "operator", None) or settings.operator or getpass.getuser()
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.store.migrate import current_revision, upgrade
+
+    engine = create_engine(settings.store_url)
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    print(f"store at revision {after}" + ("" if before != after else " (already up to date)"))
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.apps.live_check import check_live
+
+    path = args.config or settings.config
+    cfg = load_config(path)
+    problems = [] if args.offline else check_live(cfg)
+    if problems:
+        raise ConfigError(path, problems)
+    print(f"{path}: OK ({len(cfg.mappings)} mapping(s), {len(cfg.apps)} app(s)"
+          + (", live tables not checked" if args.offline else ", live tables checked") + ")")
+    return EXIT_OK
+
+
+def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.apps.live_check import check_live
+    from tablesync.store.mappings import apply_config
+
+    path = args.config or settings.config
+    cfg = load_config(path)
+    if not args.skip_live_check:
+        problems = check_live(cfg)
+        if problems:
+            raise ConfigError(path, problems)
+    result = apply_config(_store(settings), cfg, applied_by=_operator(args, settings))
+    for label, names in (("created", result.created), ("updated", result.updated),
+                         ("unchanged", result.unchanged), ("deactivated", result.deactivated)):
+        if names:
+            print(f"{label}: {', '.join(names)}")
+    return EXIT_OK
+
+
+def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
+    now = utcnow()
+    out = views.mapping_objects(_store(settings))
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+    def when(v: str | None) -> str:
+        return ago(parse_iso(v), now) if v else "never"
+
+    console().print(table("Mappings", ["name", "direction", "schedule", "last run", "status", "next run", "skipped"],
+                          [[m["name"], m["direction"], m["schedule"], when(m["last_run_at"]), m["last_status"] or "—",
+                            when(m["next_run_at"]), m["skipped"]] for m in out]))
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    with _store(settings).connect() as conn:
+        rows, total = views.job_objects(conn, mapping=args.mapping, status=args.status, limit=args.limit)
+    if args.json:
+        print_json(rows)
+    else:
+        console().print(jobs_table(rows))
+    note_cut(len(rows), total, "jobs", "narrow them with --mapping or --status")
+    return EXIT_OK
+
+
+def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
+    """The coupled data synchronization errors: skipped couplings, with both records checked live."""
+    out = views.error_objects(_store(settings), args.mapping)
+    if args.group:
+        return _print_groups(out, args.json)
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+
+    def yes(v: bool | None) -> str:
+        return "?" if v is None else "yes" if v else "[red]no[/]"
+
+    console().print(table(f"Coupled data synchronization errors ({len(out)})",
+                          ["coupling", "mapping", "local key", "exists", "integration key", "exists", "reason", "failed", "message"],
+                          [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
+                            yes(e["integration_exists"]), e["reason"], ago(parse_iso(e["failed_on"])), e["message"]]
+                           for e in out]))
+    return EXIT_OK
+
+
+def _print_groups(errors: list[dict[str, Any]], as_json: bool) -> int:
+    """Errors of one mapping, reason and normalised message, with counts: act on a group with --group."""
+    out = views.error_groups(errors)
+    if as_json:
+        print_json(out)
+    else:
+        console().print(table(f"Error groups ({len(out)}; act on one with --group SIGNATURE)",
+                              ["signature", "mapping", "reason", "count", "message", "e.g. coupling"],
+                              [[g["signature"], g["mapping"], g["reason"], g["count"], g["message"], g["example_coupling_id"]]
+                               for g in out]))
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
+    """A record's synchronization log, which is also the audit trail of what operators did to it."""
+    with _store(settings).connect() as conn:
+        out = views.log_objects(conn, args.mapping, args.key, args.side)
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+
+    def changes(c: dict[str, Any] | None) -> str:
+        return ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in (c or {}).items())
+
+    console().print(table(f"Synchronization log of {args.side} record {args.key} of {args.mapping} ({len(out)} events)",
+                          ["when", "job", "kind", "direction", "outcome", "by", "changes / message"],
+                          [[ago(parse_iso(r["at"])), r["job_id"], r["kind"], r["direction"], r["outcome"], r["operator"] or "",
+                            " · ".join(x for x in (changes(r["changes"]), r["message"] or "") if x)] for r in out]))
+    return EXIT_OK
+
+
+def cmd_couplings(args: argparse.Namespace, settings: Settings) -> int:
+    with _store(settings).connect() as conn:
+        out, total = views.coupling_objects(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
+    if args.json:
+        print_json(out)
+    else:
+        console().print(table(f"Couplings of {args.mapping} ({len(out)}" + (f" of {total}" if total > len(out) else "") + ")",
+                              ["coupling", "local key", "integration key", "skipped", "reason", "last synced"],
+                              [[c["coupling_id"], c["local_key"], c["integration_key"], "yes" if c["skipped"] else "",
+                                c["reason"] or "", ago(parse_iso(c["last_synced_at"]))] for c in out]))
+    note_cut(len(out), total, f"couplings of {args.mapping}", "narrow them with --local, --integration or --skipped")
+    return EXIT_OK
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    obj = views.job_detail(_store(settings), args.id)
+    if obj is None:
+        raise UsageError(f"job {args.id} does not exist (see `tablesync jobs`)")
+    if args.json:
+        print_json(obj)
+        return EXIT_OK
+    _print_job(obj)
+    return EXIT_OK
+
+
+def _print_job(obj: dict[str, Any]) -> None:
+    out = console()
+    out.print(jobs_table([obj], title=f"Job {obj['id']}"))
+    if obj["errors"]:
+        out.print(table(f"Errors ({len(obj['errors'])})", ["direction", "source key", "destination key", "message"],
+                        [[e["direction"], e["source_key"], e["destination_key"], e["message"]] for e in obj["errors"]]))
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.console.operations import broker_for, require_active
+    from tablesync.worker.enqueue import enqueue_sync
+
+    if args.side and args.record is None:
+        raise UsageError("--side says which side --record's key belongs to: give --record KEY too")
+    if args.dry_run and args.wait:
+        raise UsageError("--dry-run decides a run in this process and enqueues nothing: there is no job to --wait for")
+    engine = _store(settings)
+    with engine.connect() as conn:
+        stored = require_active(conn, args.mapping)
+    if args.dry_run:
+        return _dry_run(engine, settings, stored, args.json, full=args.full, record=args.record, side=args.side)
+    broker = broker_for(settings)
+    params = {"record": args.record, "side": args.side} if args.record is not None else None
+    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=_operator(args, settings),
+                          params=params)
+    return _enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
+
+
+def _enqueued(engine: sa.Engine, settings: Settings, ids: list[int], sent: bool, wait: bool, timeout: float,
+              as_json: bool) -> int:
+    """What every enqueueing command prints: the job ids, or with --wait each finished job."""
+    if not sent and ids and not _senders_alive(engine, settings):
+        print(f"tablesync: TABLESYNC_BROKER_URL is not set: job(s) {', '.join(map(str, ids))} wait in the store until "
+              "a scheduler or `tablesync run` on this store sends them to a worker; none is running now", file=sys.stderr)
+    if not wait:
+        for i in ids:
+            print(i)
+        return EXIT_OK
+    status = EXIT_OK
+    for i in ids:
+        status = max(status, _wait_and_print(engine, settings, i, timeout, as_json))
+    return status
+
+
+def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, full: bool, record: str | None,
+             side: str | None) -> int:
+    """Decide a run of the mapping (or of one record) in this process and print what it would do; writes nothing."""
+    from tablesync.sync.actions import ActionRefused
+    from tablesync.apps.table import AppError, AppUnavailable
+    from tablesync.sync.dry_run import dry_run
+    from tablesync.worker.runner import JobRefused
+
+    try:
+        report = dry_run(engine, settings, stored, full=full, record=record, side=side)
+    except (AppUnavailable, AppError, JobRefused, ActionRefused) as exc:
+        print(f"tablesync: dry run of {stored.spec.name} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print_json(report.as_dict())
+        return EXIT_OK
+    print_dry_run(report, stored.spec.name, record, full)
+    return EXIT_OK
+
+
+def _senders_alive(engine: sa.Engine, settings: Settings) -> bool:
+    from tablesync.console.waiting import senders_alive
+
+    with engine.connect() as conn:
+        return senders_alive(conn, settings)
+
+
+def _wait_and_print(engine: sa.Engine, settings: Settings, job_id: int, timeout: float, as_json: bool) -> int:
+    from tablesync.console.waiting import wait_for_job
+
+    obj = wait_for_job(engine, settings, job_id, timeout)
+    if obj is None:
+        return EXIT_FAILED
+    if as_json:
+        print_json(obj)
+    else:
+        _print_job(obj)
+    return EXIT_OK if obj["status"] == "succeeded" else EXIT_FAILED
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.store.retention import cleanup
+    from tablesync.config.schedule import parse_duration
+
+    try:
+        age = parse_duration(args.older_than or settings.retention)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    removed = cleanup(_store(settings), age)
+    if args.json:
+        print_json(removed)
+    else:
+        print("removed " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in removed.items()) +
+              f" older than {args.older_than or settings.retention} (open errors and their jobs are kept)")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.broker_url is None:
+        raise UsageError("TABLESYNC_BROKER_URL is not set: workers need redis://… or amqp://… "
+                         "(use `tablesync run` for the all-in-one process)")
+    _store(settings)
+    argv = [sys.executable, "-m", "tablesync.worker.dramatiq_main", "tablesync.worker.entry", "--processes", str(args.processes),
+            "--threads", str(args.threads), "--queues", settings.queue]
+    # Dramatiq's exporter serves its metrics and ours (workers/metrics.py) from one multiprocess
+    # directory, emptied now so that files of processes from an earlier run never leak in.
+    metrics_dir = Path(tempfile.gettempdir()) / f"tablesync-worker-metrics-{settings.worker_metrics_port}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ.update({"dramatiq_prom_port": str(settings.worker_metrics_port), "dramatiq_prom_db": str(metrics_dir),
+                       "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    os.execv(sys.executable, argv)
+    return EXIT_OK  # pragma: no cover - execv does not return
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from tablesync.scheduler.loop import run_scheduler
+    from tablesync.worker.broker import setup_broker
+
+    engine = _store(settings)
+    try:
+        broker = setup_broker(settings)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    from tablesync.scheduler import metrics
+
+    try:
+        metrics.serve(engine, settings)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on port {settings.scheduler_metrics_port} "
+                         f"(TABLESYNC_SCHEDULER_METRICS_PORT): {exc.strerror}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_scheduler(engine, broker, settings, stop)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from tablesync.console.inprocess import InProcess
+
+    engine = _store(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with InProcess(engine, settings, threads=args.threads) as app:
+        app.start_scheduler(stop)
+        print(f"tablesync running: scheduler + {args.threads} worker thread(s); Ctrl-C to stop")
+        stop.wait()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.console.demo import run_demo
+
+    return run_demo(args.dir, rows=args.rows)
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from tablesync.console.operations import broker_for
+    from tablesync.console.web.app import create_app
+
+    app = create_app(settings, _store(settings), broker_for(settings))
+    host, port = args.host or settings.web_host, args.port or settings.web_port
+    try:
+        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
+    except SystemExit as exc:  # uvicorn exits when it cannot bind
+        raise UsageError(f"cannot serve the web console on {host}:{port} (TABLESYNC_WEB_HOST/PORT)") from exc
+    return EXIT_OK
+
+
+def cmd_web_user(args: argparse.Namespace, settings: Settings) -> int:
+    """An operator's entry for TABLESYNC_WEB_USERS: the password is hashed here and never stored."""
+    import json
+
+    from tablesync.console.web.auth import hash_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise UsageError("--password-stdin: standard input holds no password (one line is read)")
+    elif not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for the password: pipe it in with --password-stdin "
+                         f"(printf '%s\\n' \"$PASSWORD\" | tablesync web-user {args.name} --password-stdin)")
+    else:
+        try:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise UsageError("the two passwords differ")
+        except EOFError:
+            raise UsageError("no password given (end of input)") from None
+    if len(password) < 8:
+        raise UsageError("a password needs at least 8 characters")
+    users = {**settings.web_users, args.name: hash_password(password)}
+    print(json.dumps({args.name: users[args.name]}) if args.only else json.dumps(users))
+    return EXIT_OK
+
+
+def cmd_demo_apps(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.console import demo_apps
+
+    urls = {}
+    for name, flag in (("ERP_DATABASE_URL", args.erp_url), ("CRM_DATABASE_URL", args.crm_url)):
+        urls[name] = flag or os.environ.get(name)
+        if not urls[name]:
+            raise UsageError(f"{name} is not set (or pass --{name.split('_')[0].lower()}-url): the demo app's database URL")
+    erp, crm = urls["ERP_DATABASE_URL"], urls["CRM_DATABASE_URL"]
+    try:
+        if args.action == "seed":
+            made = demo_apps.seed(erp, crm, args.rows)
+            print("demo apps created and filled" if made else "demo apps already exist: left as they are")
+            return EXIT_OK
+        return demo_apps.run_forever(erp, crm, args.every)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise UsageError(f"demo apps: cannot reach the database: {redact(str(exc.orig).strip().splitlines()[0])}") from None
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` within [low, high], refused with the value quoted."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if value != value or value < low or (high is not None and value > high):  # NaN included
+            span = f"at least {_number(low)}" if high is None else f"from {_number(low)} to {_number(high)}"
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give a number {span}")
+        return value
+
+    return parse
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+POSITIVE = bounded(int, 1)
+SECONDS = bounded(float, 0.1, 7 * 86400)
+PORT = bounded(int, 1, 65535)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tablesync", description="Keep tables of two applications in sync.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace, Settings], int], help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    db = sub.add_parser("db", help="store schema").add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    add("upgrade", cmd_db_upgrade, "create or upgrade the store's tables (idempotent)", db)
+
+    cfg = sub.add_parser("config", help="validate and store mappings").add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    sp = add("check", cmd_config_check, "validate tablesync.yaml against the live tables", cfg)
+    sp.add_argument("--config", help="file (default: $TABLESYNC_CONFIG or tablesync.yaml)")
+    sp.add_argument("--offline", action="store_true", help="check the file only, do not connect to the apps")
+    sp = add("apply", cmd_config_apply, "validate and store the mappings (new version per changed mapping)", cfg)
+    sp.add_argument("--config")
+    sp.add_argument("--skip-live-check", action="store_true", help="do not reflect the apps' tables first")
+    sp.add_argument("--operator")
+
+    sp = add("mappings", cmd_mappings, "list mappings with their last and next run")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("jobs", cmd_jobs, "list jobs, newest first")
+    sp.add_argument("--mapping")
+    sp.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "abandoned", "dropped"])
+    sp.add_argument("--limit", type=POSITIVE, default=50, help="at most this many, newest first (default 50)")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("job", cmd_job, "one job with its errors")
+    sp.add_argument("id", type=bounded(int, 1, 2**63 - 1), help="a job id (see `tablesync jobs`)")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("errors", cmd_errors, "coupled data synchronization errors: skipped couplings, records checked live")
+    sp.add_argument("--mapping")
+    sp.add_argument("--group", action="store_true", help="group by error signature, with counts")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("log", cmd_log, "a record's synchronization log and audit trail, oldest first")
+    sp.add_argument("mapping")
+    sp.add_argument("key")
+    sp.add_argument("--side", choices=["local", "integration"], default="local", help="the side KEY belongs to (default local)")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("couplings", cmd_couplings, "couplings of a mapping")
+    sp.add_argument("mapping")
+    sp.add_argument("--local", help="only the coupling of this local key")
+    sp.add_argument("--integration", help="only the coupling of this integration key")
+    sp.add_argument("--skipped", action="store_true", help="only skipped couplings")
+    sp.add_argument("--limit", type=POSITIVE, default=1000, help="at most this many, oldest first (default 1000)")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("sync", cmd_sync, "enqueue a sync run of a mapping now")
+    sp.add_argument("mapping")
+    sp.add_argument("--full", action="store_true", help="ignore watermarks: compare every row")
+    sp.add_argument("--record", metavar="KEY", help="sync only this record, now")
+    sp.add_argument("--dry-run", action="store_true", help="print what a run would do (counts and samples); write nothing")
+    sp.add_argument("--side", choices=["local", "integration"], help="the side --record's key belongs to (default: local, "
+                    "or integration for from_integration mappings)")
+    sp.add_argument("--wait", action="store_true", help="block until the job ends; exit 1 if it failed")
+    sp.add_argument("--timeout", type=SECONDS, default=3600.0, help="seconds --wait waits (default 3600)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--operator")
+
+    from tablesync.console.actions_cli import register as register_actions
+
+    register_actions(add)
+
+    sp = add("cleanup", cmd_cleanup, "retention: remove old jobs, errors and record events (open errors are kept)")
+    sp.add_argument("--older-than", metavar="DURATION", help="e.g. 30d, 12h (default: $TABLESYNC_RETENTION, 30d)")
+    sp.add_argument("--json", action="store_true")
+
+    # services log at INFO (a line per job) unless TABLESYNC_LOG_LEVEL says otherwise
+    sp = add("worker", cmd_worker, "run Dramatiq worker processes")
+    sp.add_argument("--processes", type=bounded(int, 1, 256), default=os.cpu_count() or 1,
+                    help="worker processes (default: the number of CPUs)")
+    sp.add_argument("--threads", type=bounded(int, 1, 256), default=4, help="threads per process (default 4)")
+    sp.set_defaults(service=True)
+
+    add("scheduler", cmd_scheduler, "enqueue due syncs and reap abandoned jobs (safe as several replicas)").set_defaults(service=True)
+
+    sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
+    sp.add_argument("--threads", type=bounded(int, 1, 256), default=2, help="worker threads (default 2)")
+    sp.set_defaults(service=True)
+
+    sp = add("web", cmd_web, "serve the web console and its JSON API (/api/, OpenAPI at /api/openapi.json)")
+    sp.add_argument("--host", help="bind address (default $TABLESYNC_WEB_HOST, 127.0.0.1)")
+    sp.add_argument("--port", type=PORT, help="port (default $TABLESYNC_WEB_PORT, 8080); /metrics and /healthz are served here too")
+    sp.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                    help="proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1)")
+    sp.set_defaults(service=True)
+
+    sp = add("web-user", cmd_web_user, "hash an operator's password for TABLESYNC_WEB_USERS (prints the new JSON value)")
+    sp.add_argument("name")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp.add_argument("--only", action="store_true", help="print only this operator's entry, not the whole setting")
+
+    sp = add("demo", cmd_demo, "run a self-contained demo on SQLite apps (no server needed)")
+    sp.add_argument("--dir", default="tablesync-demo", help="where the demo's databases go (default ./tablesync-demo)")
+    sp.add_argument("--rows", type=bounded(int, DEMO_MIN_ROWS, 1_000_000), default=300,
+                    help=f"ERP customers (default 300, at least {DEMO_MIN_ROWS}: the demo edits customers 1 to 10)")
+
+    sp = add("demo-apps", cmd_demo_apps, "the demo's ERP and CRM on real databases (docker-compose): seed them, "
+             "or edit them like users do")
+    sp.add_argument("action", choices=("seed", "traffic"), help="seed: create and fill (once); traffic: edit every few seconds")
+    sp.add_argument("--erp-url", help="default $ERP_DATABASE_URL")
+    sp.add_argument("--crm-url", help="default $CRM_DATABASE_URL")
+    sp.add_argument("--rows", type=bounded(int, DEMO_MIN_ROWS, 1_000_000), default=300, help="customers to seed (default 300)")
+    sp.add_argument("--every", type=SECONDS, default=5.0, help="seconds between two rounds of edits (default 5)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = logging.INFO if args.verbose or getattr(args, "service", False) else logging.WARNING
+    configure_logging("text", quiet)
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_format, settings.log_level or quiet)
+        return int(args.fn(args, settings))
+    except SettingsError as exc:
+        print(f"tablesync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"tablesync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokerUnavailable as exc:
+        print(f"tablesync: {exc}; the job was marked failed, nothing ran: run the command again once the broker is up",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

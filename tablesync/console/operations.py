@@ -1,0 +1,92 @@
+"""What an operator asks for, from the CLI or the web console: which couplings an action selects,
+and the job that carries it to the workers. Both surfaces call these, so an action from the web
+is the very same actor message as one from the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+
+from tablesync.console.errors import UsageError
+from tablesync.console.views import require_mapping
+from tablesync.store.coupling_queries import error_signature, skipped_couplings
+from tablesync.store.jobs import create_job
+from tablesync.store.mappings import StoredMapping, get_mapping
+from tablesync.store.schema import couplings
+from tablesync.config.settings import Settings
+
+SELECTING_KINDS = ("retry", "resolve", "uncouple", "restore", "delete")
+MAX_ID = 2**63 - 1
+
+
+def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: str | None,
+                     group: str | None) -> dict[str, list[int]]:
+    """{mapping: coupling ids} of an action's selection; explicit ids must exist."""
+    if ids:
+        require_mapping(conn, mapping)
+        if all_ or group:
+            raise UsageError("give coupling ids or a selection (--all, --group), not both")
+        impossible = sorted(i for i in ids if not 1 <= i <= MAX_ID)
+        if impossible:
+            raise UsageError(f"no coupling {', '.join(map(str, impossible))} (coupling ids are positive 64-bit numbers)")
+        rows = conn.execute(sa.select(couplings.c.id, couplings.c.mapping).where(couplings.c.id.in_(ids))).all()
+        unknown = sorted(set(ids) - {r.id for r in rows})
+        if unknown:
+            raise UsageError(f"no coupling {', '.join(map(str, unknown))} (see `tablesync errors` or `tablesync couplings`)")
+        out: dict[str, list[int]] = {}
+        for r in rows:
+            if mapping is None or r.mapping == mapping:
+                out.setdefault(r.mapping, []).append(r.id)
+        return out
+    if not (all_ or mapping or group):
+        raise UsageError("say which couplings: ids (from `tablesync errors`), --all, --mapping M or --group SIGNATURE")
+    require_mapping(conn, mapping)
+    out = {}
+    for r in skipped_couplings(conn, mapping):
+        if group is None or error_signature(r.mapping, r.skip_reason, r.message) == group:
+            out.setdefault(r.mapping, []).append(r.id)
+    return out
+
+
+def require_active(conn: sa.Connection, mapping: str) -> StoredMapping:
+    """The active mapping of that name: a job can only run a mapping the store holds active."""
+    stored = get_mapping(conn, mapping)
+    if stored is not None:
+        return stored
+    require_mapping(conn, mapping)  # unknown rather than deactivated: say so, listing the known ones
+    raise UsageError(f"mapping {mapping!r} is deactivated (it left the config file at the last `tablesync config apply`): "
+                     "its history stays readable, but it no longer runs")
+
+
+def broker_for(settings: Settings) -> dramatiq.Broker | None:
+    """The configured broker; None without one: jobs then wait in the store for a scheduler or
+    `tablesync run` to send them."""
+    from tablesync.worker.broker import setup_broker
+
+    if settings.broker_url is None:
+        return None
+    try:
+        return setup_broker(settings)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def enqueue_job(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, mapping: str, kind: str,
+                operator: str, params: dict[str, Any]) -> int:
+    """One job row (committed first, so a worker never gets an id it cannot find), then its message."""
+    from tablesync.worker.enqueue import dispatch
+
+    with engine.begin() as conn:
+        require_active(conn, mapping)
+        job_id = create_job(conn, mapping, kind, operator=operator, params=params)
+    dispatch(engine, broker, settings, job_id)
+    return job_id
+
+
+def enqueue_selected(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, kind: str,
+                     chosen: dict[str, list[int]], operator: str, params: dict[str, Any]) -> list[int]:
+    """One job per mapping of the selection."""
+    return [enqueue_job(engine, broker, settings, mapping, kind, operator, {**params, "couplings": ids})
+            for mapping, ids in chosen.items()]

@@ -1,0 +1,75 @@
+"""Jobs whose worker stopped heart-beating are marked `abandoned`, and their work is enqueued
+again; queued jobs whose message was lost are sent again.
+
+Each update is conditional on the job still being stale, so several scheduler replicas reaping at
+once act on each job once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from tablesync.db.engine import utcnow
+from tablesync.store.jobs import create_job, stale_running
+from tablesync.config.settings import Settings
+from tablesync.store.schema import jobs
+from tablesync.worker.enqueue import mark_sent
+
+log = logging.getLogger("tablesync.scheduler")
+
+
+def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) -> list[int]:
+    """Returns the ids of the replacement jobs."""
+    with store.connect() as conn:
+        stale = stale_running(conn, timeout_seconds)
+    replacements: list[int] = []
+    for job in stale:
+        cutoff = utcnow() - timedelta(seconds=timeout_seconds)
+        with store.begin() as conn:
+            won = conn.execute(sa.update(jobs).where(
+                jobs.c.id == job.id, jobs.c.status == "running",
+                sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
+            ).values(status="abandoned", finished_at=utcnow(),
+                     message=f"abandoned: worker {job.worker} sent no heartbeat for {timeout_seconds:.0f}s")).rowcount
+            if not won:
+                continue
+            new_id = create_job(conn, job.mapping, job.kind, operator=job.operator,
+                                params={**(job.params or {}), "redo_of": job.id})
+        log.warning("job %s abandoned (worker %s silent); its work is redone as job %s", job.id, job.worker, new_id)
+        replacements.append(new_id)
+        send(new_id)  # a broker that is down raises: the redo waits in the store (send_waiting)
+        with store.begin() as conn:
+            mark_sent(conn, [new_id])
+    return replacements
+
+
+def resend_queued(store: sa.Engine, send: Callable[[int], None], after_seconds: float) -> list[int]:
+    """Send again the queued jobs nobody started for `after_seconds`: their message was lost (a
+    broker restarted without persistence, or Dramatiq dead-lettered it after its retries). Left
+    alone, such a job would block every later tick of its mapping: the sync would silently stop.
+    A duplicate is harmless (a worker drops a delivery of a job that is no longer queued), so a job
+    merely waiting in a long queue costs one short-lived extra message per interval. Jobs never sent
+    are `send_waiting`'s, at once."""
+    cutoff = utcnow() - timedelta(seconds=after_seconds)
+    stale = sa.and_(jobs.c.status == "queued", jobs.c.sent_at < cutoff)
+    with store.connect() as conn:
+        ids = list(conn.execute(sa.select(jobs.c.id).where(stale).order_by(jobs.c.id)).scalars())
+    sent: list[int] = []
+    for job_id in ids:
+        with store.begin() as conn:
+            won = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, stale).values(sent_at=utcnow())).rowcount
+        if won:
+            log.warning("job %s has been queued for over %.0fs without starting: its message is sent again", job_id,
+                        after_seconds)
+            send(job_id)
+            sent.append(job_id)
+    return sent
+
+
+def resend_after(settings: Settings) -> float:
+    """Never before a job deferred for its depends_on mappings would have run anyway."""
+    return max(settings.queued_resend_seconds, settings.dependency_wait_seconds + 60)

@@ -1,0 +1,137 @@
+"""Job rows: created when a run is asked for, updated by the worker that runs it, read by the console."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.db.engine import utcnow
+from tablesync.store.schema import job_errors, jobs
+
+COUNTERS = ("inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled", "conflicts", "skipped", "failed")
+FINISHED = ("succeeded", "failed", "abandoned", "dropped")
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class Counters:
+    inserted: int = 0
+    modified: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    coupled: int = 0
+    uncoupled: int = 0
+    conflicts: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def add(self, other: "Counters") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def create_job(
+    conn: sa.Connection, mapping: str, kind: str, *, operator: str | None = None,
+    params: Mapping[str, Any] | None = None, direction: str | None = None, status: str = "queued",
+    message: str | None = None,
+) -> int:
+    now = utcnow()
+    values = dict(
+        mapping=mapping, kind=kind, status=status, operator=operator, params=dict(params or {}),
+        direction=direction, enqueued_at=now, message=message,
+        **{c: 0 for c in COUNTERS}, attempts=0,
+    )
+    if status in FINISHED:
+        values["finished_at"] = now
+    return int(conn.execute(sa.insert(jobs).values(**values).returning(jobs.c.id)).scalar_one())
+
+
+def get_job(conn: sa.Connection, job_id: int) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+
+
+def add_counters(conn: sa.Connection, job_id: int, delta: Counters) -> None:
+    """Increment counters in the same transaction as the coupling writes they count (no double count)."""
+    changes = {k: v for k, v in delta.as_dict().items() if v}
+    if changes:
+        conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
+            **{k: getattr(jobs.c, k) + v for k, v in changes.items()}, heartbeat_at=utcnow(),
+        ))
+
+
+def heartbeat(conn: sa.Connection, job_id: int) -> None:
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running").values(heartbeat_at=utcnow()))
+
+
+def finish_job(conn: sa.Connection, job_id: int, status: str, message: str | None = None) -> None:
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
+        status=status, message=message, finished_at=utcnow(), heartbeat_at=utcnow(),
+    ))
+
+
+def _job_filter(q: Any, mapping: str | None, status: str | None, since: datetime | None, until: datetime | None) -> Any:
+    """Filters are bound parameters, never SQL text: whatever a user typed stays a value."""
+    if mapping:
+        q = q.where(jobs.c.mapping == mapping)
+    if status:
+        q = q.where(jobs.c.status == status)
+    if since is not None:
+        q = q.where(jobs.c.enqueued_at >= since)
+    if until is not None:
+        q = q.where(jobs.c.enqueued_at < until)
+    return q
+
+
+def list_jobs(
+    conn: sa.Connection, mapping: str | None = None, status: str | None = None, limit: int = 50,
+    since: datetime | None = None, until: datetime | None = None, offset: int = 0,
+) -> list[sa.Row[Any]]:
+    """Newest first; `since`/`until` bound the enqueue time."""
+    q = _job_filter(sa.select(jobs), mapping, status, since, until)
+    return conn.execute(q.order_by(jobs.c.id.desc()).limit(limit).offset(offset)).all()
+
+
+def count_jobs(conn: sa.Connection, mapping: str | None = None, status: str | None = None,
+               since: datetime | None = None, until: datetime | None = None) -> int:
+    return int(conn.execute(_job_filter(sa.select(sa.func.count()).select_from(jobs), mapping, status, since, until)).scalar_one())
+
+
+def errors_of(conn: sa.Connection, job_id: int) -> list[sa.Row[Any]]:
+    return conn.execute(sa.select(job_errors).where(job_errors.c.job_id == job_id).order_by(job_errors.c.id)).all()
+
+
+def stale_running(conn: sa.Connection, timeout: float) -> list[sa.Row[Any]]:
+    cutoff = utcnow() - timedelta(seconds=timeout)
+    return conn.execute(sa.select(jobs).where(
+        jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
+    )).all()
+
+
+def create_jobs(conn: sa.Connection, items: Sequence[tuple[str, Mapping[str, Any]]], kind: str) -> list[int]:
+    """Queued jobs of `kind` for (mapping, params) items, in one statement; ids in input order."""
+    now = utcnow()
+    rows = [dict(mapping=m, kind=kind, status="queued", operator=None, params=dict(p), direction=None, enqueued_at=now,
+                 message=None, **{c: 0 for c in COUNTERS}, attempts=0) for m, p in items]
+    return [int(i) for i in conn.execute(sa.insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows).scalars()]
+
+
+def active_job(conn: sa.Connection, mapping: str) -> sa.Row[Any] | None:
+    return conn.execute(
+        sa.select(jobs).where(jobs.c.mapping == mapping, jobs.c.status.in_(ACTIVE)).order_by(jobs.c.id.desc()).limit(1)
+    ).first()
+
+
+def last_runs(conn: sa.Connection) -> dict[str, sa.Row[Any]]:
+    """The newest finished sync job of each mapping."""
+    latest = (
+        sa.select(sa.func.max(jobs.c.id)).where(jobs.c.status.in_(FINISHED), jobs.c.kind.in_(("sync", "full_sync")))
+        .group_by(jobs.c.mapping).scalar_subquery()
+    )
+    return {r.mapping: r for r in conn.execute(sa.select(jobs).where(jobs.c.id.in_(latest)))}

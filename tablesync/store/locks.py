@@ -1,0 +1,98 @@
+"""One running job per mapping, across every machine.
+
+On PostgreSQL a session advisory lock is held on a dedicated connection for the whole job: if the
+worker dies the connection drops and the lock is free at once. Stores without advisory locks
+(SQLite, the single-process embedded default) use a lease row that the job's heartbeat renews.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from tablesync.db.engine import utcnow
+from tablesync.store.schema import mapping_locks
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lock_key(mapping: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"tablesync:{mapping}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class MappingLock:
+    def __init__(self, store: sa.Engine, mapping: str, lease_seconds: float = 60.0):
+        self.store = store
+        self.mapping = mapping
+        self.lease = lease_seconds
+        self.owner = f"{OWNER}:{threading.get_ident()}"
+        self._conn: sa.Connection | None = None
+        self.held = False
+
+    def acquire(self) -> bool:
+        if self.store.dialect.name == "postgresql":
+            conn = self.store.connect()
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.mapping)}).scalar()
+            conn.commit()
+            if got:
+                self._conn = conn
+            else:
+                conn.close()
+            self.held = bool(got)
+            return self.held
+        now = utcnow()
+        with self.store.begin() as conn:
+            exists = conn.execute(sa.select(mapping_locks.c.mapping).where(mapping_locks.c.mapping == self.mapping)).first()
+            if exists is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(sa.insert(mapping_locks).values(mapping=self.mapping, owner=None, expires_at=None))
+                except sa.exc.IntegrityError:
+                    pass
+            got = conn.execute(
+                sa.update(mapping_locks)
+                .where(mapping_locks.c.mapping == self.mapping,
+                       sa.or_(mapping_locks.c.owner.is_(None), mapping_locks.c.expires_at < now))
+                .values(owner=self.owner, expires_at=now + timedelta(seconds=self.lease))
+            ).rowcount
+        self.held = got == 1
+        return self.held
+
+    def renew(self) -> None:
+        if self._conn is not None or not self.held:
+            return
+        with self.store.begin() as conn:
+            conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == self.mapping, mapping_locks.c.owner == self.owner)
+                         .values(expires_at=utcnow() + timedelta(seconds=self.lease)))
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if self._conn is not None:
+            try:
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(self.mapping)})
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+            return
+        with self.store.begin() as conn:
+            conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == self.mapping, mapping_locks.c.owner == self.owner)
+                         .values(owner=None, expires_at=None))
+
+
+@contextmanager
+def mapping_lock(store: sa.Engine, mapping: str, lease_seconds: float = 60.0) -> Iterator[MappingLock]:
+    lock = MappingLock(store, mapping, lease_seconds)
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,393 @@
+"""Operator actions (SPEC §5): what an operator does about a coupled data synchronization error.
+
+Each action is a job, run by a worker under the mapping's lock (so it never races a sync), with
+its preconditions checked here against the live records, not only in the CLI. A coupling that
+fails its precondition gets a job error saying why and what to do instead, the others are still
+acted on, and the job ends `failed` so `--wait` exits 1.
+
+Redelivery: every step is idempotent, and a step this job already took (the coupling carries its
+job id) is not refused on the redo: a restore whose insert landed, or a delete whose record is gone,
+is finished instead of being reported as a broken precondition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.config.model import MappingSpec, source_side, target_side
+from tablesync.db.engine import utcnow
+from tablesync.store.jobs import Counters, add_counters
+from tablesync.store.schema import couplings
+from tablesync.store import couplings as cs
+from tablesync.sync import metrics
+from tablesync.apps.table import AppTable, app_call, app_iter, match_value
+from tablesync.sync.two_way import compile_pair_plan, resolve_pairs, sync_batch
+from tablesync.sync.one_way import RunContext, process_rows
+from tablesync.sync.plan import RecordError, compile_plan, target_values
+from tablesync.apps.values import canonical
+from tablesync.store.journal import RecordRef, event_row, write_errors, write_events
+
+ACTION_KINDS = ("retry", "resolve", "uncouple", "restore", "delete", "couple", "match")
+SIDES = ("local", "integration")
+
+
+class ActionRefused(Exception):
+    """Some or all of an action's records failed a precondition; the job errors say which and why."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: int
+    local_key: str | None
+    integration_key: str | None
+    state: str
+    skipped: bool
+    last_job_id: int | None
+    origin: str | None = None
+
+    def key(self, side: str) -> str | None:
+        return self.local_key if side == "local" else self.integration_key
+
+
+def run_action(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], kind: str,
+               params: dict[str, Any]) -> tuple[Counters, str | None]:
+    """Carry out one action job; returns its counters and a summary for the job's message."""
+    act = Action(ctx, spec, tables, params.get("redo_of"))
+    if kind == "couple":
+        act.couple(str(params["local_key"]), str(params["integration_key"]), params.get("use"))
+    elif kind == "match":
+        act.match(params.get("use"))
+    else:
+        pairs = act.load([int(i) for i in params.get("couplings", [])])
+        if kind == "retry":
+            act.retry(pairs, now=bool(params.get("now")))
+        elif kind == "resolve":
+            act.resolve(pairs, use=str(params["use"]))
+        else:
+            getattr(act, kind)(pairs)
+    return act.finish(), act.summary
+
+
+def sync_record(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], key: str, side: str) -> Counters:
+    """`sync MAPPING --record KEY`: one record, now, as a run would sync it."""
+    act = Action(ctx, spec, tables)
+    try:
+        side, key = record_source(ctx, spec, tables, key, side)
+    except ActionRefused as exc:
+        act.refuse(None, None, str(exc))
+        return act.finish()
+    act.synced.add(act.sync_keys(side, [key]))
+    return act.finish()
+
+
+def record_source(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], key: str, side: str) -> tuple[str, str]:
+    """The (side, key) a run reads the record `key` of `side` from: a one-way mapping's target
+    record is synced from its coupled source record. Refused when there is no such live record."""
+    if spec.direction != "bidirectional" and side != source_side(spec.direction):
+        with ctx.store.connect() as conn:  # given by its target key: sync it from its coupled source record
+            found = conn.execute(sa.select(couplings.c[f"{source_side(spec.direction)}_key"]).where(
+                couplings.c.mapping == spec.name, couplings.c[f"{side}_key"] == key)).scalar()
+        if found is None:
+            raise ActionRefused(f"{side} record {key} is not coupled, and mapping {spec.name} only reads its "
+                                f"{source_side(spec.direction)} side: give the {source_side(spec.direction)} key")
+        key, side = str(found), source_side(spec.direction)
+    if not app_call(lambda: tables[side].existing([key])):
+        raise ActionRefused(f"{side} record {key} does not exist (or is soft-deleted) in {tables[side].side.table}")
+    return side, key
+
+
+class Action:
+    """One action job's state: what it did (counters, events) and what it refused."""
+
+    def __init__(self, ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], redo_of: int | None = None) -> None:
+        self.ctx, self.spec, self.tables = ctx, spec, tables
+        self.mine = {ctx.job_id} | ({int(redo_of)} if redo_of is not None else set())  # jobs whose steps are ours
+        self.counters = Counters()  # what the action itself did; written to the job by finish()
+        self.synced = Counters()  # what the sync steps it ran did; they write their own counters
+        self.events: list[dict[str, Any]] = []
+        self.refused: list[tuple[RecordRef, str]] = []
+        self.direction = "to_integration" if spec.direction == "bidirectional" else spec.direction
+        self.summary: str | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def ref(self, p: Pair | None, local_key: str | None = None, integration_key: str | None = None) -> RecordRef:
+        lk = p.local_key if p else local_key
+        ik = p.integration_key if p else integration_key
+        src, tgt = (lk, ik) if self.direction == "to_integration" else (ik, lk)
+        return RecordRef(self.ctx.job_id, self.spec.name, self.direction, p.id if p else None, src, tgt)
+
+    def event(self, p: Pair, outcome: str, message: str | None = None) -> None:
+        self.events.append(event_row(self.ref(p), outcome, message))
+
+    def refuse(self, p: Pair | None, keys: tuple[str, str] | None, message: str) -> None:
+        ref = self.ref(p, *(keys or (None, None)))
+        self.refused.append((ref, message))
+        self.events.append(event_row(ref, "refused", message))
+
+    def finish(self) -> Counters:
+        self.counters.failed += len(self.refused)
+        with self.ctx.store.begin() as conn:
+            write_errors(conn, [(ref, msg, None) for ref, msg in self.refused])
+            write_events(conn, self.events)
+            add_counters(conn, self.ctx.job_id, self.counters)
+        metrics.records(self.spec.name, self.direction, self.counters)
+        if self.refused:
+            first = self.refused[0][1]
+            more = f" (and {len(self.refused) - 1} more; see the job's errors)" if len(self.refused) > 1 else ""
+            raise ActionRefused(first + more)
+        total = Counters()
+        total.add(self.counters)
+        total.add(self.synced)
+        return total
+
+    def load(self, ids: Sequence[int]) -> list[Pair]:
+        with self.ctx.store.connect() as conn:
+            rows = {r.id: r for r in conn.execute(sa.select(couplings).where(couplings.c.id.in_(list(ids)),
+                                                                              couplings.c.mapping == self.spec.name))}
+        pairs = []
+        for i in ids:
+            r = rows.get(i)
+            if r is None:
+                self.refused.append((RecordRef(self.ctx.job_id, self.spec.name, self.direction, None, None, None),
+                                     f"coupling {i} does not exist in mapping {self.spec.name} (removed, or another mapping's)"))
+                continue
+            pairs.append(Pair(r.id, r.local_key, r.integration_key, r.state, r.skipped, r.last_job_id, r.origin))
+        return pairs
+
+    def existence(self, pairs: Sequence[Pair]) -> dict[int, tuple[bool, bool]]:
+        found = {side: app_call(lambda side=side: self.tables[side].existing([k for p in pairs if (k := p.key(side))]))
+                 for side in SIDES}
+        return {p.id: (p.local_key in found["local"], p.integration_key in found["integration"]) for p in pairs}
+
+    def clear_skip(self, conn: sa.Connection, ids: Sequence[int]) -> None:
+        conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids))).values(
+            skipped=False, skip_reason=None, failures=0, last_result=None, last_job_id=self.ctx.job_id))
+
+    def sync_keys(self, side: str, keys: list[str]) -> Counters:
+        """Sync these records now, reading them on `side` (a one-way mapping's source side)."""
+        if not keys:
+            return Counters()
+        if self.spec.direction == "bidirectional":
+            return sync_batch(self.ctx, compile_pair_plan(self.spec, self.tables), side, self.tables, keys)
+        direction = self.spec.direction
+        plan = compile_plan(self.spec, direction, self.tables[target_side(direction)].table,
+                            self.tables[source_side(direction)].table)
+        source = self.tables[source_side(direction)]
+        rows = app_call(lambda: source.fetch(keys, plan.source_columns))
+        return process_rows(self.ctx, plan, source, self.tables[target_side(direction)], list(rows.values()))
+
+    def origin_of(self, p: Pair) -> str:
+        if p.origin:
+            return p.origin
+        return "local" if self.spec.direction != "from_integration" else "integration"
+
+    def both_exist(self, pairs: list[Pair], action: str) -> list[Pair]:
+        live = self.existence(pairs)
+        ok = []
+        for p in pairs:
+            if p.state == "uncoupled":
+                self.refuse(p, None, f"coupling {p.id} was removed (uncoupled); couple the records again with `tablesync couple`")
+            elif all(live[p.id]):
+                ok.append(p)
+            elif p.state == "pending" and live[p.id][SIDES.index(self.origin_of(p))]:
+                ok.append(p)  # a record that failed before it was ever inserted: only its source must exist
+            else:
+                gone = " and ".join(f"the {s} record {p.key(s)}" for s, there in zip(SIDES, live[p.id]) if not there)
+                self.refuse(p, None, f"cannot {action} coupling {p.id}: {gone} no longer exists; use `tablesync restore` "
+                                     "or `tablesync delete` for a deleted record, or `tablesync uncouple`")
+        return ok
+
+    # -- the actions ----------------------------------------------------------------------------
+
+    def retry(self, pairs: list[Pair], now: bool = False) -> None:
+        ok = self.both_exist(pairs, "retry")
+        with self.ctx.store.begin() as conn:
+            self.clear_skip(conn, [p.id for p in ok])
+        for p in ok:
+            self.event(p, "retried", "skip cleared by an operator; synced " + ("now" if now else "in the next run"))
+        if now:
+            side = "local" if self.spec.direction == "bidirectional" else source_side(self.spec.direction)
+            self.synced.add(self.sync_keys(side, [k for p in ok if (k := p.key(side))]))
+
+    def resolve(self, pairs: list[Pair], use: str) -> None:
+        if self.spec.direction != "bidirectional" and use != source_side(self.spec.direction):
+            source = source_side(self.spec.direction)  # the side a one-way mapping never writes to
+            for p in pairs:
+                self.refuse(p, None, f"mapping {self.spec.name} flows {self.spec.direction}: its {source} records are never "
+                                     f"written to, so the {use} values cannot win; use --use {source}, or change the "
+                                     f"record in the {source} app and `tablesync retry`")
+            return
+        ok = self.both_exist(pairs, "synchronize")
+        with self.ctx.store.begin() as conn:
+            self.clear_skip(conn, [p.id for p in ok])
+        for p in ok:
+            self.event(p, "resolved", f"an operator chose the {use} values")
+        if self.spec.direction == "bidirectional":
+            self.synced.add(resolve_pairs(self.ctx, compile_pair_plan(self.spec, self.tables),
+                                            self.tables, [k for p in ok if (k := p.local_key)], use))
+        else:
+            self.synced.add(self.sync_keys(use, [k for p in ok if (k := p.key(use))]))
+
+    def uncouple(self, pairs: list[Pair]) -> None:
+        todo = [p for p in pairs if p.state != "uncoupled"]
+        with self.ctx.store.begin() as conn:  # a tombstone: neither record is synced (or re-created) again
+            conn.execute(sa.update(couplings).where(couplings.c.id.in_([p.id for p in todo])).values(
+                state="uncoupled", skipped=False, skip_reason=None, failures=0, last_job_id=self.ctx.job_id))
+        for p in todo:
+            self.event(p, "uncoupled", "coupling removed by an operator: the records are no longer synced")
+        self.counters.uncoupled += len(todo)
+
+    def _one_deleted(self, pairs: list[Pair], action: str) -> list[tuple[Pair, str]]:
+        """(pair, surviving side) for pairs with exactly one record deleted, or already handled by this job."""
+        live = self.existence(pairs)
+        out = []
+        for p in pairs:
+            here = [s for s, there in zip(SIDES, live[p.id]) if there]
+            mine = p.last_job_id in self.mine
+            if mine and (p.state == "pending" or not here):
+                out.append((p, self.origin_of(p) if p.state == "pending" else (here[0] if here else "")))
+            elif len(here) == 1 and p.state != "uncoupled":
+                out.append((p, here[0]))
+            elif len(here) == 2:
+                self.refuse(p, None, f"cannot {action} coupling {p.id}: both records exist, so there is no deletion "
+                                     "to settle; use `tablesync resolve --use local|integration` or `tablesync retry`")
+            else:
+                self.refuse(p, None, f"cannot {action} coupling {p.id}: both records are gone; `tablesync uncouple` it")
+        return out
+
+    def restore(self, pairs: list[Pair]) -> None:
+        todo: dict[str, list[Pair]] = {"local": [], "integration": []}
+        for p, survivor in self._one_deleted(pairs, "restore"):
+            if p.state == "pending":  # redo: the intent is there already
+                todo[survivor].append(p)
+                continue
+            if self.spec.direction != "bidirectional" and survivor != source_side(self.spec.direction):
+                lost = source_side(self.spec.direction)
+                self.refuse(p, None, f"cannot restore the {lost} record {p.key(lost)}: mapping {self.spec.name} flows "
+                                     f"{self.spec.direction} and never writes {lost} records; use `tablesync delete` "
+                                     "to delete the surviving record, or `tablesync uncouple`")
+                continue
+            todo[survivor].append(p)
+        for survivor, items in todo.items():
+            if not items:
+                continue
+            lost = "integration" if survivor == "local" else "local"
+            with self.ctx.store.begin() as conn:
+                conn.execute(sa.update(couplings).where(couplings.c.id.in_([p.id for p in items])).values(
+                    {f"{lost}_key": None, "state": "pending", "origin": survivor, "skipped": False, "skip_reason": None,
+                     "failures": 0, "last_result": None, "last_job_id": self.ctx.job_id}))
+            for p in items:
+                self.event(p, "restoring", f"an operator restores the deleted {lost} record from the {survivor} record")
+            self.synced.add(self.sync_keys(survivor, [k for p in items if (k := p.key(survivor))]))
+
+    def delete(self, pairs: list[Pair]) -> None:
+        for p, survivor in self._one_deleted(pairs, "delete"):
+            if survivor and p.state != "pending":
+                table, key = self.tables[survivor], p.key(survivor)
+                with table.engine.begin() as conn:
+                    table.delete(conn, [str(key)])
+                self.counters.deleted += 1
+            with self.ctx.store.begin() as conn:
+                conn.execute(sa.delete(couplings).where(couplings.c.id == p.id))
+            self.event(p, "deleted", f"an operator deleted the surviving {survivor} record and the coupling" if survivor
+                       else "an operator deleted the coupling (both records are gone)")
+
+    def couple(self, local_key: str, integration_key: str, use: str | None) -> None:
+        keys = (local_key, integration_key)
+        with self.ctx.store.connect() as conn:
+            rows = conn.execute(sa.select(couplings).where(couplings.c.mapping == self.spec.name, sa.or_(
+                couplings.c.local_key == local_key, couplings.c.integration_key == integration_key))).all()
+        done = [r for r in rows if r.local_key == local_key and r.integration_key == integration_key
+                and r.state == "synced" and r.last_job_id in self.mine]
+        if not done:
+            live = [bool(app_call(lambda s=s, k=k: self.tables[s].existing([k]))) for s, k in zip(SIDES, keys)]
+            if not all(live):
+                gone = " and ".join(f"the {s} record {k}" for s, k, there in zip(SIDES, keys, live) if not there)
+                self.refuse(None, keys, f"cannot couple: {gone} does not exist (or is soft-deleted)")
+                return
+            busy = [r for r in rows if r.state != "uncoupled"]
+            if busy:
+                r = busy[0]
+                self.refuse(None, keys, f"cannot couple: coupling {r.id} already couples local {r.local_key} with "
+                                        f"integration {r.integration_key}; `tablesync uncouple {r.id}` first")
+                return
+            with self.ctx.store.begin() as conn:  # tombstones of either record give way to the new pair
+                conn.execute(sa.delete(couplings).where(couplings.c.id.in_([r.id for r in rows])))
+                new_id = self._insert_couplings(conn, [keys])[0]
+        else:
+            new_id = done[0].id
+        p = Pair(new_id, local_key, integration_key, "synced", False, self.ctx.job_id)
+        self.counters.coupled += 1
+        self.event(p, "coupled", "coupled by an operator" + (f"; the {use} values win" if use else ""))
+        self._first_sync([p], use)
+
+    def match(self, use: str | None) -> None:
+        """Couple every uncoupled source record to its single match_on counterpart."""
+        direction = "to_integration" if self.spec.direction == "bidirectional" else self.spec.direction
+        src, tgt = source_side(direction), target_side(direction)
+        plan = compile_plan(self.spec, direction, self.tables[tgt].table, self.tables[source_side(direction)].table)
+        if not plan.match_columns:
+            self.refuse(None, None, f"mapping {self.spec.name} has no match_on fields: add `match_on: [...]` to it")
+            return
+        unmatched = ambiguous = 0
+        claimed: set[str] = set()
+        for page in app_iter(self.tables[src].pages(plan.source_columns, None, self.ctx.batch_size)):
+            with self.ctx.store.connect() as conn:
+                known = cs.by_source_keys(conn, self.spec.name, direction, [str(r[plan.source_key_column]) for r in page])
+            wanted: dict[str, tuple[Any, ...]] = {}
+            for row in page:
+                key = str(row[plan.source_key_column])
+                if key in known:
+                    continue
+                try:
+                    values = target_values(plan, row)
+                except RecordError:
+                    unmatched += 1
+                    continue
+                wanted[key] = tuple(match_value(canonical(values.get(c))) for c in plan.match_columns)
+            found = app_call(lambda: self.tables[tgt].find_matches(plan.match_columns, list(set(wanted.values()))))
+            with self.ctx.store.connect() as conn:
+                taken = cs.coupled_target_keys(conn, self.spec.name, direction, sorted({k for ks in found.values() for k in ks}))
+            new: list[tuple[str, str]] = []
+            for key, values in wanted.items():
+                candidates = [k for k in found.get(values, []) if k not in taken and k not in claimed]
+                if not candidates:
+                    unmatched += 1
+                elif len(candidates) > 1:
+                    ambiguous += 1
+                    pair = (key, "") if src == "local" else ("", key)
+                    self.events.append(event_row(self.ref(None, *pair), "ambiguous",
+                                                 f"{len(candidates)} {tgt} records match: {', '.join(candidates[:5])}"))
+                else:
+                    claimed.add(candidates[0])
+                    new.append((key, candidates[0]) if src == "local" else (candidates[0], key))
+            if new:
+                with self.ctx.store.begin() as conn:
+                    ids = self._insert_couplings(conn, new)
+                pairs = [Pair(i, lk, ik, "synced", False, self.ctx.job_id) for i, (lk, ik) in zip(ids, new)]
+                for p in pairs:
+                    self.event(p, "coupled", f"coupled by match_on ({', '.join(plan.match_columns)})")
+                self.counters.coupled += len(pairs)
+                self._first_sync(pairs, use)
+            self.ctx.beat()
+        self.summary = f"coupled {self.counters.coupled}, unmatched {unmatched}, ambiguous {ambiguous}"
+
+    def _insert_couplings(self, conn: sa.Connection, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Synced couplings with nothing known of their past: the first sync compares the records."""
+        now = utcnow()
+        rows = [{"mapping": self.spec.name, "local_key": lk, "integration_key": ik, "state": "synced", "failures": 0,
+                 "skipped": False, "created_at": now, "last_job_id": self.ctx.job_id} for lk, ik in pairs]
+        return list(conn.execute(sa.insert(couplings).returning(couplings.c.id, sort_by_parameter_order=True), rows).scalars())
+
+    def _first_sync(self, pairs: list[Pair], use: str | None) -> None:
+        if use is not None and self.spec.direction == "bidirectional":
+            self.synced.add(resolve_pairs(self.ctx, compile_pair_plan(self.spec, self.tables), self.tables,
+                                            [k for p in pairs if (k := p.local_key)], use))
+            return
+        side = "local" if self.spec.direction == "bidirectional" else source_side(self.spec.direction)
+        self.synced.add(self.sync_keys(side, [k for p in pairs if (k := p.key(side))]))

@@ -1,0 +1,194 @@
+"""Given source rows, their coupling states and the target rows: what to do with each record.
+
+Pure: no I/O, no clock. The engine feeds it one batch at a time and applies the result in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tablesync.sync.plan import (
+    DirectionPlan,
+    RecordError,
+    Refs,
+    canonical_values,
+    copied_values,
+    target_values,
+)
+from tablesync.apps.values import canonical, content_hash
+
+INSERT, UPDATE, UNCHANGED, IGNORE, SKIP, FAIL = "insert", "update", "unchanged", "ignore", "skip", "fail"
+
+
+@dataclass(frozen=True)
+class CouplingState:
+    """The store's view of one coupling, expressed in this direction's source/target terms."""
+
+    id: int
+    source_key: str | None
+    target_key: str | None
+    state: str  # pending (insert intent not yet confirmed) | synced | uncoupled (removed: never sync again)
+    source_hash: str | None
+    target_hash: str | None
+    last_result: str | None
+    skipped: bool = False
+    last_job_id: int | None = None
+    snapshot: Mapping[str, Any] | None = None  # last_values: {"local": {column: value}, "integration": {...}}
+    origin: str | None = None  # side a pending insert copies from
+
+    def flipped(self) -> "CouplingState":
+        """The same coupling seen from the opposite direction."""
+        return replace(self, source_key=self.target_key, target_key=self.source_key,
+                       source_hash=self.target_hash, target_hash=self.source_hash)
+
+
+@dataclass
+class Decision:
+    action: str
+    source_key: str
+    coupling: CouplingState | None
+    target_key: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # target column → value to write
+    source_values: dict[str, Any] = field(default_factory=dict)  # source column → canonical value (the snapshot)
+    source_hash: str | None = None
+    target_hash: str | None = None
+    changes: dict[str, list[Any]] | None = None  # target column → [old, new]
+    message: str | None = None
+    completes_insert: bool = False  # a pending intent whose target row already exists (recovery)
+    coupling_id: int | None = None  # set once an intent row exists for a decision that had no coupling
+    matched: bool = False  # coupled to an existing target record by match_on instead of inserting
+    staged_batch: int | None = None  # its insert intent is in this `insert_intents` batch (the bulk path)
+
+    @property
+    def cid(self) -> int | None:
+        return self.coupling.id if self.coupling is not None else self.coupling_id
+
+
+def decide(
+    plan: DirectionPlan,
+    rows: list[Mapping[str, Any]],
+    couplings: Mapping[str, CouplingState],
+    targets: Mapping[str, Mapping[str, Any]],
+    refs: Refs | None = None,
+    prepared: Mapping[str, Prepared] | None = None,
+) -> list[Decision]:
+    """One decision per source row, in input order.
+
+    `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only),
+    `refs` translates parent fields' keys, `prepared` (by source key, from `prepare`) saves
+    canonicalising and hashing the source rows twice.
+    """
+    prepared = prepared if prepared is not None else prepare(plan, rows)
+    return [_decide_one(plan, row, couplings, targets, refs, prepared[str(row[plan.source_key_column])]) for row in rows]
+
+
+Prepared = tuple[list[Any], str]  # a source row's canonical values (source_columns order) and their hash
+
+
+def prepare(plan: DirectionPlan, rows: list[Mapping[str, Any]]) -> dict[str, Prepared]:
+    """Canonical values and hash of each source row, by source key: all an unchanged record costs."""
+    key, columns = plan.source_key_column, plan.source_columns
+    out = {}
+    for row in rows:
+        canon = canonical_values(row, columns)
+        out[str(row[key])] = (canon, content_hash(canon))
+    return out
+
+
+
+def settled(coupling: CouplingState | None, source_hash: str) -> bool:
+    """Synced, last attempt fine, and the source hashes as at that sync: nothing to do, no target read."""
+    return (coupling is not None and coupling.state == "synced" and coupling.last_result == "success"
+            and coupling.target_key is not None and source_hash == coupling.source_hash)
+
+
+def _decide_one(
+    plan: DirectionPlan,
+    row: Mapping[str, Any],
+    couplings: Mapping[str, CouplingState],
+    targets: Mapping[str, Mapping[str, Any]],
+    refs: Refs | None,
+    prepared: Prepared,
+) -> Decision:
+    key = str(row[plan.source_key_column])
+    coupling = couplings.get(key)
+    if coupling is not None and coupling.skipped:
+        return Decision(SKIP, key, coupling, target_key=coupling.target_key)
+    if coupling is not None and coupling.state == "uncoupled":  # an operator or strategy removed the pair
+        return Decision(IGNORE, key, coupling)
+    source_canon, source_hash = prepared
+    if settled(coupling, source_hash):  # the common case of an incremental run: decided by one hash
+        assert coupling is not None
+        return Decision(UNCHANGED, key, coupling, target_key=coupling.target_key, source_hash=source_hash,
+                        target_hash=coupling.target_hash)
+    copied = copied_values(plan, row)
+    if copied is not None:  # a field-for-field copy: the source's canonical values and hash serve the target
+        values, target_canon, target_hash = copied, source_canon, source_hash
+    else:
+        try:
+            values = target_values(plan, row, refs)
+        except RecordError as exc:
+            return Decision(FAIL, key, coupling, target_key=coupling.target_key if coupling else None, message=str(exc))
+        target_canon = _target_canon(plan, values, source_canon)
+        hash_canon = (target_canon if plan.target_hash_columns == plan.target_fields
+                      else canonical_values(values, plan.target_hash_columns))
+        target_hash = source_hash if hash_canon == source_canon else content_hash(hash_canon)
+    base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash, target_hash=target_hash,
+                source_values=dict(zip(plan.source_columns, source_canon)) if plan.keeps_snapshot else {})
+
+    if coupling is None or (coupling.target_key is None and plan.key_rule is None):
+        if plan.sync_only_coupled and (coupling is None or coupling.state != "pending"):
+            return Decision(IGNORE, **base)
+        return Decision(INSERT, target_key=_source_made_key(plan, values), **base)
+    target_key = coupling.target_key if coupling.target_key is not None else _source_made_key(plan, values)
+    current = targets.get(target_key) if target_key is not None else None
+
+    if coupling.state == "pending":
+        if current is None:
+            return Decision(INSERT, target_key=target_key, **base)
+        # The insert landed before a crash: finish it, writing only if the content differs.
+        decision = _compare(plan, current, target_canon, base, target_key)
+        decision.completes_insert = True
+        return decision
+
+    if current is None:
+        return Decision(
+            FAIL, target_key=target_key, message=f"the coupled {plan.target_side()} record {target_key} no longer exists", **base
+        )
+    if base["source_hash"] == coupling.source_hash and coupling.last_result == "success":
+        return Decision(UNCHANGED, target_key=target_key, **base)
+    return _compare(plan, current, target_canon, base, target_key)
+
+
+def _target_canon(plan: DirectionPlan, values: Mapping[str, Any], source_canon: list[Any]) -> list[Any]:
+    """Canonical target values; a plain field's is its source value's, already computed."""
+    return [source_canon[i] if i is not None and (v is None or type(v) is r.plain_type) else canonical(v)
+            for r, i, v in zip(plan.rules, plan.plain_source_index, map(values.get, plan.target_fields))]
+
+
+def _compare(
+    plan: DirectionPlan, current: Mapping[str, Any], wanted: list[Any], base: dict[str, Any], target_key: str
+) -> Decision:
+    changes = diff(plan, current, wanted)
+    if not changes:
+        return Decision(UNCHANGED, target_key=target_key, **base)
+    return Decision(UPDATE, target_key=target_key, changes=changes, **base)
+
+
+def diff(plan: DirectionPlan, current: Mapping[str, Any], wanted: list[Any]) -> dict[str, list[Any]]:
+    """{target column: [current, wanted]} for the mapped columns whose canonical values differ."""
+    changes: dict[str, list[Any]] = {}
+    for column, new in zip(plan.target_fields, wanted):
+        old = canonical(current.get(column))
+        if old != new:
+            changes[column] = [old, new]
+    return changes
+
+
+def _source_made_key(plan: DirectionPlan, values: Mapping[str, Any]) -> str | None:
+    if plan.key_rule is None:
+        return None
+    value = values.get(plan.key_rule.target)
+    return None if value is None else str(value)

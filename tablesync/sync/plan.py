@@ -1,0 +1,222 @@
+"""A mapping compiled for one direction: which source columns feed which target columns.
+
+Compiling happens once per job against the reflected tables; `target_values` is then a pure function
+of one source row, which the decision logic and its unit tests use directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from operator import contains
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.apps.schema import category, coerce
+from tablesync.config.model import MappingSpec, SideSpec, source_side, target_side
+from tablesync.config.transforms import get_transform
+from tablesync.apps.values import AS_IS, canonical
+
+
+class RecordError(Exception):
+    """One record cannot be synced; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    target: str
+    source: str | None = None
+    constant: Any = None
+    transform: Callable[[Any], Any] | None = None
+    transform_name: str | None = None
+    parent: str | None = None  # a mapping whose couplings translate this field's keys
+    plain_type: type | None = None  # a source value of exactly this type is written unchanged (no coercion)
+
+
+@dataclass(frozen=True)
+class DirectionPlan:
+    mapping: str
+    direction: str
+    source: SideSpec
+    target: SideSpec
+    rules: tuple[FieldRule, ...]
+    source_columns: tuple[str, ...]
+    sync_only_coupled: bool
+    key_rule: FieldRule | None  # a rule that writes the target key: the key comes from the source
+    skip_after_failures: int = 3
+    match_columns: tuple[str, ...] = ()  # target columns compared by match-based coupling
+    on_deletion_conflict: str = "skip"
+    target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
+    target_snapshot: tuple[str, ...] = ()  # every mapped target column: what a coupling's snapshot and hash cover
+    keeps_snapshot: bool = False  # bidirectional mappings keep per-field values for the three-way merge
+    deletion_scan_seconds: float = 0.0  # 0: scan coupled keys for deletions every run
+
+    @cached_property  # asked for per record
+    def target_fields(self) -> tuple[str, ...]:
+        return tuple(r.target for r in self.rules)
+
+    @cached_property
+    def copies_source(self) -> tuple[frozenset[type], ...] | None:
+        """When every field copies its source column as it is, in `source_columns` order, and the
+        hash covers exactly those fields: per field, the types a value may have to pass unchanged.
+        Such a record's target values are its source values, with the same canonical form and hash."""
+        if (all(r.plain_type is not None for r in self.rules) and tuple(r.source for r in self.rules) == self.source_columns
+                and self.target_hash_columns == self.target_fields):
+            return tuple(frozenset({r.plain_type, type(None)}) for r in self.rules)
+        return None
+
+    @cached_property
+    def plain_source_index(self) -> tuple[int | None, ...]:
+        """Per rule, where a plain field's source value sits in `source_columns` (None: not plain)."""
+        return tuple(self.source_columns.index(r.source) if r.plain_type is not None and r.source in self.source_columns
+                     else None for r in self.rules)
+
+    @cached_property
+    def target_hash_columns(self) -> tuple[str, ...]:
+        return self.target_snapshot or self.target_fields
+
+    @property
+    def source_key_column(self) -> str:
+        return self.source.key
+
+    def source_side(self) -> str:
+        return source_side(self.direction)
+
+    def target_side(self) -> str:
+        return target_side(self.direction)
+
+
+def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | None = None,
+                 source_table: sa.Table | None = None) -> DirectionPlan:
+    src, tgt = source_side(direction), target_side(direction)
+    rules = []
+    for f in spec.fields:
+        fdir = spec.field_direction(f)
+        if fdir not in (direction, "bidirectional"):
+            continue
+        target_col = f.integration if tgt == "integration" else f.local
+        if target_col is None:
+            continue
+        if f.constant is not None:
+            rules.append(FieldRule(target=target_col, constant=f.constant))
+            continue
+        source_col = f.local if src == "local" else f.integration
+        fn = get_transform(f.transform) if spec.transform_applies(f, direction) else None
+        plain = None
+        if fn is None and f.parent is None and source_col is not None:
+            plain = plain_type(source_table.c.get(source_col) if source_table is not None else None,
+                               target_table.c.get(target_col) if target_table is not None else None)
+        rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform if fn else None, parent=f.parent,
+                               plain_type=plain))
+    # Every mapped column of each side, whichever way its field flows: a bidirectional mapping's
+    # snapshot must cover the whole record on both sides for the three-way comparison.
+    source_cols = side_columns(spec, src)
+    target_spec = spec.side(tgt)
+    key_rule = next((r for r in rules if r.target == target_spec.key and r.source is not None), None)
+    columns = {c.name: c for c in target_table.columns} if target_table is not None else None
+    if direction == "to_integration":
+        match = tuple(r.target for name in spec.match_on for r in rules if r.source == name)
+    else:
+        match = tuple(name for name in spec.match_on if any(r.target == name for r in rules))
+    return DirectionPlan(
+        mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
+        rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
+        key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
+        match_columns=match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
+        keeps_snapshot=spec.direction == "bidirectional", deletion_scan_seconds=spec.deletion_scan_seconds(),
+    )
+
+
+_PY_TYPES = {"string": str, "integer": int, "numeric": Decimal, "float": float, "boolean": bool,
+             "datetime": dt.datetime, "date": dt.date, "uuid": uuid.UUID}
+
+
+def plain_type(source: sa.Column[Any] | None, target: sa.Column[Any] | None) -> type | None:
+    """The Python type whose values fit `target` as read from `source`, so coercing them would
+    change nothing (same kind, no narrower length, same scale, same time zone handling); None when
+    every value must be coerced. The check per value stays, for databases that store anything."""
+    if source is None or target is None:
+        return None
+    kind = category(target.type)
+    if category(source.type) != kind or kind not in _PY_TYPES:
+        return None
+    s, t = source.type, target.type
+    if kind == "string" and getattr(t, "length", None) is not None and not (
+            getattr(s, "length", None) is not None and s.length <= t.length):
+        return None
+    if kind == "numeric" and (not getattr(t, "asdecimal", True) or getattr(t, "scale", None) not in (None, getattr(s, "scale", None))):
+        return None
+    if kind == "datetime" and bool(getattr(s, "timezone", False)) != bool(getattr(t, "timezone", False)):
+        return None
+    if kind == "uuid" and not (getattr(s, "as_uuid", True) and getattr(t, "as_uuid", True)):
+        return None
+    return _PY_TYPES[kind]
+
+
+def side_columns(spec: MappingSpec, side: str) -> tuple[str, ...]:
+    """The side's mapped columns in field order (a constant's column belongs to the side it is written to)."""
+    names = (f.local if side == "local" else f.integration for f in spec.fields)
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+Refs = Mapping[str, Mapping[str, str]]  # target column of a parent field → {source-side key: target-side key}
+
+
+def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None = None) -> dict[str, Any]:
+    """The target-side values one source row maps to, coerced to the target columns' types.
+
+    A parent field's value is a key of another mapping's record: it is replaced by the key of that
+    record's counterpart, from `refs`; a parent not coupled yet fails this record alone.
+    """
+    out: dict[str, Any] = {}
+    for rule in plan.rules:
+        value = rule.constant if rule.source is None else row.get(rule.source)
+        if rule.plain_type is not None and (value is None or type(value) is rule.plain_type):
+            out[rule.target] = value
+            continue
+        if rule.parent is not None and value is not None:
+            found = (refs or {}).get(rule.target, {}).get(str(value))
+            if found is None:
+                raise RecordError(f"field {rule.source} → {rule.target}: the parent record {value} of mapping "
+                                  f"{rule.parent} is not coupled yet; this record is retried after {rule.parent} syncs it")
+            value = found
+        if rule.transform is not None:
+            try:
+                value = rule.transform(value)
+            except Exception as exc:  # a transform is user code: any failure is this record's
+                raise RecordError(f"transform {rule.transform_name} failed on {rule.source}={value!r}: {exc}") from exc
+        if plan.target_columns is not None:
+            col = plan.target_columns.get(rule.target)
+            if col is not None:
+                try:
+                    value = coerce(value, col)
+                except ValueError as exc:
+                    raise RecordError(f"field {rule.source or 'constant'} → {rule.target}: {exc}") from None
+        out[rule.target] = value
+    return out
+
+
+def copied_values(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The target values of a plan that copies its source (`copies_source`) when every value has
+    a type that passes unchanged (checked in C: no Python step per value); else None."""
+    values = copied_tuple(plan, row)
+    return None if values is None else dict(zip(plan.target_fields, values))
+
+
+def copied_tuple(plan: DirectionPlan, row: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """`copied_values` in `target_fields` order, without the dict."""
+    allowed = plan.copies_source
+    if allowed is None:
+        return None
+    values = tuple(map(row.get, plan.source_columns))
+    return values if all(map(contains, allowed, map(type, values))) else None
+
+
+def canonical_values(values: Mapping[str, Any], columns: tuple[str, ...]) -> list[Any]:
+    # Inlined type test: text, integers and NULLs, most of a table, skip a call per value.
+    return [v if type(v) in AS_IS else canonical(v) for v in map(values.get, columns)]

@@ -1,0 +1,240 @@
+"""One run of a bidirectional mapping: changes of both sides read first, each coupling decided once.
+
+1. Deletions: the coupled-key scan, with every `on_deletion_conflict` strategy allowed both ways.
+2. Both sides' changed keys beyond their watermarks are collected (keys and modified-on only) before
+   anything is written, plus every unfinished or failed coupling. Rows written by this run carry
+   later modified-on values, so they are not in these sets: this run never re-reads its own writes,
+   and the next run sees them as echoes (equal hashes) and writes nothing.
+3. Local keys, then integration keys, in batches. An uncoupled record (or an unfinished insert
+   copied from this side) goes through the one-way insert/match path toward the other side. A
+   coupled record is read on both sides and merged field by field (`workers.merge`); a coupling
+   already decided in this run (its other side changed too) is not decided twice.
+4. Each side's watermark advances to what step 2 read, capped by the oldest open write transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from tablesync.config.model import MappingSpec
+from tablesync.store.jobs import Counters, add_counters
+from tablesync.store import couplings as cs
+from tablesync.sync import metrics
+from tablesync.apps.table import AppTable, app_call, app_iter
+from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState, Decision
+from tablesync.sync.deletions import scan_deletions
+from tablesync.sync.one_way import (
+    RunContext,
+    advance_watermark,
+    page_top,
+    process_rows,
+    update_targets,
+)
+from tablesync.sync.plan import compile_plan
+from tablesync.store.journal import RecordRef, event_row, write_errors, write_events
+from tablesync.sync.merge import CONFLICT, PairDecision, PairPlan, merge, pair_plan
+from tablesync.store.watermarks import get_watermark, minus_overlap
+
+KEY_PAGE = 20_000  # keys per page while collecting changes: only key and modified-on are read
+SIDES = ("local", "integration")
+
+
+def compile_pair_plan(spec: MappingSpec, tables: dict[str, AppTable]) -> PairPlan:
+    return pair_plan(spec, compile_plan(spec, "to_integration", tables["integration"].table, tables["local"].table),
+                     compile_plan(spec, "from_integration", tables["local"].table, tables["integration"].table))
+
+
+def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integration: AppTable) -> Counters:
+    tables = {"local": local, "integration": integration}
+    plan = compile_pair_plan(spec, tables)
+    total = Counters()
+    total.add(scan_deletions(ctx, plan.to_integration, local, integration, spec.on_deletion_conflict, two_way=True,
+                             every_seconds=spec.deletion_scan_seconds()))
+
+    with ctx.store.connect() as conn:
+        marks = {side: None if ctx.full else get_watermark(conn, spec.name, side) for side in SIDES}
+        retry = cs.retry_pairs(conn, spec.name)
+    horizons = {side: app_call(tables[side].horizon) for side in SIDES}
+    keys: dict[str, list[str]] = {side: [] for side in SIDES}
+    tops: dict[str, Any] = {}
+    for side in SIDES:
+        table, top = tables[side], None
+        for page in app_iter(table.pages([], minus_overlap(marks[side], ctx.overlap_seconds), KEY_PAGE)):
+            top = page_top(table, page, top)
+            keys[side].extend(str(r[table.side.key]) for r in page)
+            ctx.beat()
+        tops[side] = top
+    for side, key in retry:
+        keys[side].append(key)
+
+    for side in SIDES:
+        todo = list(dict.fromkeys(keys[side]))
+        for i in range(0, len(todo), ctx.batch_size):
+            total.add(sync_batch(ctx, plan, side, tables, todo[i:i + ctx.batch_size]))
+            ctx.beat()
+    for side in SIDES:
+        advance_watermark(ctx, spec.name, side, marks[side], tops[side], horizons[side])
+    return total
+
+
+def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable], keys: list[str]) -> Counters:
+    """Changed records of one side: new ones go one way, coupled ones are merged with their counterpart."""
+    one_way = plan.to_integration if side == "local" else plan.from_integration
+    source, target = tables[side], tables["integration" if side == "local" else "local"]
+    rows = app_call(lambda: source.fetch(keys, one_way.source_columns))
+    with ctx.store.connect() as conn:
+        couplings = cs.by_source_keys(conn, plan.mapping, one_way.direction, keys, snapshot=True)
+    new_rows: list[dict[str, Any]] = []
+    pairs: list[tuple[dict[str, Any], CouplingState]] = []
+    for key in keys:
+        row, c = rows.get(key), couplings.get(key)
+        if c is not None and c.id in ctx.handled:
+            continue
+        if c is None or c.state == "uncoupled" or (c.state == "pending" and c.origin in (None, side)):
+            if row is not None:
+                new_rows.append(row)
+        elif c.state == "synced" and row is not None:
+            pairs.append((row, c))
+        # else: an insert copied from the other side (its pass handles it), or a row that left the
+        # table or its filter (the deletion scan handles coupled ones)
+    counters = process_rows(ctx, one_way, source, target, new_rows, couplings)
+    if pairs:
+        counters.add(_merge_pairs(ctx, plan, side, tables, pairs))
+    return counters
+
+
+def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable],
+                 pairs: list[tuple[dict[str, Any], CouplingState]], winner: str | None = None) -> Counters:
+    """Merge coupled records read on `side` with their counterparts. With `winner`, the pairs are
+    merged as if nothing were known of their past: every differing field goes `winner`'s way (the
+    operator's Synchronize action)."""
+    if winner is not None:
+        plan = replace(plan, on_update_conflict=f"{winner}_wins")
+        pairs = [(row, replace(c, snapshot=None, source_hash=None, target_hash=None, last_result=None, skipped=False))
+                 for row, c in pairs]
+    local_side = side == "local"
+    other = "integration" if local_side else "local"
+    columns = plan.integration_columns if local_side else plan.local_columns
+    others = app_call(lambda: tables[other].fetch([str(c.target_key) for _, c in pairs], columns, apply_filter=False))
+    with ctx.store.connect() as conn:
+        mine = [row for row, _ in pairs]
+        theirs = list(others.values())
+        refs = {"to_integration": cs.parent_refs(conn, plan.to_integration, mine if local_side else theirs),
+                "from_integration": cs.parent_refs(conn, plan.from_integration, theirs if local_side else mine)}
+    decisions: list[PairDecision] = []
+    missing: list[PairDecision] = []
+    for row, c in pairs:
+        oriented = c if local_side else c.flipped()  # merge sees every coupling local → integration
+        counterpart = others.get(str(c.target_key))
+        if counterpart is None and oriented.skipped:  # a deletion conflict waiting for an operator: not a failure
+            decisions.append(PairDecision(SKIP, oriented))
+            continue
+        if counterpart is None:
+            missing.append(PairDecision(FAIL, oriented, message=f"the coupled {other} record {c.target_key} no longer exists"))
+            continue
+        local_row, integration_row = (row, counterpart) if local_side else (counterpart, row)
+        decisions.append(merge(plan, oriented, local_row, integration_row, refs))
+    decisions.extend(missing)
+    if ctx.report is not None:
+        ctx.report.pairs(decisions)
+        ctx.handled.update(d.coupling.id for d in decisions)
+        return Counters()
+    modified: dict[str, dict[int, Any]] = {}  # by direction: each coupling's modified-on at that direction's source
+    for direction, column, read_here in (("to_integration", plan.local_modified, local_side),
+                                         ("from_integration", plan.integration_modified, not local_side)):
+        rows = {c.id: row if read_here else others.get(str(c.target_key), {}) for row, c in pairs}
+        modified[direction] = {cid: r.get(column) for cid, r in rows.items()} if column else {}
+    return _apply_pairs(ctx, plan, tables, decisions, modified)
+
+
+def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], local_keys: list[str], winner: str) -> Counters:
+    """Force `winner`'s values onto the other side for these coupled local records."""
+    rows = app_call(lambda: tables["local"].fetch(local_keys, plan.local_columns, apply_filter=False))
+    with ctx.store.connect() as conn:
+        couplings = cs.by_source_keys(conn, plan.mapping, "to_integration", local_keys, snapshot=True)
+    pairs = [(rows[k], c) for k, c in couplings.items() if k in rows and c.state == "synced"]
+    return _merge_pairs(ctx, plan, "local", tables, pairs, winner) if pairs else Counters()
+
+
+def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
+                 modified: dict[str, dict[int, Any]]) -> Counters:
+    """Write both directions' updates, then every outcome, error, event and counter in one store transaction."""
+    counters = Counters()
+    failures: list[tuple[PairDecision, str, str]] = [(d, d.message or "failed", "") for d in decisions if d.action == FAIL]
+    written = [d for d in decisions if d.action in (UPDATE, CONFLICT)]
+    landed: dict[int, set[str]] = {}
+    for direction, target, values_of, changes_of, key_of, target_key_of in (
+        ("to_integration", tables["integration"], lambda d: d.to_integration, lambda d: d.changes_integration,
+         lambda d: d.local_key, lambda d: d.integration_key),
+        ("from_integration", tables["local"], lambda d: d.to_local, lambda d: d.changes_local,
+         lambda d: d.integration_key, lambda d: d.local_key),
+    ):
+        todo = [d for d in written if values_of(d)]
+        shim_list = [Decision(UPDATE, key_of(d), d.coupling, target_key=target_key_of(d), values=values_of(d),
+                              changes=changes_of(d)) for d in todo]
+        by_shim = {id(s): d for s, d in zip(shim_list, todo)}
+        failed: list[tuple[Decision, str, str]] = []
+        for s in update_targets(target, shim_list, failed):
+            landed.setdefault(by_shim[id(s)].coupling.id, set()).add(direction)
+        failures.extend((by_shim[id(s)], msg, detail) for s, msg, detail in failed)
+
+    failed_ids = {d.coupling.id for d, _, _ in failures}
+    outcomes: list[cs.Outcome] = []
+    events: list[dict[str, Any]] = []
+    conflicts: list[PairDecision] = []
+    for d in decisions:
+        cid = d.coupling.id
+        for direction in sorted(landed.get(cid, ())):  # a write that landed counts even if the other side's failed
+            counters.modified += 1
+            resolved = f"update conflict settled: {d.resolved_by} wins" if d.resolved_by else None
+            changes = d.changes_integration if direction == "to_integration" else d.changes_local
+            events.append(event_row(_ref(ctx, plan, d, direction), "modified", resolved, changes))
+        if d.action == SKIP:
+            counters.skipped += 1
+            continue
+        if cid in failed_ids or d.action == FAIL:
+            continue  # the snapshot stays as it was: the next run merges again, and a landed write reads as agreed
+        if d.action == UNCHANGED and d.snapshot is None:
+            if not (d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"):
+                counters.unchanged += 1
+            continue
+        outcomes.append(cs.Outcome(
+            coupling_id=cid, success=True, target_key=d.integration_key, source_hash=d.local_hash,
+            target_hash=d.integration_hash, source_modified=modified["to_integration"].get(cid), values=d.snapshot))
+        if d.action == CONFLICT:
+            conflicts.append(d)
+        elif not landed.get(cid):
+            counters.unchanged += 1
+    counters.failed += len(failures)
+    counters.conflicts += len(conflicts)
+
+    with ctx.store.begin() as conn:
+        cs.write_outcomes(conn, "to_integration", ctx.job_id, outcomes, plan.to_integration.skip_after_failures)
+        error_ids = write_errors(conn, [(_ref(ctx, plan, d, "to_integration"), msg, detail) for d, msg, detail in failures])
+        bad = [cs.Outcome(coupling_id=d.coupling.id, success=False, error_id=eid) for (d, _, _), eid in zip(failures, error_ids)]
+        newly_skipped = set(cs.write_outcomes(conn, "to_integration", ctx.job_id, bad, plan.to_integration.skip_after_failures))
+        for d, msg, _ in failures:
+            events.append(event_row(_ref(ctx, plan, d, "to_integration"), "failed", msg))
+            if d.coupling.id in newly_skipped:
+                events.append(event_row(_ref(ctx, plan, d, "to_integration"), "skipped",
+                                        f"skipped after {plan.to_integration.skip_after_failures} consecutive failures"))
+        if conflicts:
+            ids = write_errors(conn, [(_ref(ctx, plan, d, "to_integration"), d.conflict_message(), None) for d in conflicts])
+            cs.skip_couplings(conn, ctx.job_id, [(d.coupling.id, eid) for d, eid in zip(conflicts, ids)], "update_conflict")
+            events.extend(event_row(_ref(ctx, plan, d, "to_integration"), "conflict", d.conflict_message()) for d in conflicts)
+        write_events(conn, events)
+        add_counters(conn, ctx.job_id, counters)
+    for direction, source in (("to_integration", tables["local"]), ("from_integration", tables["integration"])):
+        cids = [cid for cid, directions in landed.items() if direction in directions]
+        metrics.records(plan.mapping, direction, Counters(modified=len(cids)))
+        metrics.observe_lag(plan.mapping, direction, [modified[direction].get(cid) for cid in cids], source.engine)
+    metrics.records(plan.mapping, "both", replace(counters, modified=0))
+    ctx.handled.update(d.coupling.id for d in decisions)
+    return counters
+
+
+def _ref(ctx: RunContext, plan: PairPlan, d: PairDecision, direction: str) -> RecordRef:
+    source, target = (d.local_key, d.integration_key) if direction == "to_integration" else (d.integration_key, d.local_key)
+    return RecordRef(ctx.job_id, plan.mapping, direction, d.coupling.id, source, target)
+

@@ -1,0 +1,109 @@
+"""Creating a job row and handing its id to the broker, without importing the actors.
+
+The job row is committed before the message is sent, so a worker never receives an id it cannot
+find. `jobs.sent_at` records that a broker took the message. A job whose message no broker took
+(its process has no broker, or the broker was down) waits in the store with `sent_at` NULL: a
+scheduler or `tablesync run` on the store sends it (`send_waiting`), and `--wait` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+import pika.exceptions
+import redis.exceptions
+import sqlalchemy as sa
+
+from tablesync.db.engine import redact_url, utcnow
+from tablesync.store.jobs import create_job
+from tablesync.store.schema import jobs
+from tablesync.config.settings import Settings
+
+SYNC_ACTOR = "sync_job"
+# what a broker that is down or unreachable raises: Redis' and pika's own errors, Dramatiq's, sockets'
+_OUTAGES = (OSError, dramatiq.errors.BrokerError, redis.exceptions.RedisError, pika.exceptions.AMQPError)
+log = logging.getLogger("tablesync.enqueue")
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take a message (down, unreachable, refusing); the text names it, without its password."""
+
+
+def broker_label(settings: Settings) -> str:
+    """Which broker, as logs, errors and the processes table show it: never with a password."""
+    if settings.broker_url is None:
+        return "in-process"
+    label = redact_url(settings.broker_url)
+    return f"{label} (namespace {settings.broker_namespace})" if label.startswith("redis") else label
+
+
+def send_job(broker: dramatiq.Broker, settings: Settings, job_id: int, actor: str = SYNC_ACTOR) -> None:
+    """Hand job `job_id` to the broker; a broker that cannot take it raises `BrokerUnavailable`."""
+    try:
+        broker.enqueue(dramatiq.Message(queue_name=settings.queue, actor_name=actor, args=(job_id,), kwargs={}, options={}))
+    except _OUTAGES as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise BrokerUnavailable(f"the broker {broker_label(settings)} did not take job {job_id}: {redact_url(reason)}") from None
+
+
+def mark_sent(conn: sa.Connection, job_ids: Sequence[int]) -> None:
+    if job_ids:
+        conn.execute(sa.update(jobs).where(jobs.c.id.in_(list(job_ids))).values(sent_at=utcnow()))
+
+
+def dispatch(store: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, job_id: int) -> bool:
+    """Send a committed job. Without a broker it waits in the store (False). A broker that does
+    not take it fails the job at once, saying why: left queued, it would hold back every later
+    tick of its mapping and its dependants until the lost-message resend."""
+    if broker is None:
+        return False
+    try:
+        send_job(broker, settings, job_id)
+    except BrokerUnavailable as exc:
+        with store.begin() as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued", jobs.c.sent_at.is_(None))
+                         .values(status="failed", finished_at=utcnow(), message=f"not sent, nothing ran: {exc}"))
+        raise
+    with store.begin() as conn:
+        mark_sent(conn, [job_id])
+    return True
+
+
+def enqueue_sync(
+    store: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, mapping: str, *, full: bool = False,
+    operator: str | None = None, params: dict[str, Any] | None = None,
+) -> int:
+    with store.begin() as conn:
+        job_id = create_job(conn, mapping, "full_sync" if full else "sync", operator=operator,
+                            params={**(params or {}), "full": full})
+    dispatch(store, broker, settings, job_id)
+    return job_id
+
+
+def send_waiting(store: sa.Engine, send: Callable[[int], None], grace_seconds: float = 2.0) -> list[int]:
+    """Send the jobs waiting in the store: asked for without a broker, or written by a scheduler
+    replica that died (or lost its broker) before sending them. Each is claimed by a conditional
+    update, so replicas send it once; a send that fails puts it back for the next pass."""
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    waiting = sa.and_(jobs.c.status == "queued", jobs.c.sent_at.is_(None))
+    with store.connect() as conn:
+        ids = list(conn.execute(sa.select(jobs.c.id).where(waiting, jobs.c.enqueued_at < cutoff).order_by(jobs.c.id)).scalars())
+    sent: list[int] = []
+    for job_id in ids:
+        with store.begin() as conn:
+            if not conn.execute(sa.update(jobs).where(jobs.c.id == job_id, waiting).values(sent_at=utcnow())).rowcount:
+                continue
+        try:
+            send(job_id)
+        except BrokerUnavailable:
+            with store.begin() as conn:
+                conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(sent_at=None))
+            raise
+        log.info("job %s waited in the store; sent to the broker", job_id)
+        sent.append(job_id)
+    return sent
+
