@@ -46,16 +46,16 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
+    from tablesync.config.model import ConfigFile
+    from tablesync.config.settings import load_settings
     from tablesync.console import views
     from tablesync.console.web.app import create_app
     from tablesync.console.web.auth import hash_password
-    from tablesync.config.model import ConfigFile
     from tablesync.store.jobs import create_job, create_jobs
     from tablesync.store.mappings import apply_config, get_mapping
     from tablesync.store.migrate import upgrade
-    from tablesync.config.settings import load_settings
+    from tablesync.sync.run import sync_mapping
     from tablesync.worker.broker import build_broker
-    from tablesync.worker.runner import sync_mapping
 
     n = args.errors
     with databases("erp", "crm", "store") as urls:
@@ -104,11 +104,9 @@ def main() -> None:
         store.dispose()
         erp.dispose()
         crm.dispose()
-        from tablesync.worker import runner
+        from tablesync.apps.engines import dispose_all
 
-        for e in runner._engines.values():  # the databases are dropped next: close the pooled connections
-            e.dispose()
-        runner._engines.clear()
+        dispose_all()  # the databases are dropped next: close the pooled connections
 
     base = statistics.median(measured["baseline: views.error_objects"])
     print(f"console with {n:,} skipped couplings (each checked live in both apps) and {N_JOBS_EXTRA + 1:,} jobs; "

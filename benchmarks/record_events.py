@@ -61,11 +61,11 @@ def databases(*names: str) -> Iterator[dict[str, str]]:
 
 def one_run(rows: int, with_events: bool) -> float:
     from tablesync.config.model import AppSpec, MappingSpec
+    from tablesync.config.settings import Settings
     from tablesync.store.mappings import StoredMapping
     from tablesync.store.migrate import upgrade
-    from tablesync.config.settings import Settings
-    from tablesync.sync import one_way as engine_module
-    from tablesync.worker.runner import sync_mapping
+    from tablesync.sync import record as record_stage
+    from tablesync.sync.run import sync_mapping
 
     with databases("erp", "crm", "store") as urls:
         erp, crm, store = (sa.create_engine(urls[n]) for n in ("erp", "crm", "store"))
@@ -83,7 +83,7 @@ def one_run(rows: int, with_events: bool) -> float:
             conn.execute(sa.text("UPDATE customers SET city = city || ' North', modified_at = now()"))
         with store.begin() as conn:
             job_id = create_job(conn, "CUSTOMER", "sync")
-        patch = mock.patch.object(engine_module, "write_events", lambda conn, rows: None) if not with_events else None
+        patch = mock.patch.object(record_stage, "write_events", lambda conn, rows: None) if not with_events else None
         if patch:
             patch.start()
         try:
@@ -96,11 +96,9 @@ def one_run(rows: int, with_events: bool) -> float:
         assert counters.modified == rows, counters
         for e in (erp, crm, store):
             e.dispose()
-        from tablesync.worker import runner
+        from tablesync.apps.engines import dispose_all
 
-        for e in runner._engines.values():  # the databases are dropped next: close the pooled connections
-            e.dispose()
-        runner._engines.clear()
+        dispose_all()  # the databases are dropped next: close the pooled connections
         return took
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tablesync.apps.schema import category, compatible, has_server_key, reflect_table
-from tablesync.config.load import ConfigError, expand_env
-from tablesync.config.model import ConfigFile, MappingSpec, Problem, SideSpec, target_side
+from tablesync.config.load import expand_env
+from tablesync.config.model import ConfigFile, MappingSpec, SideSpec, target_side
 from tablesync.db.engine import create_engine, redact_url
+from tablesync.errors import ConfigError, Problem
 
 _MODIFIED_OK = ("datetime", "date", "integer", "numeric")
 

@@ -1,8 +1,11 @@
 """Reading and writing one mapped table of an app, set-based.
 
-Only SELECT, INSERT and UPDATE on the mapped table (and, on PostgreSQL, reading `pg_stat_activity`,
-evaluating the key column's default and, when allowed, temporary staging tables) are needed:
-tablesync never changes an app's schema.
+Only SELECT, INSERT and UPDATE on the mapped table, DELETE where tablesync deletes (and, on
+PostgreSQL, reading `pg_stat_activity`, evaluating the key column's default and, when allowed,
+temporary staging tables) are needed: tablesync never changes an app's schema.
+
+Every method translates its own driver errors (`apps.failures`): callers see AppUnavailable or
+AppError, never a driver exception, and never wrap a call themselves.
 """
 
 from __future__ import annotations
@@ -10,27 +13,22 @@ from __future__ import annotations
 import operator
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
+from tablesync.apps.failures import is_connection_error, translated, translated_pages, unavailable
 from tablesync.apps.schema import category, has_server_key, key_to_db, reflect_table
+from tablesync.apps.values import canonical
+from tablesync.apps.writes import Failure, split_write
 from tablesync.config.model import SideSpec
 from tablesync.db import pg_bulk
-from tablesync.apps.values import canonical
+from tablesync.db.keys import key_batch
+from tablesync.db.keys import key_in as _key_in
 
-IN_CHUNK = 1000
-
-
-class AppUnavailable(Exception):
-    """The app's database cannot be reached or timed out: Dramatiq retries the job later."""
-
-
-class AppError(Exception):
-    """The app's database refused a statement that is not about one record (permissions, bad
-    filter): retrying will not help, so the job fails with the database's message."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +39,7 @@ class AppTable:
     _temp_ok: bool | None = None  # may the app's user create temporary tables (for staged updates)?
 
     @classmethod
+    @translated
     def open(cls, engine: sa.Engine, side: SideSpec) -> "AppTable":
         table = _reflect(engine, side)
         # SQLite reflects `INTEGER PRIMARY KEY` as nullable; a record key never is, and SQLAlchemy
@@ -85,6 +84,7 @@ class AppTable:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @translated_pages
     def pages(self, columns: Sequence[str], since: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
         """Changed rows in keyset-paginated batches: by (modified, key) past `since`, else by key."""
         mod, key = self.modified, self.key
@@ -121,6 +121,7 @@ class AppTable:
             q = q.where(key > last[1])
         return q.order_by(key)
 
+    @translated
     def fetch(self, keys: Sequence[str], columns: Sequence[str], apply_filter: bool = True) -> dict[str, dict[str, Any]]:
         """Rows by key (string keys in, string keys out), one query per 1,000 keys."""
         out: dict[str, dict[str, Any]] = {}
@@ -138,6 +139,7 @@ class AppTable:
                     out[str(row[self.key.name])] = row
         return out
 
+    @translated
     def existing(self, keys: Sequence[str]) -> set[str]:
         """Which of these keys still exist (whatever the filter says): the key column only."""
         found: set[str] = set()
@@ -149,6 +151,7 @@ class AppTable:
                 found.update(str(k) for k in conn.execute(q).scalars())
         return found
 
+    @translated
     def missing(self, keys: Sequence[str]) -> set[str]:
         """Which of these keys no longer exist (or are soft-deleted).
 
@@ -171,6 +174,7 @@ class AppTable:
         with self.engine.connect() as conn:  # the keys come back exactly as they went in
             return {row[0] for row in pg_bulk.select_binary(conn, sql, [keylist], nested_loops=True)}
 
+    @translated
     def find_matches(self, columns: Sequence[str], wanted: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[str]]:
         """Keys of rows whose `columns` equal each wanted tuple (text compared case-insensitively),
         one query per 500 tuples. Tuples come in and go out normalised by `match_value`."""
@@ -188,6 +192,7 @@ class AppTable:
                     found.setdefault(values, []).append(str(row[0]))
         return found
 
+    @translated
     def find_equal(self, values: Mapping[str, Any], exclude_keys: set[str]) -> str | None:
         """A row whose mapped columns equal `values` and whose key is not in `exclude_keys`."""
         conds = [self.table.c[c] == v if v is not None else self.table.c[c].is_(None) for c, v in values.items()]
@@ -198,6 +203,7 @@ class AppTable:
                     return str(k)
         return None
 
+    @translated
     def horizon(self) -> Any:
         """The newest modified-on a concurrent, still-open transaction can no longer write below.
 
@@ -245,6 +251,7 @@ class AppTable:
             return "returning"
         return "none"
 
+    @translated
     def preallocate(self, n: int, conn: sa.Connection | None = None) -> list[str]:
         """Ask PostgreSQL for `n` keys from the key column's own default (sequence, gen_random_uuid…),
         on `conn` if given (saving a transaction of its own)."""
@@ -262,6 +269,31 @@ class AppTable:
         return list(conn.execute(sa.text(f"SELECT array_agg(CAST({expr} AS text)) FROM generate_series(1, :n)"),
                                  {"n": n}).scalar_one())
 
+    def write(self, items: Sequence[T], fn: Callable[[sa.Connection, Sequence[T]], Sequence[Any] | None],
+              ) -> tuple[list[tuple[T, Any]], list[Failure[T]]]:
+        """Write `items` with `fn(conn, part)` in transactions of their own, isolating the rows the
+        database refuses (`apps.writes`): returns (item, fn's result for it) of those that landed and
+        the failures. A lost connection raises AppUnavailable."""
+        return split_write(self.engine, items, fn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One transaction on the app's database; a lost connection raises AppUnavailable, any
+        other driver error is the caller's to classify (a refused row, say)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            if is_connection_error(exc):
+                raise unavailable(self.engine, exc) from exc
+            raise
+
+    @translated
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete these records now, in a transaction of their own (an operator's Delete records)."""
+        with self.engine.begin() as conn:
+            self.delete(conn, keys)
+
     def delete(self, conn: sa.Connection, keys: Sequence[str]) -> None:
         """Delete these records: a soft-delete side only sets its `deleted:` column."""
         cond = self.key.in_([key_to_db(k, self.key) for k in keys])
@@ -271,6 +303,7 @@ class AppTable:
             mark = sa.true() if category(self.deleted.type) == "boolean" else sa.func.current_timestamp()
             conn.execute(sa.update(self.table).where(cond).values({self.deleted.name: mark}))
 
+    @translated
     def undelete(self, keys: Sequence[str]) -> set[str]:
         """Clear the `deleted:` mark of these soft-deleted records; returns the keys it revived."""
         if self.deleted is None or not keys:
@@ -397,12 +430,6 @@ def _reflect(engine: sa.Engine, side: SideSpec) -> sa.Table:
     return table
 
 
-def key_batch(dialect: str) -> int:
-    """Keys per lookup: one array parameter holds many on PostgreSQL; elsewhere each key is a
-    placeholder, and drivers/servers limit those."""
-    return 50_000 if dialect == "postgresql" else IN_CHUNK
-
-
 def alive(deleted: sa.Column[Any]) -> sa.ColumnElement[bool]:
     """Not soft-deleted: a boolean mark unset, or a deleted-at (any other type) null."""
     if category(deleted.type) == "boolean":
@@ -411,12 +438,8 @@ def alive(deleted: sa.Column[Any]) -> sa.ColumnElement[bool]:
 
 
 def key_in(column: sa.Column[Any], keys: list[str], dialect: str) -> sa.ColumnElement[bool]:
-    """`column IN keys` for string keys. On PostgreSQL one text array cast to the column's type on
-    the server (`= ANY(CAST(:keys AS uuid[]))`): no placeholder per key, no Python conversion per key."""
-    if dialect == "postgresql":
-        array = sa.bindparam(None, keys, type_=postgresql.ARRAY(sa.Text()))
-        return column == sa.any_(sa.cast(array, postgresql.ARRAY(column.type)))
-    return column.in_([key_to_db(k, column) for k in keys])
+    """`column IN keys` for an app's key column: string keys turned into the column's type."""
+    return _key_in(column, keys, dialect, lambda k: key_to_db(k, column))
 
 
 def match_value(value: Any) -> Any:
@@ -431,41 +454,3 @@ def _in_domain(value: Any, col: sa.Column[Any]) -> Any:
     if category(col.type) == "datetime" and not getattr(col.type, "timezone", False) and getattr(value, "tzinfo", None):
         return value.replace(tzinfo=None)
     return value
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True when the failure is the app's (down, timed out), not the row's."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-        return False
-    text = str(exc.orig).lower()
-    markers = ("connection", "server closed", "timeout", "timed out", "could not connect", "lost", "gone away", "terminat")
-    return any(m in text for m in markers)
-
-
-def app_call(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except sa.exc.DBAPIError as exc:
-        raise app_failure(exc) from exc
-
-
-def app_iter(it: Any) -> Any:
-    while True:
-        try:
-            page = next(it)
-        except StopIteration:
-            return
-        except sa.exc.DBAPIError as exc:
-            raise app_failure(exc) from exc
-        yield page
-
-
-def app_failure(exc: sa.exc.DBAPIError) -> Exception:
-    """Connection trouble is retried later; any other statement failure fails the job as it is."""
-    text = str(exc.orig).strip()
-    reason = text.splitlines()[0] if text else type(exc.orig).__name__
-    return AppUnavailable(reason) if is_connection_error(exc) else AppError(reason)

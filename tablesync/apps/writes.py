@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-from tablesync.apps.table import AppUnavailable, is_connection_error
+from tablesync.apps.failures import is_connection_error, unavailable
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def split_write(
                 results = write(conn, part)
         except sa.exc.DBAPIError as exc:
             if is_connection_error(exc):
-                raise AppUnavailable(f"{engine.url.render_as_string(hide_password=True)}: {exc.orig}") from exc
+                raise unavailable(engine, exc) from exc
             if len(part) == 1:
                 failures.append(Failure(part[0], _message(exc), str(exc.orig)))
             else:

@@ -15,23 +15,12 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from tablesync.config.model import ConfigFile, Problem, check_semantics
+from tablesync.config.model import ConfigFile, check_semantics
+from tablesync.errors import ConfigError, Problem
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; `problems` says every reason found."""
-
-    def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(str(p) for p in problems))
-
-    def report(self) -> str:
-        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
 
 
 def expand_env(template: str, where: str, env: dict[str, str] | None = None) -> str:

@@ -6,13 +6,13 @@ each names the mapping and field it concerns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tablesync.config.schedule import Schedule, parse_duration, parse_schedule
 from tablesync.config.transforms import known_transforms
+from tablesync.errors import Problem
 
 Direction = Literal["to_integration", "from_integration", "bidirectional"]
 SIDES = ("local", "integration")
@@ -120,15 +120,6 @@ class ConfigFile(_Strict):
     mappings: list[MappingSpec] = []
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the configuration, located as precisely as we can."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
 
 
 def source_side(direction: str) -> str:

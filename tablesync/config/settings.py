@@ -15,10 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tablesync.config.schedule import parse_duration
-
-
-class SettingsError(Exception):
-    """A setting is missing or malformed; the message names the variable and what to do."""
+from tablesync.errors import SettingsError
 
 
 class Settings(BaseSettings):

@@ -14,16 +14,17 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from tablesync.console.cli import SECONDS, _enqueued, _operator, _store, bounded
+from tablesync.config.settings import Settings
 from tablesync.console import views
-from tablesync.console.errors import EXIT_OK, UsageError
+from tablesync.console.cli import SECONDS, _enqueued, _operator, _store, bounded
+from tablesync.console.errors import EXIT_OK
 from tablesync.console.operations import (
     broker_for,
     enqueue_job,
     enqueue_selected,
     select_couplings,
 )
-from tablesync.config.settings import Settings
+from tablesync.errors import UsageError
 
 Add = Callable[..., argparse.ArgumentParser]
 

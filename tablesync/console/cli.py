@@ -16,9 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.console import views
-from tablesync.console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from tablesync.console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 DEMO_MIN_ROWS = 20
+from tablesync.config.load import load_config
+from tablesync.config.logs import configure_logging, redact
+from tablesync.config.settings import Settings, get_settings
 from tablesync.console.render import (
     ago,
     console,
@@ -29,11 +32,17 @@ from tablesync.console.render import (
     print_json,
     table,
 )
-from tablesync.config.load import ConfigError, load_config
 from tablesync.db.engine import create_engine, utcnow
-from tablesync.config.logs import configure_logging, redact
-from tablesync.config.settings import Settings, SettingsError, get_settings
-from tablesync.worker.enqueue import BrokerUnavailable
+from tablesync.errors import (
+    ActionRefused,
+    AppError,
+    AppUnavailable,
+    BrokerUnavailable,
+    ConfigError,
+    JobRefused,
+    SettingsError,
+    UsageError,
+)
 
 
 def _store(settings: Settings) -> sa.Engine:
@@ -246,10 +255,7 @@ def _enqueued(engine: sa.Engine, settings: Settings, ids: list[int], sent: bool,
 def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, full: bool, record: str | None,
              side: str | None) -> int:
     """Decide a run of the mapping (or of one record) in this process and print what it would do; writes nothing."""
-    from tablesync.sync.actions import ActionRefused
-    from tablesync.apps.table import AppError, AppUnavailable
-    from tablesync.sync.dry_run import dry_run
-    from tablesync.worker.runner import JobRefused
+    from tablesync.sync.run import dry_run
 
     try:
         report = dry_run(engine, settings, stored, full=full, record=record, side=side)
@@ -284,8 +290,8 @@ def _wait_and_print(engine: sa.Engine, settings: Settings, job_id: int, timeout:
 
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
-    from tablesync.store.retention import cleanup
     from tablesync.config.schedule import parse_duration
+    from tablesync.store.retention import cleanup
 
     try:
         age = parse_duration(args.older_than or settings.retention)

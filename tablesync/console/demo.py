@@ -139,13 +139,13 @@ def next_commands(base: Path, skipped: dict[str, Any]) -> list[str]:
 
 
 def run_demo(directory: str, rows: int = 300) -> int:
-    from tablesync.console.inprocess import InProcess
     from tablesync.apps.live_check import check_live
     from tablesync.config.load import load_config
+    from tablesync.config.settings import get_settings
+    from tablesync.console.inprocess import InProcess
     from tablesync.db.engine import create_engine
     from tablesync.store.mappings import apply_config
     from tablesync.store.migrate import upgrade
-    from tablesync.config.settings import get_settings
     from tablesync.worker.enqueue import enqueue_sync
     from tablesync.worker.store_engine import reset_store_engine
 

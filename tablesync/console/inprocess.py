@@ -15,8 +15,8 @@ from types import TracebackType
 import dramatiq
 import sqlalchemy as sa
 
-from tablesync.store.jobs import FINISHED, get_job
 from tablesync.config.settings import Settings
+from tablesync.store.jobs import FINISHED, get_job
 from tablesync.worker.broker import setup_broker
 
 

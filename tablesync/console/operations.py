@@ -9,13 +9,12 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 
-from tablesync.console.errors import UsageError
+from tablesync.config.settings import Settings
 from tablesync.console.views import require_mapping
-from tablesync.store.coupling_queries import error_signature, skipped_couplings
+from tablesync.errors import UsageError
+from tablesync.store.coupling_queries import couplings_by_id, error_signature, skipped_couplings
 from tablesync.store.jobs import create_job
 from tablesync.store.mappings import StoredMapping, get_mapping
-from tablesync.store.schema import couplings
-from tablesync.config.settings import Settings
 
 SELECTING_KINDS = ("retry", "resolve", "uncouple", "restore", "delete")
 MAX_ID = 2**63 - 1
@@ -31,7 +30,7 @@ def select_couplings(conn: sa.Connection, ids: list[int], all_: bool, mapping: s
         impossible = sorted(i for i in ids if not 1 <= i <= MAX_ID)
         if impossible:
             raise UsageError(f"no coupling {', '.join(map(str, impossible))} (coupling ids are positive 64-bit numbers)")
-        rows = conn.execute(sa.select(couplings.c.id, couplings.c.mapping).where(couplings.c.id.in_(ids))).all()
+        rows = couplings_by_id(conn, ids)
         unknown = sorted(set(ids) - {r.id for r in rows})
         if unknown:
             raise UsageError(f"no coupling {', '.join(map(str, unknown))} (see `tablesync errors` or `tablesync couplings`)")

@@ -3,27 +3,28 @@ and `/api/` all read them from here, so the three never disagree about a job or 
 
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.console.errors import UnknownMapping
-from tablesync.console.render import error_object, iso, job_object
 from tablesync.config.model import source_side
+from tablesync.console.render import error_object, iso, job_object
+from tablesync.db.engine import utcnow
+from tablesync.errors import UnknownMapping
 from tablesync.store.coupling_queries import (
     count_couplings,
+    couplings_by_id,
     error_signature,
     find_couplings,
     normalized_message,
     skipped_couplings,
+    skipped_per_mapping,
 )
-from tablesync.db.engine import utcnow
 from tablesync.store.jobs import count_jobs, errors_of, get_job, last_runs, list_jobs
 from tablesync.store.mappings import active_mappings, active_versions, known_mappings
 from tablesync.store.record_log import record_log
-from tablesync.store.schema import couplings
 
 REASONS = ("update_conflict", "deletion_conflict", "failures")
 SIDES = ("local", "integration")
@@ -44,8 +45,7 @@ def mapping_objects(engine: sa.Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         stored = active_mappings(conn)
         runs = last_runs(conn)
-        skipped = dict(conn.execute(sa.select(couplings.c.mapping, sa.func.count()).where(couplings.c.skipped.is_(True))
-                                    .group_by(couplings.c.mapping)).all())
+        skipped = skipped_per_mapping(conn)
     out = []
     for s in stored:
         run = runs.get(s.spec.name)
@@ -102,12 +102,12 @@ def live_records(stored: dict[str, Any], rows: list[Any]) -> Callable[[Any, str]
     """Whether each coupling row's record on a side exists, checked live in the apps with one
     query per mapping and side: a function (row, side) → True/False, or None when the app (or an
     inactive mapping) could not be asked."""
-    from tablesync.apps.existence import existing_keys
+    from tablesync.apps.engines import existing_keys
 
     exists: dict[tuple[str, str], set[str] | None] = {}
     for name in sorted({r.mapping for r in rows} & set(stored)):
         for side in SIDES:
-            exists[(name, side)] = existing_keys(stored[name], side, [getattr(r, f"{side}_key") for r in rows if r.mapping == name])
+            exists[(name, side)] = existing_keys(stored[name].spec, stored[name].apps, side, [getattr(r, f"{side}_key") for r in rows if r.mapping == name])
 
     def live(r: Any, side: str) -> bool | None:
         found = exists.get((r.mapping, side))
@@ -194,8 +194,7 @@ def deletion_preview(engine: sa.Engine, chosen: dict[str, list[int]]) -> list[di
     out: list[dict[str, Any]] = []
     with engine.connect() as conn:
         stored = {m.spec.name: m for m in active_mappings(conn)}
-        rows = conn.execute(sa.select(couplings).where(couplings.c.id.in_([i for ids in chosen.values() for i in ids]))
-                            .order_by(couplings.c.mapping, couplings.c.id)).all()
+        rows = couplings_by_id(conn, [i for ids in chosen.values() for i in ids])
     live = live_records(stored, rows)
     for r in rows:
         m = stored.get(r.mapping)

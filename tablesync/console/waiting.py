@@ -14,10 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tablesync.config.settings import Settings
 from tablesync.console import views
 from tablesync.store.jobs import FINISHED, get_job
 from tablesync.store.processes import RUNNERS, SENDERS, live, liveness_window
-from tablesync.config.settings import Settings
 from tablesync.worker.enqueue import broker_label
 
 FIRST_LOOK = 5.0  # seconds before a queued job is explained

@@ -10,12 +10,13 @@ import time
 import dramatiq
 import sqlalchemy as sa
 
+from tablesync.config.schedule import parse_duration
+from tablesync.config.settings import Settings
+from tablesync.errors import BrokerUnavailable
 from tablesync.scheduler.reaper import reap, resend_after, resend_queued
 from tablesync.scheduler.ticks import TickCache, enqueue_due
 from tablesync.store.retention import cleanup
-from tablesync.config.schedule import parse_duration
-from tablesync.config.settings import Settings
-from tablesync.worker.enqueue import BrokerUnavailable, send_job, send_waiting
+from tablesync.worker.enqueue import send_job, send_waiting
 from tablesync.worker.presence import Presence
 
 log = logging.getLogger("tablesync.scheduler")

@@ -12,9 +12,10 @@ from prometheus_client import REGISTRY, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tablesync.store.mappings import active_heads, active_mappings
-from tablesync.store.schema import couplings, jobs
 from tablesync.config.settings import Settings
+from tablesync.store.coupling_queries import skipped_counts
+from tablesync.store.jobs import last_successes
+from tablesync.store.mappings import active_heads, active_mappings
 
 log = logging.getLogger("tablesync.scheduler")
 ENQUEUED = Counter("tablesync_scheduler_enqueued", "Scheduled sync jobs this scheduler enqueued.", ["mapping"])
@@ -59,13 +60,9 @@ class StoreCollector(Collector):
         skipped, last, interval, applied = self._families()
         try:
             with self.store.connect() as conn:
-                for mapping, reason, n in conn.execute(
-                        sa.select(couplings.c.mapping, couplings.c.skip_reason, sa.func.count())
-                        .where(couplings.c.skipped.is_(True)).group_by(couplings.c.mapping, couplings.c.skip_reason)):
+                for mapping, reason, n in skipped_counts(conn):
                     skipped.add_metric([mapping, reason or "unknown"], n)
-                for mapping, at in conn.execute(
-                        sa.select(jobs.c.mapping, sa.func.max(jobs.c.finished_at))
-                        .where(jobs.c.status == "succeeded", jobs.c.kind.in_(SYNC_KINDS)).group_by(jobs.c.mapping)):
+                for mapping, at in last_successes(conn).items():
                     last.add_metric([mapping], at.timestamp())
                 self._heads(conn, interval, applied)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away

@@ -13,11 +13,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from tablesync.db.engine import utcnow
-from tablesync.store.jobs import create_job, stale_running
 from tablesync.config.settings import Settings
-from tablesync.store.schema import jobs
-from tablesync.worker.enqueue import mark_sent
+from tablesync.db.engine import utcnow
+from tablesync.store.jobs import abandon, claim_resend, create_job, mark_sent, queued_since, stale_running
 
 log = logging.getLogger("tablesync.scheduler")
 
@@ -28,14 +26,8 @@ def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) 
         stale = stale_running(conn, timeout_seconds)
     replacements: list[int] = []
     for job in stale:
-        cutoff = utcnow() - timedelta(seconds=timeout_seconds)
         with store.begin() as conn:
-            won = conn.execute(sa.update(jobs).where(
-                jobs.c.id == job.id, jobs.c.status == "running",
-                sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
-            ).values(status="abandoned", finished_at=utcnow(),
-                     message=f"abandoned: worker {job.worker} sent no heartbeat for {timeout_seconds:.0f}s")).rowcount
-            if not won:
+            if not abandon(conn, job, timeout_seconds):
                 continue
             new_id = create_job(conn, job.mapping, job.kind, operator=job.operator,
                                 params={**(job.params or {}), "redo_of": job.id})
@@ -55,13 +47,12 @@ def resend_queued(store: sa.Engine, send: Callable[[int], None], after_seconds: 
     merely waiting in a long queue costs one short-lived extra message per interval. Jobs never sent
     are `send_waiting`'s, at once."""
     cutoff = utcnow() - timedelta(seconds=after_seconds)
-    stale = sa.and_(jobs.c.status == "queued", jobs.c.sent_at < cutoff)
     with store.connect() as conn:
-        ids = list(conn.execute(sa.select(jobs.c.id).where(stale).order_by(jobs.c.id)).scalars())
+        ids = queued_since(conn, cutoff)
     sent: list[int] = []
     for job_id in ids:
         with store.begin() as conn:
-            won = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, stale).values(sent_at=utcnow())).rowcount
+            won = claim_resend(conn, job_id, cutoff)
         if won:
             log.warning("job %s has been queued for over %.0fs without starting: its message is sent again", job_id,
                         after_seconds)

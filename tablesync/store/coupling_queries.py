@@ -67,3 +67,22 @@ def error_signature(mapping: str, reason: str | None, message: str | None) -> st
     """A short, stable name for a group of errors of one mapping, reason and normalised message."""
     text = f"{mapping}\x1f{reason or ''}\x1f{normalized_message(message)}"
     return hashlib.blake2b(text.encode(), digest_size=5).hexdigest()
+
+
+def skipped_counts(conn: sa.Connection) -> list[tuple[str, str | None, int]]:
+    """(mapping, skip reason, how many) of the skipped couplings."""
+    return [(m, r, int(n)) for m, r, n in conn.execute(
+        sa.select(couplings.c.mapping, couplings.c.skip_reason, sa.func.count())
+        .where(couplings.c.skipped.is_(True)).group_by(couplings.c.mapping, couplings.c.skip_reason))]
+
+
+def skipped_per_mapping(conn: sa.Connection) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for mapping, _, n in skipped_counts(conn):
+        out[mapping] = out.get(mapping, 0) + n
+    return out
+
+
+def couplings_by_id(conn: sa.Connection, ids: list[int]) -> list[sa.Row[Any]]:
+    """Coupling rows of any mapping with these ids, by mapping and id."""
+    return conn.execute(sa.select(couplings).where(couplings.c.id.in_(ids)).order_by(couplings.c.mapping, couplings.c.id)).all()

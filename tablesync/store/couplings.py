@@ -1,6 +1,8 @@
-"""Coupling rows seen from one sync direction (source/target instead of local/integration).
+"""Every statement that reads or writes coupling rows for a sync or an operator's action.
 
-Every function is set-based: one query per 1,000 keys for reads, one executemany for writes.
+Most functions see couplings from one sync direction (source/target instead of local/integration,
+`Sides`). Every function is set-based: one query per many keys for reads, one executemany or one
+COPY for writes, in the caller's transaction. The console's list queries are in `coupling_queries`.
 """
 
 from __future__ import annotations
@@ -8,19 +10,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from tablesync.config.model import source_side, target_side
+from tablesync.db import pg_bulk
 from tablesync.db.engine import utcnow
+from tablesync.db.keys import IN_CHUNK, key_batch, key_in
 from tablesync.store.schema import UNFINISHED, couplings
 from tablesync.store.schema import insert_intents as staged_intents
-from tablesync.db import pg_bulk
-from tablesync.apps.table import IN_CHUNK, key_batch, key_in
-from tablesync.sync.decide import CouplingState
-from tablesync.sync.plan import DirectionPlan
+
+SIDES = ("local", "integration")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,28 @@ class Sides:
     def of(cls, direction: str) -> "Sides":
         s, t = source_side(direction), target_side(direction)
         return cls(f"{s}_key", f"{t}_key", f"{s}_hash", f"{t}_hash", f"{s}_modified")
+
+
+@dataclass(frozen=True)
+class CouplingState:
+    """One coupling as a sync sees it, in its direction's source/target terms."""
+
+    id: int
+    source_key: str | None
+    target_key: str | None
+    state: str  # pending (insert intent not yet confirmed) | synced | uncoupled (removed: never sync again)
+    source_hash: str | None
+    target_hash: str | None
+    last_result: str | None
+    skipped: bool = False
+    last_job_id: int | None = None
+    snapshot: Mapping[str, Any] | None = None  # last_values: {"local": {column: value}, "integration": {...}}
+    origin: str | None = None  # side a pending insert copies from
+
+    def flipped(self) -> "CouplingState":
+        """The same coupling seen from the opposite direction."""
+        return replace(self, source_key=self.target_key, target_key=self.source_key,
+                       source_hash=self.target_hash, target_hash=self.source_hash)
 
 
 def _state(row: Any, sides: Sides) -> CouplingState:
@@ -150,18 +174,16 @@ def _id_sequence(conn: sa.Connection) -> str:
 
 
 def land_inserts(conn: sa.Connection, mapping: str, direction: str, job_id: int, batch: int,
-                 landed: Sequence[tuple[str, "Outcome"]], failed: Sequence[int] = ()) -> None:
-    """A staged batch's target writes are done: couplings of the `landed` (source key, outcome),
-    synced, by one binary COPY; the `failed` coupling ids become pending couplings that carry
-    their failure; the batch row goes. In the caller's transaction.
+                 landed: Iterable["LandedRow"], failed: Sequence[int] = ()) -> None:
+    """A staged batch's target writes are done: couplings of the `landed` rows, synced, by one
+    binary COPY; the `failed` coupling ids become pending couplings that carry their failure; the
+    batch row goes. In the caller's transaction.
 
     A landed coupling names this job in `inserted_by_job`, which is its record log's `inserted`
     entry: no record event is written for it."""
     if failed:
         promote_intents(conn, mapping, batch, only=set(failed))
-    write_landed(conn, mapping, direction, job_id, batch, (
-        (o.coupling_id, sk, o.target_key, o.source_hash, o.target_hash, o.values, modified_text(o.source_modified))
-        for sk, o in landed))
+    write_landed(conn, mapping, direction, job_id, batch, landed)
 
 
 LandedRow = tuple[int | None, str, str | None, str | None, str | None, Any, str | None]
@@ -324,16 +346,6 @@ def translate(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[
     return out
 
 
-def parent_refs(conn: sa.Connection, plan: DirectionPlan, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """Translations for the parent fields of these source rows (one query per parent field)."""
-    out: dict[str, dict[str, str]] = {}
-    for rule in plan.rules:
-        if rule.parent is not None and rule.source is not None:
-            keys = sorted({str(r[rule.source]) for r in rows if r.get(rule.source) is not None})
-            out[rule.target] = translate(conn, rule.parent, plan.direction, keys) if keys else {}
-    return out
-
-
 def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> set[str]:
     col = couplings.c[Sides.of(direction).target_key]
     found: set[str] = set()
@@ -349,3 +361,102 @@ def modified_text(value: Any) -> str | None:
     if value is None:
         return None
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+# -- the deletion scan ---------------------------------------------------------------------------
+
+
+def synced_page(conn: sa.Connection, mapping: str, direction: str, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+    """(id, source key, target key) of synced, non-skipped couplings past `after_id`, by id: one
+    chunk of the deletion scan."""
+    sides = Sides.of(direction)
+    rows = conn.execute(
+        sa.select(couplings.c.id, couplings.c[sides.source_key], couplings.c[sides.target_key])
+        .where(couplings.c.mapping == mapping, couplings.c.state == "synced", couplings.c.skipped.is_(False),
+               couplings.c.id > after_id)
+        .order_by(couplings.c.id).limit(limit)
+    ).all()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def forget(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Delete these couplings: their records are gone, or an operator deleted the pair."""
+    for i in range(0, len(ids), IN_CHUNK):
+        conn.execute(sa.delete(couplings).where(couplings.c.id.in_(list(ids[i:i + IN_CHUNK]))))
+
+
+def tombstone(conn: sa.Connection, job_id: int, ids: Sequence[int], lost_side: str) -> None:
+    """Removed couplings whose record on the other side survives: the row stays as `uncoupled`
+    with the survivor's key only, so the survivor is never synced (re-inserted) again."""
+    if ids:
+        conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids)))
+                     .values({f"{lost_side}_key": None, "state": "uncoupled", "last_job_id": job_id}))
+
+
+def clear_result(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Forget the last result: the next pass compares the records again (an undeleted record)."""
+    if ids:
+        conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids))).values(last_result=None))
+
+
+def reopen(conn: sa.Connection, ids: Sequence[int], lost_side: str, origin: str, job_id: int | None = None) -> None:
+    """Back to an insert intent from the surviving side (`origin`): the record lost on `lost_side`
+    is re-created by the next pass over these couplings. With the `job_id` of an operator's
+    Restore, the skip and the failure count are cleared too."""
+    if not ids:
+        return
+    values: dict[str, Any] = {f"{lost_side}_key": None, "state": "pending", "origin": origin, "last_result": None}
+    if job_id is not None:
+        values.update(skipped=False, skip_reason=None, failures=0, last_job_id=job_id)
+    conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids))).values(values))
+
+
+# -- operators' actions ----------------------------------------------------------------------------
+
+
+def by_ids(conn: sa.Connection, mapping: str, ids: Sequence[int]) -> dict[int, Any]:
+    """The mapping's coupling rows with these ids (another mapping's are not returned)."""
+    return {r.id: r for r in conn.execute(sa.select(couplings).where(couplings.c.id.in_(list(ids)),
+                                                                     couplings.c.mapping == mapping))}
+
+
+def counterpart_key(conn: sa.Connection, mapping: str, side: str, key: str) -> str | None:
+    """The key on the other side of the record `key` of `side`, if it is coupled."""
+    other = "integration" if side == "local" else "local"
+    found = conn.execute(sa.select(couplings.c[f"{other}_key"]).where(
+        couplings.c.mapping == mapping, couplings.c[f"{side}_key"] == key)).scalar()
+    return None if found is None else str(found)
+
+
+def touching(conn: sa.Connection, mapping: str, local_key: str, integration_key: str) -> list[Any]:
+    """Couplings (tombstones included) of either record: what a manual couple must not collide with."""
+    return list(conn.execute(sa.select(couplings).where(couplings.c.mapping == mapping, sa.or_(
+        couplings.c.local_key == local_key, couplings.c.integration_key == integration_key))).all())
+
+
+def clear_skip(conn: sa.Connection, job_id: int, ids: Sequence[int]) -> None:
+    """An operator's Retry or Synchronize: the couplings are synced again, from a clean slate."""
+    if ids:
+        conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids))).values(
+            skipped=False, skip_reason=None, failures=0, last_result=None, last_job_id=job_id))
+
+
+def uncouple(conn: sa.Connection, job_id: int, ids: Sequence[int]) -> None:
+    """An operator's Remove coupling: a tombstone, so neither record is synced (or re-created) again."""
+    if ids:
+        conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids))).values(
+            state="uncoupled", skipped=False, skip_reason=None, failures=0, last_job_id=job_id))
+
+
+def insert_synced(conn: sa.Connection, mapping: str, job_id: int, pairs: Sequence[tuple[str, str]]) -> list[int]:
+    """Synced couplings of (local key, integration key) with nothing known of their past (a manual
+    or match-based couple): the first sync compares the records. Ids in input order."""
+    now = utcnow()
+    rows = [{"mapping": mapping, "local_key": lk, "integration_key": ik, "state": "synced", "failures": 0,
+             "skipped": False, "created_at": now, "last_job_id": job_id} for lk, ik in pairs]
+    return list(conn.execute(sa.insert(couplings).returning(couplings.c.id, sort_by_parameter_order=True), rows).scalars())
+
+
+def analyze(conn: sa.Connection) -> None:
+    """Refresh the planner's statistics of the couplings table (PostgreSQL), after a bulk load."""
+    conn.execute(sa.text("ANALYZE couplings"))

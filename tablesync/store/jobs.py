@@ -15,6 +15,7 @@ from tablesync.store.schema import job_errors, jobs
 COUNTERS = ("inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled", "conflicts", "skipped", "failed")
 FINISHED = ("succeeded", "failed", "abandoned", "dropped")
 ACTIVE = ("queued", "running")
+SYNC_KINDS = ("sync", "full_sync")
 
 
 @dataclass
@@ -131,7 +132,102 @@ def active_job(conn: sa.Connection, mapping: str) -> sa.Row[Any] | None:
 def last_runs(conn: sa.Connection) -> dict[str, sa.Row[Any]]:
     """The newest finished sync job of each mapping."""
     latest = (
-        sa.select(sa.func.max(jobs.c.id)).where(jobs.c.status.in_(FINISHED), jobs.c.kind.in_(("sync", "full_sync")))
+        sa.select(sa.func.max(jobs.c.id)).where(jobs.c.status.in_(FINISHED), jobs.c.kind.in_(SYNC_KINDS))
         .group_by(jobs.c.mapping).scalar_subquery()
     )
     return {r.mapping: r for r in conn.execute(sa.select(jobs).where(jobs.c.id.in_(latest)))}
+
+
+# -- handing jobs to the broker --------------------------------------------------------------------
+
+
+def mark_sent(conn: sa.Connection, job_ids: Sequence[int]) -> None:
+    """A broker took these jobs' messages."""
+    if job_ids:
+        conn.execute(sa.update(jobs).where(jobs.c.id.in_(list(job_ids))).values(sent_at=utcnow()))
+
+
+def fail_unsent(conn: sa.Connection, job_id: int, message: str) -> None:
+    """A job whose message no broker took fails at once, saying why (nothing ran)."""
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued", jobs.c.sent_at.is_(None))
+                 .values(status="failed", finished_at=utcnow(), message=message))
+
+
+_WAITING = sa.and_(jobs.c.status == "queued", jobs.c.sent_at.is_(None))
+
+
+def waiting_jobs(conn: sa.Connection, enqueued_before: datetime) -> list[int]:
+    """Queued jobs no broker took yet, oldest first."""
+    return list(conn.execute(sa.select(jobs.c.id).where(_WAITING, jobs.c.enqueued_at < enqueued_before)
+                             .order_by(jobs.c.id)).scalars())
+
+
+def claim_waiting(conn: sa.Connection, job_id: int) -> bool:
+    """Claim a waiting job for sending (one conditional update: one sender per job)."""
+    return bool(conn.execute(sa.update(jobs).where(jobs.c.id == job_id, _WAITING).values(sent_at=utcnow())).rowcount)
+
+
+def unclaim(conn: sa.Connection, job_id: int) -> None:
+    """The send failed: the job waits in the store again."""
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(sent_at=None))
+
+
+def queued_since(conn: sa.Connection, sent_before: datetime) -> list[int]:
+    """Queued jobs sent before `sent_before` that no worker started: their message may be lost."""
+    return list(conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "queued", jobs.c.sent_at < sent_before)
+                             .order_by(jobs.c.id)).scalars())
+
+
+def claim_resend(conn: sa.Connection, job_id: int, sent_before: datetime) -> bool:
+    """Claim a job for sending again, if it is still queued since then (one replica wins)."""
+    return bool(conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued",
+                                                   jobs.c.sent_at < sent_before).values(sent_at=utcnow())).rowcount)
+
+
+# -- running a job ---------------------------------------------------------------------------------
+
+
+def drop_job(conn: sa.Connection, job_id: int, message: str) -> None:
+    """A queued delivery that must not run (its mapping is running in another job)."""
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+        status="dropped", finished_at=utcnow(), message=message))
+
+
+def mark_running(conn: sa.Connection, job_id: int, attempt: int, worker: str) -> None:
+    now = utcnow()
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
+        status="running", started_at=now, heartbeat_at=now, finished_at=None, attempts=attempt, worker=worker, message=None))
+
+
+def set_definition(conn: sa.Connection, job_id: int, version: int, direction: str) -> None:
+    """The mapping version (and its direction) the job runs."""
+    conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(mapping_version=version, direction=direction))
+
+
+def running_other(conn: sa.Connection, mapping: str, job_id: int) -> int | None:
+    """Another job of the mapping that is running, if any."""
+    return conn.execute(sa.select(jobs.c.id).where(jobs.c.mapping == mapping, jobs.c.status == "running",
+                                                  jobs.c.id != job_id)).scalar()
+
+
+def unfinished_syncs(conn: sa.Connection, mappings: Sequence[str], enqueued_by: datetime) -> list[str]:
+    """Which of these mappings have a sync job enqueued no later than `enqueued_by` and not finished."""
+    return sorted(set(conn.execute(sa.select(jobs.c.mapping).where(
+        jobs.c.mapping.in_(list(mappings)), jobs.c.status.in_(ACTIVE), jobs.c.kind.in_(SYNC_KINDS),
+        jobs.c.enqueued_at <= enqueued_by)).scalars()))
+
+
+def abandon(conn: sa.Connection, job: sa.Row[Any], timeout_seconds: float) -> bool:
+    """Mark a running job whose worker went silent `abandoned`, if it still is (one replica wins)."""
+    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
+    return bool(conn.execute(sa.update(jobs).where(
+        jobs.c.id == job.id, jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
+    ).values(status="abandoned", finished_at=utcnow(),
+             message=f"abandoned: worker {job.worker} sent no heartbeat for {timeout_seconds:.0f}s")).rowcount)
+
+
+def last_successes(conn: sa.Connection) -> dict[str, datetime]:
+    """When each mapping's newest successful sync finished."""
+    return dict(conn.execute(sa.select(jobs.c.mapping, sa.func.max(jobs.c.finished_at))
+                             .where(jobs.c.status == "succeeded", jobs.c.kind.in_(SYNC_KINDS))
+                             .group_by(jobs.c.mapping)).all())

@@ -1,4 +1,4 @@
-"""Job errors and record events, the two things every sync path writes about a record."""
+"""Job errors and record events: the two things every sync path writes about a record (their SQL)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tablesync.db import pg_bulk
 from tablesync.db.engine import utcnow
 from tablesync.store.schema import job_errors, record_events
-from tablesync.db import pg_bulk
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,13 @@ class RecordRef:
     coupling_id: int | None
     source_key: str | None
     target_key: str | None
+
+    @classmethod
+    def oriented(cls, job_id: int, mapping: str, direction: str, coupling_id: int | None, local_key: str | None,
+                 integration_key: str | None) -> "RecordRef":
+        """The record given by its local and integration keys, named from `direction`'s source."""
+        source, target = (local_key, integration_key) if direction == "to_integration" else (integration_key, local_key)
+        return cls(job_id, mapping, direction, coupling_id, source, target)
 
     @property
     def local_key(self) -> str | None:

@@ -8,6 +8,9 @@ acted on, and the job ends `failed` so `--wait` exits 1.
 Redelivery: every step is idempotent, and a step this job already took (the coupling carries its
 job id) is not refused on the redo: a restore whose insert landed, or a delete whose record is gone,
 is finished instead of being reported as a broken precondition.
+
+An action's own steps (clearing a skip, removing or making a coupling) are single store
+statements (`store.couplings`); the records it then syncs go through the run's ordinary stages.
 """
 
 from __future__ import annotations
@@ -16,27 +19,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
+from tablesync.apps.table import AppTable
 from tablesync.config.model import MappingSpec, source_side, target_side
-from tablesync.db.engine import utcnow
-from tablesync.store.jobs import Counters, add_counters
-from tablesync.store.schema import couplings
+from tablesync.errors import ActionRefused, RecordError
 from tablesync.store import couplings as cs
-from tablesync.sync import metrics
-from tablesync.apps.table import AppTable, app_call, app_iter, match_value
-from tablesync.sync.two_way import compile_pair_plan, resolve_pairs, sync_batch
-from tablesync.sync.one_way import RunContext, process_rows
-from tablesync.sync.plan import RecordError, compile_plan, target_values
-from tablesync.apps.values import canonical
-from tablesync.store.journal import RecordRef, event_row, write_errors, write_events
+from tablesync.store.jobs import Counters
+from tablesync.store.journal import RecordRef
+from tablesync.sync.context import RunContext
+from tablesync.sync.matching import counterparts, match_key
+from tablesync.sync.one_way import process_rows
+from tablesync.sync.plan import compile_one_way, compile_pair_plan, compile_plan, target_values
+from tablesync.sync.record import Batch, record
+from tablesync.sync.two_way import resolve_pairs, sync_batch
 
 ACTION_KINDS = ("retry", "resolve", "uncouple", "restore", "delete", "couple", "match")
 SIDES = ("local", "integration")
-
-
-class ActionRefused(Exception):
-    """Some or all of an action's records failed a precondition; the job errors say which and why."""
 
 
 @dataclass(frozen=True)
@@ -89,13 +86,12 @@ def record_source(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable
     record is synced from its coupled source record. Refused when there is no such live record."""
     if spec.direction != "bidirectional" and side != source_side(spec.direction):
         with ctx.store.connect() as conn:  # given by its target key: sync it from its coupled source record
-            found = conn.execute(sa.select(couplings.c[f"{source_side(spec.direction)}_key"]).where(
-                couplings.c.mapping == spec.name, couplings.c[f"{side}_key"] == key)).scalar()
+            found = cs.counterpart_key(conn, spec.name, side, key)
         if found is None:
             raise ActionRefused(f"{side} record {key} is not coupled, and mapping {spec.name} only reads its "
                                 f"{source_side(spec.direction)} side: give the {source_side(spec.direction)} key")
-        key, side = str(found), source_side(spec.direction)
-    if not app_call(lambda: tables[side].existing([key])):
+        key, side = found, source_side(spec.direction)
+    if not tables[side].existing([key]):
         raise ActionRefused(f"{side} record {key} does not exist (or is soft-deleted) in {tables[side].side.table}")
     return side, key
 
@@ -106,39 +102,33 @@ class Action:
     def __init__(self, ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], redo_of: int | None = None) -> None:
         self.ctx, self.spec, self.tables = ctx, spec, tables
         self.mine = {ctx.job_id} | ({int(redo_of)} if redo_of is not None else set())  # jobs whose steps are ours
-        self.counters = Counters()  # what the action itself did; written to the job by finish()
-        self.synced = Counters()  # what the sync steps it ran did; they write their own counters
-        self.events: list[dict[str, Any]] = []
-        self.refused: list[tuple[RecordRef, str]] = []
         self.direction = "to_integration" if spec.direction == "bidirectional" else spec.direction
+        self.batch = Batch(ctx.job_id, spec.name, self.direction)  # what the action itself did; recorded by finish()
+        self.counters = self.batch.counters
+        self.synced = Counters()  # what the sync steps it ran did; they record their own batches
         self.summary: str | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def ref(self, p: Pair | None, local_key: str | None = None, integration_key: str | None = None) -> RecordRef:
-        lk = p.local_key if p else local_key
-        ik = p.integration_key if p else integration_key
-        src, tgt = (lk, ik) if self.direction == "to_integration" else (ik, lk)
-        return RecordRef(self.ctx.job_id, self.spec.name, self.direction, p.id if p else None, src, tgt)
+        return RecordRef.oriented(self.ctx.job_id, self.spec.name, self.direction, p.id if p else None,
+                                  p.local_key if p else local_key, p.integration_key if p else integration_key)
 
     def event(self, p: Pair, outcome: str, message: str | None = None) -> None:
-        self.events.append(event_row(self.ref(p), outcome, message))
+        self.batch.event(self.ref(p), outcome, message)
 
     def refuse(self, p: Pair | None, keys: tuple[str, str] | None, message: str) -> None:
         ref = self.ref(p, *(keys or (None, None)))
-        self.refused.append((ref, message))
-        self.events.append(event_row(ref, "refused", message))
+        self.batch.refusals.append((ref, message))
+        self.batch.event(ref, "refused", message)
 
     def finish(self) -> Counters:
-        self.counters.failed += len(self.refused)
-        with self.ctx.store.begin() as conn:
-            write_errors(conn, [(ref, msg, None) for ref, msg in self.refused])
-            write_events(conn, self.events)
-            add_counters(conn, self.ctx.job_id, self.counters)
-        metrics.records(self.spec.name, self.direction, self.counters)
-        if self.refused:
-            first = self.refused[0][1]
-            more = f" (and {len(self.refused) - 1} more; see the job's errors)" if len(self.refused) > 1 else ""
+        refused = self.batch.refusals
+        self.counters.failed += len(refused)
+        record(self.ctx.store, self.batch)
+        if refused:
+            first = refused[0][1]
+            more = f" (and {len(refused) - 1} more; see the job's errors)" if len(refused) > 1 else ""
             raise ActionRefused(first + more)
         total = Counters()
         total.add(self.counters)
@@ -147,39 +137,36 @@ class Action:
 
     def load(self, ids: Sequence[int]) -> list[Pair]:
         with self.ctx.store.connect() as conn:
-            rows = {r.id: r for r in conn.execute(sa.select(couplings).where(couplings.c.id.in_(list(ids)),
-                                                                              couplings.c.mapping == self.spec.name))}
+            rows = cs.by_ids(conn, self.spec.name, ids)
         pairs = []
         for i in ids:
             r = rows.get(i)
             if r is None:
-                self.refused.append((RecordRef(self.ctx.job_id, self.spec.name, self.direction, None, None, None),
-                                     f"coupling {i} does not exist in mapping {self.spec.name} (removed, or another mapping's)"))
+                self.batch.refusals.append((self.ref(None), f"coupling {i} does not exist in mapping {self.spec.name} "
+                                                            "(removed, or another mapping's)"))
                 continue
             pairs.append(Pair(r.id, r.local_key, r.integration_key, r.state, r.skipped, r.last_job_id, r.origin))
         return pairs
 
     def existence(self, pairs: Sequence[Pair]) -> dict[int, tuple[bool, bool]]:
-        found = {side: app_call(lambda side=side: self.tables[side].existing([k for p in pairs if (k := p.key(side))]))
-                 for side in SIDES}
+        found = {side: self.tables[side].existing([k for p in pairs if (k := p.key(side))]) for side in SIDES}
         return {p.id: (p.local_key in found["local"], p.integration_key in found["integration"]) for p in pairs}
-
-    def clear_skip(self, conn: sa.Connection, ids: Sequence[int]) -> None:
-        conn.execute(sa.update(couplings).where(couplings.c.id.in_(list(ids))).values(
-            skipped=False, skip_reason=None, failures=0, last_result=None, last_job_id=self.ctx.job_id))
 
     def sync_keys(self, side: str, keys: list[str]) -> Counters:
         """Sync these records now, reading them on `side` (a one-way mapping's source side)."""
         if not keys:
             return Counters()
+        local, integration = self.tables["local"], self.tables["integration"]
         if self.spec.direction == "bidirectional":
-            return sync_batch(self.ctx, compile_pair_plan(self.spec, self.tables), side, self.tables, keys)
-        direction = self.spec.direction
-        plan = compile_plan(self.spec, direction, self.tables[target_side(direction)].table,
-                            self.tables[source_side(direction)].table)
-        source = self.tables[source_side(direction)]
-        rows = app_call(lambda: source.fetch(keys, plan.source_columns))
-        return process_rows(self.ctx, plan, source, self.tables[target_side(direction)], list(rows.values()))
+            return sync_batch(self.ctx, compile_pair_plan(self.spec, local.table, integration.table), side, self.tables, keys)
+        plan = compile_one_way(self.spec, local.table, integration.table)
+        source = self.tables[source_side(plan.direction)]
+        rows = source.fetch(keys, plan.source_columns)
+        return process_rows(self.ctx, plan, source, self.tables[target_side(plan.direction)], list(rows.values()))
+
+    def resolve_now(self, local_keys: list[str], winner: str) -> Counters:
+        plan = compile_pair_plan(self.spec, self.tables["local"].table, self.tables["integration"].table)
+        return resolve_pairs(self.ctx, plan, self.tables, local_keys, winner)
 
     def origin_of(self, p: Pair) -> str:
         if p.origin:
@@ -207,7 +194,7 @@ class Action:
     def retry(self, pairs: list[Pair], now: bool = False) -> None:
         ok = self.both_exist(pairs, "retry")
         with self.ctx.store.begin() as conn:
-            self.clear_skip(conn, [p.id for p in ok])
+            cs.clear_skip(conn, self.ctx.job_id, [p.id for p in ok])
         for p in ok:
             self.event(p, "retried", "skip cleared by an operator; synced " + ("now" if now else "in the next run"))
         if now:
@@ -224,20 +211,18 @@ class Action:
             return
         ok = self.both_exist(pairs, "synchronize")
         with self.ctx.store.begin() as conn:
-            self.clear_skip(conn, [p.id for p in ok])
+            cs.clear_skip(conn, self.ctx.job_id, [p.id for p in ok])
         for p in ok:
             self.event(p, "resolved", f"an operator chose the {use} values")
         if self.spec.direction == "bidirectional":
-            self.synced.add(resolve_pairs(self.ctx, compile_pair_plan(self.spec, self.tables),
-                                            self.tables, [k for p in ok if (k := p.local_key)], use))
+            self.synced.add(self.resolve_now([k for p in ok if (k := p.local_key)], use))
         else:
             self.synced.add(self.sync_keys(use, [k for p in ok if (k := p.key(use))]))
 
     def uncouple(self, pairs: list[Pair]) -> None:
         todo = [p for p in pairs if p.state != "uncoupled"]
-        with self.ctx.store.begin() as conn:  # a tombstone: neither record is synced (or re-created) again
-            conn.execute(sa.update(couplings).where(couplings.c.id.in_([p.id for p in todo])).values(
-                state="uncoupled", skipped=False, skip_reason=None, failures=0, last_job_id=self.ctx.job_id))
+        with self.ctx.store.begin() as conn:
+            cs.uncouple(conn, self.ctx.job_id, [p.id for p in todo])
         for p in todo:
             self.event(p, "uncoupled", "coupling removed by an operator: the records are no longer synced")
         self.counters.uncoupled += len(todo)
@@ -278,9 +263,7 @@ class Action:
                 continue
             lost = "integration" if survivor == "local" else "local"
             with self.ctx.store.begin() as conn:
-                conn.execute(sa.update(couplings).where(couplings.c.id.in_([p.id for p in items])).values(
-                    {f"{lost}_key": None, "state": "pending", "origin": survivor, "skipped": False, "skip_reason": None,
-                     "failures": 0, "last_result": None, "last_job_id": self.ctx.job_id}))
+                cs.reopen(conn, [p.id for p in items], lost, survivor, job_id=self.ctx.job_id)
             for p in items:
                 self.event(p, "restoring", f"an operator restores the deleted {lost} record from the {survivor} record")
             self.synced.add(self.sync_keys(survivor, [k for p in items if (k := p.key(survivor))]))
@@ -288,24 +271,21 @@ class Action:
     def delete(self, pairs: list[Pair]) -> None:
         for p, survivor in self._one_deleted(pairs, "delete"):
             if survivor and p.state != "pending":
-                table, key = self.tables[survivor], p.key(survivor)
-                with table.engine.begin() as conn:
-                    table.delete(conn, [str(key)])
+                self.tables[survivor].delete_keys([str(p.key(survivor))])
                 self.counters.deleted += 1
             with self.ctx.store.begin() as conn:
-                conn.execute(sa.delete(couplings).where(couplings.c.id == p.id))
+                cs.forget(conn, [p.id])
             self.event(p, "deleted", f"an operator deleted the surviving {survivor} record and the coupling" if survivor
                        else "an operator deleted the coupling (both records are gone)")
 
     def couple(self, local_key: str, integration_key: str, use: str | None) -> None:
         keys = (local_key, integration_key)
         with self.ctx.store.connect() as conn:
-            rows = conn.execute(sa.select(couplings).where(couplings.c.mapping == self.spec.name, sa.or_(
-                couplings.c.local_key == local_key, couplings.c.integration_key == integration_key))).all()
+            rows = cs.touching(conn, self.spec.name, local_key, integration_key)
         done = [r for r in rows if r.local_key == local_key and r.integration_key == integration_key
                 and r.state == "synced" and r.last_job_id in self.mine]
         if not done:
-            live = [bool(app_call(lambda s=s, k=k: self.tables[s].existing([k]))) for s, k in zip(SIDES, keys)]
+            live = [bool(self.tables[s].existing([k])) for s, k in zip(SIDES, keys)]
             if not all(live):
                 gone = " and ".join(f"the {s} record {k}" for s, k, there in zip(SIDES, keys, live) if not there)
                 self.refuse(None, keys, f"cannot couple: {gone} does not exist (or is soft-deleted)")
@@ -317,8 +297,8 @@ class Action:
                                         f"integration {r.integration_key}; `tablesync uncouple {r.id}` first")
                 return
             with self.ctx.store.begin() as conn:  # tombstones of either record give way to the new pair
-                conn.execute(sa.delete(couplings).where(couplings.c.id.in_([r.id for r in rows])))
-                new_id = self._insert_couplings(conn, [keys])[0]
+                cs.forget(conn, [r.id for r in rows])
+                new_id = cs.insert_synced(conn, self.spec.name, self.ctx.job_id, [keys])[0]
         else:
             new_id = done[0].id
         p = Pair(new_id, local_key, integration_key, "synced", False, self.ctx.job_id)
@@ -327,48 +307,44 @@ class Action:
         self._first_sync([p], use)
 
     def match(self, use: str | None) -> None:
-        """Couple every uncoupled source record to its single match_on counterpart."""
-        direction = "to_integration" if self.spec.direction == "bidirectional" else self.spec.direction
+        """Couple every uncoupled source record to its single match_on counterpart (`matching`)."""
+        direction = self.direction
         src, tgt = source_side(direction), target_side(direction)
-        plan = compile_plan(self.spec, direction, self.tables[tgt].table, self.tables[source_side(direction)].table)
+        plan = compile_plan(self.spec, direction, self.tables[tgt].table, self.tables[src].table)
         if not plan.match_columns:
             self.refuse(None, None, f"mapping {self.spec.name} has no match_on fields: add `match_on: [...]` to it")
             return
         unmatched = ambiguous = 0
         claimed: set[str] = set()
-        for page in app_iter(self.tables[src].pages(plan.source_columns, None, self.ctx.batch_size)):
+        for page in self.tables[src].pages(plan.source_columns, None, self.ctx.batch_size):
             with self.ctx.store.connect() as conn:
                 known = cs.by_source_keys(conn, self.spec.name, direction, [str(r[plan.source_key_column]) for r in page])
-            wanted: dict[str, tuple[Any, ...]] = {}
+            wanted: dict[str, Any] = {}
             for row in page:
                 key = str(row[plan.source_key_column])
                 if key in known:
                     continue
                 try:
-                    values = target_values(plan, row)
+                    wanted[key] = match_key(plan, target_values(plan, row))
                 except RecordError:
                     unmatched += 1
-                    continue
-                wanted[key] = tuple(match_value(canonical(values.get(c))) for c in plan.match_columns)
-            found = app_call(lambda: self.tables[tgt].find_matches(plan.match_columns, list(set(wanted.values()))))
-            with self.ctx.store.connect() as conn:
-                taken = cs.coupled_target_keys(conn, self.spec.name, direction, sorted({k for ks in found.values() for k in ks}))
+            found = counterparts(self.ctx.store, plan, self.tables[tgt], {k: v for k, v in wanted.items() if v is not None})
             new: list[tuple[str, str]] = []
-            for key, values in wanted.items():
-                candidates = [k for k in found.get(values, []) if k not in taken and k not in claimed]
+            for key in wanted:
+                candidates = [k for k in found.get(key, []) if k not in claimed]
                 if not candidates:
                     unmatched += 1
                 elif len(candidates) > 1:
                     ambiguous += 1
                     pair = (key, "") if src == "local" else ("", key)
-                    self.events.append(event_row(self.ref(None, *pair), "ambiguous",
-                                                 f"{len(candidates)} {tgt} records match: {', '.join(candidates[:5])}"))
+                    self.batch.event(self.ref(None, *pair), "ambiguous",
+                                     f"{len(candidates)} {tgt} records match: {', '.join(candidates[:5])}")
                 else:
                     claimed.add(candidates[0])
                     new.append((key, candidates[0]) if src == "local" else (candidates[0], key))
             if new:
                 with self.ctx.store.begin() as conn:
-                    ids = self._insert_couplings(conn, new)
+                    ids = cs.insert_synced(conn, self.spec.name, self.ctx.job_id, new)
                 pairs = [Pair(i, lk, ik, "synced", False, self.ctx.job_id) for i, (lk, ik) in zip(ids, new)]
                 for p in pairs:
                     self.event(p, "coupled", f"coupled by match_on ({', '.join(plan.match_columns)})")
@@ -377,17 +353,9 @@ class Action:
             self.ctx.beat()
         self.summary = f"coupled {self.counters.coupled}, unmatched {unmatched}, ambiguous {ambiguous}"
 
-    def _insert_couplings(self, conn: sa.Connection, pairs: Sequence[tuple[str, str]]) -> list[int]:
-        """Synced couplings with nothing known of their past: the first sync compares the records."""
-        now = utcnow()
-        rows = [{"mapping": self.spec.name, "local_key": lk, "integration_key": ik, "state": "synced", "failures": 0,
-                 "skipped": False, "created_at": now, "last_job_id": self.ctx.job_id} for lk, ik in pairs]
-        return list(conn.execute(sa.insert(couplings).returning(couplings.c.id, sort_by_parameter_order=True), rows).scalars())
-
     def _first_sync(self, pairs: list[Pair], use: str | None) -> None:
         if use is not None and self.spec.direction == "bidirectional":
-            self.synced.add(resolve_pairs(self.ctx, compile_pair_plan(self.spec, self.tables), self.tables,
-                                            [k for p in pairs if (k := p.local_key)], use))
+            self.synced.add(self.resolve_now([k for p in pairs if (k := p.local_key)], use))
             return
         side = "local" if self.spec.direction == "bidirectional" else source_side(self.spec.direction)
         self.synced.add(self.sync_keys(side, [k for p in pairs if (k := p.key(side))]))

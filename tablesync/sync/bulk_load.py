@@ -21,19 +21,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.store.jobs import Counters, add_counters
-from tablesync.store import couplings as cs
-from tablesync.sync import metrics
-from tablesync.db import pg_bulk
-from tablesync.apps.table import AppTable, AppUnavailable, app_call, is_connection_error
-from tablesync.sync.plan import (
-    DirectionPlan,
-    RecordError,
-    canonical_values,
-    copied_tuple,
-    target_values,
-)
+from tablesync.apps.table import AppTable
 from tablesync.apps.values import content_hash
+from tablesync.db import pg_bulk
+from tablesync.errors import RecordError
+from tablesync.store import couplings as cs
+from tablesync.store.jobs import Counters
+from tablesync.sync.context import RunContext
+from tablesync.sync.plan import DirectionPlan, canonical_values, copied_tuple, target_values
+from tablesync.sync.record import Batch, Landing, record
 
 
 @dataclass
@@ -104,7 +100,7 @@ class Written:
     target_keys: list[str | None]
 
 
-def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
+def insert_page(ctx: RunContext, plan: DirectionPlan, target: AppTable, page: Page,
                 general: Callable[[list[dict[str, Any]]], Counters]) -> tuple[Written | None, Counters]:
     """Intents, then the target rows; `general` takes what this path cannot (and its counters
     are returned). The page's couplings are written by `land_page`, possibly in another thread."""
@@ -113,10 +109,10 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
     if page.source_keys:
         batch = None
         try:
-            with target.engine.begin() as conn:  # one target transaction: its key defaults, then the rows
+            with target.transaction() as conn:  # one target transaction: its key defaults, then the rows
                 keys = page.target_keys
                 if plan.key_rule is None:  # a failing key default fails the job (AppError), not a record
-                    keys = (app_call(lambda: target.preallocate(len(keys), conn)) if target.key_strategy(False) == "preallocate"
+                    keys = (target.preallocate(len(keys), conn) if target.key_strategy(False) == "preallocate"
                             else target.new_uuid_keys(len(keys)))
                 with ctx.store.begin() as store:  # committed before the rows are
                     batch, _ = cs.stage_inserts(store, plan.mapping, plan.direction, list(zip(page.source_keys, keys)),
@@ -128,9 +124,7 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
                 else:
                     target.insert(conn, [dict(zip(columns, t)) for t in tuples], returning=False)
             written = Written(page, batch, keys)
-        except sa.exc.DBAPIError as exc:
-            if is_connection_error(exc):
-                raise AppUnavailable(f"{target.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from exc
+        except sa.exc.DBAPIError:
             if batch is None:  # the store refused the intents: nothing was written, the job fails as it is
                 raise
             # Some row is refused: the intents become pending couplings, and the general path
@@ -143,17 +137,26 @@ def insert_page(ctx: Any, plan: DirectionPlan, target: AppTable, page: Page,
     return written, counters
 
 
-def land_page(ctx: Any, plan: DirectionPlan, written: Written | None) -> Counters:
-    """The couplings of a written page, and its count, in one store transaction."""
-    counters = Counters()
+def land_page(ctx: RunContext, plan: DirectionPlan, written: Written | None) -> Counters:
+    """The couplings of a written page, and its count, in one store transaction (`record`)."""
     if written is None:
-        return counters
+        return Counters()
     page = written.page
-    with ctx.store.begin() as conn:
-        cs.write_landed(conn, plan.mapping, plan.direction, ctx.job_id, written.batch, (
-            (None, sk, tk, sh, th, None, sm) for sk, tk, sh, th, sm
-            in zip(page.source_keys, written.target_keys, page.source_hashes, page.target_hashes, page.modified)))
-        counters.inserted = len(page.source_keys)
-        add_counters(conn, ctx.job_id, counters)
-    metrics.records(plan.mapping, plan.direction, counters)
-    return counters
+    batch = Batch(ctx.job_id, plan.mapping, plan.direction, counters=Counters(inserted=len(page.source_keys)))
+    batch.landings.append(Landing(written.batch, (
+        (None, sk, tk, sh, th, None, sm) for sk, tk, sh, th, sm
+        in zip(page.source_keys, written.target_keys, page.source_hashes, page.target_hashes, page.modified))))
+    record(ctx.store, batch)
+    return batch.counters
+
+
+def finish(ctx: RunContext, total: Counters) -> None:
+    """After a bulk load: planner statistics of a table just grown by COPY lag until autovacuum
+    comes by; until then the next job's key lookups may scan every coupling (measured: 0.3 s for
+    1,000 keys among 1M, 2 ms with statistics)."""
+    if total.inserted >= ANALYZE_AFTER:
+        with ctx.store.begin() as conn:
+            cs.analyze(conn)
+
+
+ANALYZE_AFTER = 10_000  # couplings a bulk load adds before it refreshes the planner's statistics

@@ -6,42 +6,15 @@ Pure: no I/O, no clock. The engine feeds it one batch at a time and applies the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from tablesync.sync.plan import (
-    DirectionPlan,
-    RecordError,
-    Refs,
-    canonical_values,
-    copied_values,
-    target_values,
-)
 from tablesync.apps.values import canonical, content_hash
+from tablesync.errors import RecordError
+from tablesync.store.couplings import CouplingState
+from tablesync.sync.plan import DirectionPlan, Refs, canonical_values, copied_values, target_values
 
 INSERT, UPDATE, UNCHANGED, IGNORE, SKIP, FAIL = "insert", "update", "unchanged", "ignore", "skip", "fail"
-
-
-@dataclass(frozen=True)
-class CouplingState:
-    """The store's view of one coupling, expressed in this direction's source/target terms."""
-
-    id: int
-    source_key: str | None
-    target_key: str | None
-    state: str  # pending (insert intent not yet confirmed) | synced | uncoupled (removed: never sync again)
-    source_hash: str | None
-    target_hash: str | None
-    last_result: str | None
-    skipped: bool = False
-    last_job_id: int | None = None
-    snapshot: Mapping[str, Any] | None = None  # last_values: {"local": {column: value}, "integration": {...}}
-    origin: str | None = None  # side a pending insert copies from
-
-    def flipped(self) -> "CouplingState":
-        """The same coupling seen from the opposite direction."""
-        return replace(self, source_key=self.target_key, target_key=self.source_key,
-                       source_hash=self.target_hash, target_hash=self.source_hash)
 
 
 @dataclass

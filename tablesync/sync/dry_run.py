@@ -1,20 +1,24 @@
 """`tablesync sync MAPPING --dry-run`: what a run would do, found by the real read and decide code.
 
-The engine runs with a `DryReport` in its context: every read happens as in a real run, and at
-each point where a run would write (apps, couplings, watermarks, errors, counters), the engine
-hands its decisions to the report instead. Nothing is written anywhere, not even a job row.
+A dry run is a run whose sink (`context.Sink`) is a `DryReport`: every read happens as in a real
+run, and every write the run would make (apps, couplings, watermarks, errors, counters) reaches
+the report instead, as counts and samples. Nothing is written anywhere, not even a job row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
-from tablesync.store.mappings import StoredMapping
-from tablesync.config.settings import Settings
+from tablesync.apps.table import AppTable
+from tablesync.apps.values import canonical
+from tablesync.store.jobs import Counters
+from tablesync.sync.context import RunContext
 from tablesync.sync.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision
+from tablesync.sync.deletions import Gone
+from tablesync.sync.merge import PairDecision
+from tablesync.sync.plan import DirectionPlan, PairPlan
 
 SAMPLE = 5
 
@@ -33,6 +37,8 @@ class DirectionReport:
 
 @dataclass
 class DryReport:
+    """What a run would do, by direction: a count per kind of write, and the first few of each."""
+
     mapping: str
     directions: dict[str, DirectionReport] = field(default_factory=dict)
 
@@ -55,8 +61,8 @@ class DryReport:
             elif d.action == UNCHANGED:
                 r.counts["unchanged"] = r.counts.get("unchanged", 0) + 1
 
-    def pairs(self, decisions: list[Any]) -> None:
-        """Bidirectional merges (workers.merge.PairDecision): each side's writes, conflicts, failures."""
+    def pairs(self, decisions: list[PairDecision]) -> None:
+        """Bidirectional merges (`merge.PairDecision`): each side's writes, conflicts, failures."""
         for d in decisions:
             keys = {"local_key": d.local_key, "integration_key": d.integration_key}
             if d.to_integration:
@@ -73,11 +79,39 @@ class DryReport:
                 counts = self.of("bidirectional").counts
                 counts["unchanged"] = counts.get("unchanged", 0) + 1
 
-    def deletion(self, direction: str, source_key: str, target_key: str, deleted: str, strategy: str) -> None:
+    # -- the sink: what a real run would write, reported instead ---------------------------------
+
+    def apply(self, ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable,
+              decisions: list[Decision], modified_of: dict[str, Any]) -> Counters:
+        self.decisions(plan.direction, decisions)
+        return Counters()
+
+    def apply_pairs(self, ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable],
+                    decisions: list[PairDecision], modified: dict[str, dict[int, Any]]) -> Counters:
+        self.pairs(decisions)
+        return Counters()
+
+    def settle_deletions(self, ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable,
+                         gone: list[Gone], strategy: str, two_way: bool) -> Counters:
         what = "delete" if strategy == "delete" else "restore" if strategy == "restore" else \
             "uncouple" if strategy == "remove_coupling" else "conflict"
-        self.of(direction).add(what, {"source_key": source_key, "target_key": target_key, "deleted_side": deleted,
-                                      "on_deletion_conflict": strategy})
+        for g in gone:
+            deleted = plan.source_side() if not g.source_exists else plan.target_side()
+            self.of(plan.direction).add(what, {"source_key": g.source_key, "target_key": g.target_key,
+                                               "deleted_side": deleted, "on_deletion_conflict": strategy})
+        return Counters()
+
+    def adopt(self, ctx: RunContext, plan: DirectionPlan, found: Sequence[tuple[int, str]]) -> None:
+        pass
+
+    def forget_intents(self, ctx: RunContext, ids: Sequence[int]) -> None:
+        pass
+
+    def set_watermark(self, ctx: RunContext, mapping: str, side: str, value: Any) -> None:
+        pass
+
+    def bulk_loads(self) -> bool:
+        return False
 
     def as_dict(self) -> dict[str, Any]:
         return {"mapping": self.mapping, "dry_run": True,
@@ -85,30 +119,4 @@ class DryReport:
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    from tablesync.apps.values import canonical
-
     return {k: canonical(v) for k, v in values.items()}
-
-
-def dry_run(store: sa.Engine, settings: Settings, stored: StoredMapping, full: bool = False, record: str | None = None,
-            side: str | None = None) -> DryReport:
-    """What a run would do: the whole mapping (`full` ignores the watermarks, as `sync --full`
-    does), or one record as `sync --record KEY [--side S]` would sync it."""
-    from tablesync.sync.actions import Action, record_source
-    from tablesync.worker.runner import open_tables, run_context, sync_mapping
-
-    report = DryReport(stored.spec.name)
-    if record is None:
-        sync_mapping(store, settings, stored, job_id=0, full=full, report=report)
-        return report
-    spec = stored.spec
-    tables = open_tables(stored)
-    ctx = run_context(store, settings, stored, 0, full, report=report)
-    side, key = record_source(ctx, spec, tables, record, side or default_record_side(spec.direction))
-    Action(ctx, spec, tables).sync_keys(side, [key])
-    return report
-
-
-def default_record_side(direction: str) -> str:
-    """The side `--record KEY` names when `--side` is not given."""
-    return "integration" if direction == "from_integration" else "local"

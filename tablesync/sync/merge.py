@@ -20,47 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tablesync.config.model import MappingSpec
-from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState
-from tablesync.sync.plan import DirectionPlan, RecordError, Refs, target_values
 from tablesync.apps.values import canonical, content_hash
+from tablesync.errors import RecordError
+from tablesync.store.couplings import CouplingState
+from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE
+from tablesync.sync.plan import PairPlan, Refs, target_values
 
 CONFLICT = "conflict"
-
-
-@dataclass(frozen=True)
-class PairField:
-    local: str | None
-    integration: str | None
-    direction: str  # to_integration | from_integration | bidirectional
-    constant: bool = False
-
-
-@dataclass(frozen=True)
-class PairPlan:
-    """A bidirectional mapping compiled for the merge: its two one-way plans plus the field pairs."""
-
-    mapping: str
-    to_integration: DirectionPlan
-    from_integration: DirectionPlan
-    fields: tuple[PairField, ...]
-    on_update_conflict: str = "skip"
-    local_modified: str | None = None
-    integration_modified: str | None = None
-
-    @property
-    def local_columns(self) -> tuple[str, ...]:
-        return self.to_integration.source_columns
-
-    @property
-    def integration_columns(self) -> tuple[str, ...]:
-        return self.from_integration.source_columns
-
-
-def pair_plan(spec: MappingSpec, to_integration: DirectionPlan, from_integration: DirectionPlan) -> PairPlan:
-    fields = tuple(PairField(f.local, f.integration, spec.field_direction(f), f.constant is not None) for f in spec.fields)
-    return PairPlan(spec.name, to_integration, from_integration, fields, spec.on_update_conflict,
-                    spec.local.modified, spec.integration.modified)
 
 
 @dataclass(frozen=True)

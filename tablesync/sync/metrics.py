@@ -1,4 +1,5 @@
-"""The workers' sync metrics (SPEC §7). Labels name mappings, kinds, directions and outcomes, never a record.
+"""The engine's metrics (SPEC §7): records by outcome and the sync lag. Labels name mappings,
+directions and outcomes, never a record. The jobs' own metrics are the worker runtime's (`worker.metrics`).
 
 Under `tablesync worker` these are Prometheus multiprocess metrics: the command points
 PROMETHEUS_MULTIPROC_DIR at an emptied directory before the worker processes start (so
@@ -15,14 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 
-from tablesync.store.jobs import Counters
 from tablesync.apps.clock import clock_offset
+from tablesync.store.jobs import Counters
 
-JOBS = Counter("tablesync_jobs", "Jobs that ended, by mapping, kind and final status.", ["mapping", "kind", "status"])
-JOB_DURATION = Histogram(
-    "tablesync_job_duration_seconds", "Wall time of a job, from its start to its end.", ["mapping"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
-)
 SYNC_LAG = Histogram(
     "tablesync_sync_lag_seconds", "From a change's modified-on at its source to its write on the target.",
     ["mapping", "direction"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, float("inf")),
@@ -51,13 +47,6 @@ def observe_lag(mapping: str, direction: str, modified: list[Any], source: sa.En
 OUTCOMES = {"inserted": "inserted", "modified": "modified", "deleted": "deleted", "unchanged": "unchanged",
             "coupled": "coupled", "uncoupled": "uncoupled", "conflicts": "conflict", "failed": "failed",
             "skipped": "skipped"}
-
-
-def job_ended(mapping: str, kind: str, status: str, seconds: float | None) -> None:
-    """Count one ended job; `seconds` is None for a job that never started."""
-    JOBS.labels(mapping, kind, status).inc()
-    if seconds is not None:
-        JOB_DURATION.labels(mapping).observe(seconds)
 
 
 def records(mapping: str, direction: str, counters: Counters) -> None:

@@ -18,13 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.apps.schema import category, coerce
+from tablesync.apps.values import AS_IS, canonical
 from tablesync.config.model import MappingSpec, SideSpec, source_side, target_side
 from tablesync.config.transforms import get_transform
-from tablesync.apps.values import AS_IS, canonical
-
-
-class RecordError(Exception):
-    """One record cannot be synced; the message names the field and the value."""
+from tablesync.errors import RecordError
 
 
 @dataclass(frozen=True)
@@ -220,3 +217,55 @@ def copied_tuple(plan: DirectionPlan, row: Mapping[str, Any]) -> tuple[Any, ...]
 def canonical_values(values: Mapping[str, Any], columns: tuple[str, ...]) -> list[Any]:
     # Inlined type test: text, integers and NULLs, most of a table, skip a call per value.
     return [v if type(v) in AS_IS else canonical(v) for v in map(values.get, columns)]
+
+
+@dataclass(frozen=True)
+class PairField:
+    local: str | None
+    integration: str | None
+    direction: str  # to_integration | from_integration | bidirectional
+    constant: bool = False
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """A bidirectional mapping compiled for the merge: its two one-way plans plus the field pairs."""
+
+    mapping: str
+    to_integration: DirectionPlan
+    from_integration: DirectionPlan
+    fields: tuple[PairField, ...]
+    on_update_conflict: str = "skip"
+    local_modified: str | None = None
+    integration_modified: str | None = None
+
+    @property
+    def local_columns(self) -> tuple[str, ...]:
+        return self.to_integration.source_columns
+
+    @property
+    def integration_columns(self) -> tuple[str, ...]:
+        return self.from_integration.source_columns
+
+    def one_way(self, source: str) -> DirectionPlan:
+        """The plan of the direction that reads `source`."""
+        return self.to_integration if source == "local" else self.from_integration
+
+
+def pair_plan(spec: MappingSpec, to_integration: DirectionPlan, from_integration: DirectionPlan) -> PairPlan:
+    fields = tuple(PairField(f.local, f.integration, spec.field_direction(f), f.constant is not None) for f in spec.fields)
+    return PairPlan(spec.name, to_integration, from_integration, fields, spec.on_update_conflict,
+                    spec.local.modified, spec.integration.modified)
+
+
+def compile_pair_plan(spec: MappingSpec, local: sa.Table | None = None, integration: sa.Table | None = None) -> PairPlan:
+    """Both directions of a bidirectional mapping against the reflected tables."""
+    return pair_plan(spec, compile_plan(spec, "to_integration", integration, local),
+                     compile_plan(spec, "from_integration", local, integration))
+
+
+def compile_one_way(spec: MappingSpec, local: sa.Table | None = None, integration: sa.Table | None = None) -> DirectionPlan:
+    """A one-way mapping's plan against the reflected tables."""
+    tables = {"local": local, "integration": integration}
+    return compile_plan(spec, spec.direction, tables[target_side(spec.direction)], tables[source_side(spec.direction)])
+

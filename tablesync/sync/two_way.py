@@ -7,8 +7,9 @@
    and the next run sees them as echoes (equal hashes) and writes nothing.
 3. Local keys, then integration keys, in batches. An uncoupled record (or an unfinished insert
    copied from this side) goes through the one-way insert/match path toward the other side. A
-   coupled record is read on both sides and merged field by field (`workers.merge`); a coupling
-   already decided in this run (its other side changed too) is not decided twice.
+   coupled record is read on both sides and merged field by field (`merge`); a coupling already
+   decided in this run (its other side changed too) is not decided twice. The run's sink writes
+   and records each batch (`apply_pairs`).
 4. Each side's watermark advances to what step 2 read, capped by the oldest open write transaction.
 """
 
@@ -17,37 +18,29 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from tablesync.apps.table import AppTable
 from tablesync.config.model import MappingSpec
-from tablesync.store.jobs import Counters, add_counters
 from tablesync.store import couplings as cs
-from tablesync.sync import metrics
-from tablesync.apps.table import AppTable, app_call, app_iter
-from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState, Decision
-from tablesync.sync.deletions import scan_deletions
-from tablesync.sync.one_way import (
-    RunContext,
-    advance_watermark,
-    page_top,
-    process_rows,
-    update_targets,
-)
-from tablesync.sync.plan import compile_plan
-from tablesync.store.journal import RecordRef, event_row, write_errors, write_events
-from tablesync.sync.merge import CONFLICT, PairDecision, PairPlan, merge, pair_plan
+from tablesync.store.jobs import Counters
+from tablesync.store.journal import RecordRef
 from tablesync.store.watermarks import get_watermark, minus_overlap
+from tablesync.sync.context import RunContext
+from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, Decision
+from tablesync.sync.deletions import scan_deletions
+from tablesync.sync.merge import CONFLICT, PairDecision, merge
+from tablesync.sync.one_way import process_rows
+from tablesync.sync.plan import PairPlan, compile_pair_plan
+from tablesync.sync.record import Batch, Conflicted, Failed, record
+from tablesync.sync.select import advance_watermark, page_top, parent_refs
+from tablesync.sync.targets import update_targets
 
 KEY_PAGE = 20_000  # keys per page while collecting changes: only key and modified-on are read
 SIDES = ("local", "integration")
 
 
-def compile_pair_plan(spec: MappingSpec, tables: dict[str, AppTable]) -> PairPlan:
-    return pair_plan(spec, compile_plan(spec, "to_integration", tables["integration"].table, tables["local"].table),
-                     compile_plan(spec, "from_integration", tables["local"].table, tables["integration"].table))
-
-
 def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integration: AppTable) -> Counters:
     tables = {"local": local, "integration": integration}
-    plan = compile_pair_plan(spec, tables)
+    plan = compile_pair_plan(spec, local.table, integration.table)
     total = Counters()
     total.add(scan_deletions(ctx, plan.to_integration, local, integration, spec.on_deletion_conflict, two_way=True,
                              every_seconds=spec.deletion_scan_seconds()))
@@ -55,12 +48,12 @@ def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integ
     with ctx.store.connect() as conn:
         marks = {side: None if ctx.full else get_watermark(conn, spec.name, side) for side in SIDES}
         retry = cs.retry_pairs(conn, spec.name)
-    horizons = {side: app_call(tables[side].horizon) for side in SIDES}
+    horizons = {side: tables[side].horizon() for side in SIDES}
     keys: dict[str, list[str]] = {side: [] for side in SIDES}
     tops: dict[str, Any] = {}
     for side in SIDES:
         table, top = tables[side], None
-        for page in app_iter(table.pages([], minus_overlap(marks[side], ctx.overlap_seconds), KEY_PAGE)):
+        for page in table.pages([], minus_overlap(marks[side], ctx.overlap_seconds), KEY_PAGE):
             top = page_top(table, page, top)
             keys[side].extend(str(r[table.side.key]) for r in page)
             ctx.beat()
@@ -80,13 +73,13 @@ def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integ
 
 def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable], keys: list[str]) -> Counters:
     """Changed records of one side: new ones go one way, coupled ones are merged with their counterpart."""
-    one_way = plan.to_integration if side == "local" else plan.from_integration
+    one_way = plan.one_way(side)
     source, target = tables[side], tables["integration" if side == "local" else "local"]
-    rows = app_call(lambda: source.fetch(keys, one_way.source_columns))
+    rows = source.fetch(keys, one_way.source_columns)
     with ctx.store.connect() as conn:
         couplings = cs.by_source_keys(conn, plan.mapping, one_way.direction, keys, snapshot=True)
     new_rows: list[dict[str, Any]] = []
-    pairs: list[tuple[dict[str, Any], CouplingState]] = []
+    pairs: list[tuple[dict[str, Any], cs.CouplingState]] = []
     for key in keys:
         row, c = rows.get(key), couplings.get(key)
         if c is not None and c.id in ctx.handled:
@@ -105,7 +98,7 @@ def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, App
 
 
 def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable],
-                 pairs: list[tuple[dict[str, Any], CouplingState]], winner: str | None = None) -> Counters:
+                 pairs: list[tuple[dict[str, Any], cs.CouplingState]], winner: str | None = None) -> Counters:
     """Merge coupled records read on `side` with their counterparts. With `winner`, the pairs are
     merged as if nothing were known of their past: every differing field goes `winner`'s way (the
     operator's Synchronize action)."""
@@ -116,12 +109,12 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
     local_side = side == "local"
     other = "integration" if local_side else "local"
     columns = plan.integration_columns if local_side else plan.local_columns
-    others = app_call(lambda: tables[other].fetch([str(c.target_key) for _, c in pairs], columns, apply_filter=False))
+    others = tables[other].fetch([str(c.target_key) for _, c in pairs], columns, apply_filter=False)
     with ctx.store.connect() as conn:
         mine = [row for row, _ in pairs]
         theirs = list(others.values())
-        refs = {"to_integration": cs.parent_refs(conn, plan.to_integration, mine if local_side else theirs),
-                "from_integration": cs.parent_refs(conn, plan.from_integration, theirs if local_side else mine)}
+        refs = {"to_integration": parent_refs(conn, plan.to_integration, mine if local_side else theirs),
+                "from_integration": parent_refs(conn, plan.from_integration, theirs if local_side else mine)}
     decisions: list[PairDecision] = []
     missing: list[PairDecision] = []
     for row, c in pairs:
@@ -136,31 +129,31 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
         local_row, integration_row = (row, counterpart) if local_side else (counterpart, row)
         decisions.append(merge(plan, oriented, local_row, integration_row, refs))
     decisions.extend(missing)
-    if ctx.report is not None:
-        ctx.report.pairs(decisions)
-        ctx.handled.update(d.coupling.id for d in decisions)
-        return Counters()
     modified: dict[str, dict[int, Any]] = {}  # by direction: each coupling's modified-on at that direction's source
     for direction, column, read_here in (("to_integration", plan.local_modified, local_side),
                                          ("from_integration", plan.integration_modified, not local_side)):
         rows = {c.id: row if read_here else others.get(str(c.target_key), {}) for row, c in pairs}
         modified[direction] = {cid: r.get(column) for cid, r in rows.items()} if column else {}
-    return _apply_pairs(ctx, plan, tables, decisions, modified)
+    counters = ctx.sink.apply_pairs(ctx, plan, tables, decisions, modified)
+    ctx.handled.update(d.coupling.id for d in decisions)
+    return counters
 
 
 def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], local_keys: list[str], winner: str) -> Counters:
     """Force `winner`'s values onto the other side for these coupled local records."""
-    rows = app_call(lambda: tables["local"].fetch(local_keys, plan.local_columns, apply_filter=False))
+    rows = tables["local"].fetch(local_keys, plan.local_columns, apply_filter=False)
     with ctx.store.connect() as conn:
         couplings = cs.by_source_keys(conn, plan.mapping, "to_integration", local_keys, snapshot=True)
     pairs = [(rows[k], c) for k, c in couplings.items() if k in rows and c.state == "synced"]
     return _merge_pairs(ctx, plan, "local", tables, pairs, winner) if pairs else Counters()
 
 
-def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
-                 modified: dict[str, dict[int, Any]]) -> Counters:
-    """Write both directions' updates, then every outcome, error, event and counter in one store transaction."""
-    counters = Counters()
+def apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
+                modified: dict[str, dict[int, Any]]) -> Counters:
+    """Write both directions' updates, then record every outcome, error, event and counter in one
+    store transaction: a real run's `Sink.apply_pairs`."""
+    batch = Batch(ctx.job_id, plan.mapping, "to_integration", plan.to_integration.skip_after_failures)
+    counters = batch.counters
     failures: list[tuple[PairDecision, str, str]] = [(d, d.message or "failed", "") for d in decisions if d.action == FAIL]
     written = [d for d in decisions if d.action in (UPDATE, CONFLICT)]
     landed: dict[int, set[str]] = {}
@@ -180,8 +173,6 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
         failures.extend((by_shim[id(s)], msg, detail) for s, msg, detail in failed)
 
     failed_ids = {d.coupling.id for d, _, _ in failures}
-    outcomes: list[cs.Outcome] = []
-    events: list[dict[str, Any]] = []
     conflicts: list[PairDecision] = []
     for d in decisions:
         cid = d.coupling.id
@@ -189,7 +180,7 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
             counters.modified += 1
             resolved = f"update conflict settled: {d.resolved_by} wins" if d.resolved_by else None
             changes = d.changes_integration if direction == "to_integration" else d.changes_local
-            events.append(event_row(_ref(ctx, plan, d, direction), "modified", resolved, changes))
+            batch.event(_ref(batch, d, direction), "modified", resolved, changes)
         if d.action == SKIP:
             counters.skipped += 1
             continue
@@ -199,7 +190,7 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
             if not (d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"):
                 counters.unchanged += 1
             continue
-        outcomes.append(cs.Outcome(
+        batch.successes.append(cs.Outcome(
             coupling_id=cid, success=True, target_key=d.integration_key, source_hash=d.local_hash,
             target_hash=d.integration_hash, source_modified=modified["to_integration"].get(cid), values=d.snapshot))
         if d.action == CONFLICT:
@@ -208,33 +199,16 @@ def _apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], d
             counters.unchanged += 1
     counters.failed += len(failures)
     counters.conflicts += len(conflicts)
-
-    with ctx.store.begin() as conn:
-        cs.write_outcomes(conn, "to_integration", ctx.job_id, outcomes, plan.to_integration.skip_after_failures)
-        error_ids = write_errors(conn, [(_ref(ctx, plan, d, "to_integration"), msg, detail) for d, msg, detail in failures])
-        bad = [cs.Outcome(coupling_id=d.coupling.id, success=False, error_id=eid) for (d, _, _), eid in zip(failures, error_ids)]
-        newly_skipped = set(cs.write_outcomes(conn, "to_integration", ctx.job_id, bad, plan.to_integration.skip_after_failures))
-        for d, msg, _ in failures:
-            events.append(event_row(_ref(ctx, plan, d, "to_integration"), "failed", msg))
-            if d.coupling.id in newly_skipped:
-                events.append(event_row(_ref(ctx, plan, d, "to_integration"), "skipped",
-                                        f"skipped after {plan.to_integration.skip_after_failures} consecutive failures"))
-        if conflicts:
-            ids = write_errors(conn, [(_ref(ctx, plan, d, "to_integration"), d.conflict_message(), None) for d in conflicts])
-            cs.skip_couplings(conn, ctx.job_id, [(d.coupling.id, eid) for d, eid in zip(conflicts, ids)], "update_conflict")
-            events.extend(event_row(_ref(ctx, plan, d, "to_integration"), "conflict", d.conflict_message()) for d in conflicts)
-        write_events(conn, events)
-        add_counters(conn, ctx.job_id, counters)
-    for direction, source in (("to_integration", tables["local"]), ("from_integration", tables["integration"])):
-        cids = [cid for cid, directions in landed.items() if direction in directions]
-        metrics.records(plan.mapping, direction, Counters(modified=len(cids)))
-        metrics.observe_lag(plan.mapping, direction, [modified[direction].get(cid) for cid in cids], source.engine)
-    metrics.records(plan.mapping, "both", replace(counters, modified=0))
-    ctx.handled.update(d.coupling.id for d in decisions)
+    batch.failures = [Failed(_ref(batch, d, "to_integration"), message, detail) for d, message, detail in failures]
+    batch.conflicts = [Conflicted(_ref(batch, d, "to_integration"), d.conflict_message(), "update_conflict") for d in conflicts]
+    batch.counted = [(direction, Counters(modified=sum(1 for ds in landed.values() if direction in ds)))
+                     for direction in ("to_integration", "from_integration")]
+    batch.counted.append(("both", replace(counters, modified=0)))
+    batch.lag = [(direction, [modified[direction].get(cid) for cid, ds in landed.items() if direction in ds], source.engine)
+                 for direction, source in (("to_integration", tables["local"]), ("from_integration", tables["integration"]))]
+    record(ctx.store, batch)
     return counters
 
 
-def _ref(ctx: RunContext, plan: PairPlan, d: PairDecision, direction: str) -> RecordRef:
-    source, target = (d.local_key, d.integration_key) if direction == "to_integration" else (d.integration_key, d.local_key)
-    return RecordRef(ctx.job_id, plan.mapping, direction, d.coupling.id, source, target)
-
+def _ref(batch: Batch, d: PairDecision, direction: str) -> RecordRef:
+    return RecordRef.oriented(batch.job_id, batch.mapping, direction, d.coupling.id, d.local_key, d.integration_key)

@@ -8,16 +8,17 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from tablesync.config.settings import get_settings
+from tablesync.errors import RetryLater
 from tablesync.worker.broker import installed_broker
-from tablesync.worker.runner import DEFERRED, RetryLater, run_job
+from tablesync.worker.runner import Delivery, run_job
 from tablesync.worker.store_engine import store_engine
 
 if installed_broker() is None:
-    raise RuntimeError("call workers.broker.setup_broker() before importing workers.actors")
+    raise RuntimeError("call tablesync.worker.broker.setup_broker() before importing tablesync.worker.actors")
 
 _settings = get_settings()
 
-# A job's write threads (workers.engine.Pipeline) wait on the databases between short bursts of
+# A job's write threads (sync.one_way.Pipeline) wait on the databases between short bursts of
 # Python; at the default 5 ms switch interval each reply waits up to that long for the interpreter
 # while the deciding thread computes. 1 ms measured 8 % faster on an initial sync, with no cost elsewhere.
 sys.setswitchinterval(0.001)
@@ -31,10 +32,10 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
 @dramatiq.actor(queue_name=_settings.queue, max_retries=_settings.max_retries, min_backoff=5_000,
                 max_backoff=300_000, retry_when=_retry_when, time_limit=24 * 3600 * 1000)
 def sync_job(job_id: int) -> None:
-    """Run sync job `job_id` (kinds sync / full_sync)."""
+    """Run job `job_id`: a sync, or an operator's action (the job row says which)."""
     message = CurrentMessage.get_current_message()
     retries = int(message.options.get("retries", 0)) if message is not None else 0
-    if run_job(store_engine(), _settings, int(job_id), retries=retries) == DEFERRED:
+    if run_job(store_engine(), _settings, int(job_id), retries=retries) is Delivery.DEFERRED:
         # A parent mapping has not synced yet: look again shortly. The job stays queued meanwhile.
         sync_job.send_with_options(args=(int(job_id),), delay=DEFER_MS)
 

@@ -9,7 +9,7 @@ scheduler or `tablesync run` on the store sends it (`send_waiting`), and `--wait
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,19 +18,15 @@ import pika.exceptions
 import redis.exceptions
 import sqlalchemy as sa
 
-from tablesync.db.engine import redact_url, utcnow
-from tablesync.store.jobs import create_job
-from tablesync.store.schema import jobs
 from tablesync.config.settings import Settings
+from tablesync.db.engine import redact_url, utcnow
+from tablesync.errors import BrokerUnavailable
+from tablesync.store.jobs import claim_waiting, create_job, fail_unsent, mark_sent, unclaim, waiting_jobs
 
 SYNC_ACTOR = "sync_job"
 # what a broker that is down or unreachable raises: Redis' and pika's own errors, Dramatiq's, sockets'
 _OUTAGES = (OSError, dramatiq.errors.BrokerError, redis.exceptions.RedisError, pika.exceptions.AMQPError)
 log = logging.getLogger("tablesync.enqueue")
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not take a message (down, unreachable, refusing); the text names it, without its password."""
 
 
 def broker_label(settings: Settings) -> str:
@@ -50,11 +46,6 @@ def send_job(broker: dramatiq.Broker, settings: Settings, job_id: int, actor: st
         raise BrokerUnavailable(f"the broker {broker_label(settings)} did not take job {job_id}: {redact_url(reason)}") from None
 
 
-def mark_sent(conn: sa.Connection, job_ids: Sequence[int]) -> None:
-    if job_ids:
-        conn.execute(sa.update(jobs).where(jobs.c.id.in_(list(job_ids))).values(sent_at=utcnow()))
-
-
 def dispatch(store: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, job_id: int) -> bool:
     """Send a committed job. Without a broker it waits in the store (False). A broker that does
     not take it fails the job at once, saying why: left queued, it would hold back every later
@@ -65,8 +56,7 @@ def dispatch(store: sa.Engine, broker: dramatiq.Broker | None, settings: Setting
         send_job(broker, settings, job_id)
     except BrokerUnavailable as exc:
         with store.begin() as conn:
-            conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued", jobs.c.sent_at.is_(None))
-                         .values(status="failed", finished_at=utcnow(), message=f"not sent, nothing ran: {exc}"))
+            fail_unsent(conn, job_id, f"not sent, nothing ran: {exc}")
         raise
     with store.begin() as conn:
         mark_sent(conn, [job_id])
@@ -88,20 +78,18 @@ def send_waiting(store: sa.Engine, send: Callable[[int], None], grace_seconds: f
     """Send the jobs waiting in the store: asked for without a broker, or written by a scheduler
     replica that died (or lost its broker) before sending them. Each is claimed by a conditional
     update, so replicas send it once; a send that fails puts it back for the next pass."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
-    waiting = sa.and_(jobs.c.status == "queued", jobs.c.sent_at.is_(None))
     with store.connect() as conn:
-        ids = list(conn.execute(sa.select(jobs.c.id).where(waiting, jobs.c.enqueued_at < cutoff).order_by(jobs.c.id)).scalars())
+        ids = waiting_jobs(conn, utcnow() - timedelta(seconds=grace_seconds))
     sent: list[int] = []
     for job_id in ids:
         with store.begin() as conn:
-            if not conn.execute(sa.update(jobs).where(jobs.c.id == job_id, waiting).values(sent_at=utcnow())).rowcount:
+            if not claim_waiting(conn, job_id):
                 continue
         try:
             send(job_id)
         except BrokerUnavailable:
             with store.begin() as conn:
-                conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(sent_at=None))
+                unclaim(conn, job_id)
             raise
         log.info("job %s waited in the store; sent to the broker", job_id)
         sent.append(job_id)

@@ -13,9 +13,9 @@ import threading
 import dramatiq
 import sqlalchemy as sa
 
+from tablesync.config.settings import Settings
 from tablesync.db.engine import utcnow
 from tablesync.store.processes import beat, forget_dead, remove
-from tablesync.config.settings import Settings
 from tablesync.worker.enqueue import broker_label
 
 log = logging.getLogger("tablesync.presence")

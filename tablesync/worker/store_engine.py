@@ -6,8 +6,8 @@ import threading
 
 import sqlalchemy as sa
 
-from tablesync.db.engine import create_engine
 from tablesync.config.settings import get_settings
+from tablesync.db.engine import create_engine
 
 _engine: sa.Engine | None = None
 _lock = threading.Lock()

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from tablesync.config.settings import Settings
-from tests.conftest import wait_for
-from tests.integration.helpers import count, setup_customer_sync, sync
 from tablesync.worker.broker import build_broker
 from tablesync.worker.enqueue import send_job
+from tests.conftest import wait_for
+from tests.integration.helpers import count, setup_customer_sync, sync
 from tests.integration.test_bidirectional import crm_view, execute, local_view, setup
 
 pytestmark = pytest.mark.integration

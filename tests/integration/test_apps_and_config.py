@@ -196,8 +196,8 @@ def test_the_demos_next_commands_run_as_printed(tmp_path) -> None:  # type: igno
 
 def test_reflection_is_reused_until_the_table_definition_changes(env) -> None:  # type: ignore[no-untyped-def]
     """Jobs reuse a reflected table; a changed column (type, default, nullability) is reflected again."""
-    from tablesync.config.model import SideSpec
     from tablesync.apps.table import AppTable
+    from tablesync.config.model import SideSpec
 
     engine = sa.create_engine(env.erp_url)
     with engine.begin() as conn:

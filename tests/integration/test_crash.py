@@ -106,8 +106,8 @@ class Died(BaseException):
 def test_death_after_the_target_write_of_a_bulk_page_is_finished_by_the_redo(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The initial load's window between a page's target rows (committed) and its couplings (not):
     the redo makes the staged intents pending couplings, adopts the rows and inserts the rest."""
-    from tablesync.store.jobs import create_job
     from tablesync.config.settings import load_settings
+    from tablesync.store.jobs import create_job
     from tablesync.sync import bulk_load
     from tablesync.worker import runner
 
@@ -134,7 +134,7 @@ def test_death_after_the_target_write_of_a_bulk_page_is_finished_by_the_redo(env
     assert staged >= 1 and count(crm, "accounts") >= 3_000 > count(store, "couplings") == 2_000
 
     monkeypatch.setattr(bulk_load, "land_page", land)
-    assert runner.run_job(store, settings, job_id) == "succeeded"  # the redo of the job still `running`
+    assert runner.run_job(store, settings, job_id) is runner.Delivery.SUCCEEDED  # the redo of the job still `running`
     with store.connect() as conn:
         job = conn.execute(sa.text("SELECT inserted, failed FROM jobs WHERE id = :i"), {"i": job_id}).one()
         couplings = conn.execute(sa.text("SELECT state, last_result, count(*), count(DISTINCT integration_key) "

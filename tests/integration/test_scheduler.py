@@ -101,8 +101,8 @@ def test_second_job_for_a_running_mapping_is_recorded_and_dropped(env) -> None: 
 def test_duplicates_of_an_abandoned_job_never_crowd_out_its_redo(env) -> None:  # type: ignore[no-untyped-def]
     setup_customer_sync(env, rows=3000, batch_size=500)
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
-    from tablesync.store.jobs import create_job, finish_job
     from tablesync.config.settings import load_settings
+    from tablesync.store.jobs import create_job, finish_job
     from tablesync.worker.broker import build_broker
     from tablesync.worker.enqueue import send_job
 

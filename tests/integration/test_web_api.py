@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tablesync.console.errors import UsageError
+from tablesync.errors import UsageError
 from tablesync.store.jobs import FINISHED
 from tests.conftest import wait_for
 from tests.integration.helpers import setup_customer_sync, sync

@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tablesync.config.settings import load_settings
 from tablesync.console.web.app import create_app
 from tablesync.console.web.auth import hash_password
 from tablesync.db.engine import create_engine
-from tablesync.config.settings import load_settings
 from tablesync.worker.broker import build_broker
 
 PASSWORD = "correct horse battery"

@@ -28,9 +28,9 @@ WORDS = ["CUSTOMER", "CONTACT", "NOPE", "1", "2", "0", "-5", "999999999999999999
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from tablesync.console.demo import CONFIG, create_apps
-    from tablesync.console.cli import main
     from tablesync.config.settings import get_settings
+    from tablesync.console.cli import main
+    from tablesync.console.demo import CONFIG, create_apps
 
     base = tmp_path_factory.mktemp("argv")
     create_apps(f"sqlite:///{base / 'erp.db'}", f"sqlite:///{base / 'crm.db'}", 30)

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tablesync.config.settings import Settings, load_settings
 from tablesync.console.cli import build_parser
 from tablesync.console.demo import CONFIG
 from tablesync.console.web.app import auth_from
-from tablesync.config.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tablesync.config.load import ConfigError, expand_env, load_config, parse_config
+from tablesync.config.load import expand_env, load_config, parse_config
 from tablesync.config.model import dependency_order
+from tablesync.errors import ConfigError
 
 BASE: dict[str, Any] = {
     "apps": {"erp": {"url": "${ERP_DATABASE_URL}"}, "crm": {"url": "sqlite:///crm.db"}},

@@ -7,7 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tablesync.apps.values import content_hash
 from tablesync.config.model import MappingSpec
+from tablesync.store.couplings import CouplingState
 from tablesync.sync.decide import (
     FAIL,
     IGNORE,
@@ -15,11 +17,9 @@ from tablesync.sync.decide import (
     SKIP,
     UNCHANGED,
     UPDATE,
-    CouplingState,
     decide,
 )
 from tablesync.sync.plan import canonical_values, compile_plan
-from tablesync.apps.values import content_hash
 
 
 def spec(**overrides: Any) -> MappingSpec:

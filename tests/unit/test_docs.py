@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tablesync.console.cli import build_parser
 from tablesync.config.settings import Settings
+from tablesync.console.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

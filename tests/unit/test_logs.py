@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tablesync.db.engine import create_engine, redact_url
 from tablesync.config.logs import configure_logging, job_fields, redact
+from tablesync.db.engine import create_engine, redact_url
 
 SECRET_CHARS = st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="\"'/")
 

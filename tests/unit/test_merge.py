@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tablesync.apps.values import canonical
 from tablesync.config.model import MappingSpec
 from tablesync.config.transforms import register_transform
-from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, CouplingState
-from tablesync.sync.plan import compile_plan
-from tablesync.apps.values import canonical
-from tablesync.sync.merge import CONFLICT, PairDecision, PairPlan, merge, pair_plan, side_hash
+from tablesync.store.couplings import CouplingState
+from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE
+from tablesync.sync.merge import CONFLICT, PairDecision, merge, side_hash
+from tablesync.sync.plan import PairPlan, compile_plan, pair_plan
 
 FIELDS = [
     {"local": "name", "integration": "name"},

@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from tablesync.apps.schema import coerce, compatible
-from tablesync.config.schedule import parse_schedule
-from tablesync.config.settings import SettingsError, load_settings
 from tablesync.apps.values import canonical, content_hash
+from tablesync.config.schedule import parse_schedule
+from tablesync.config.settings import load_settings
+from tablesync.errors import SettingsError
 
 UTC = dt.timezone.utc
 

@@ -16,7 +16,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from tablesync.console import views
-from tablesync.console.errors import UnknownMapping, UsageError
 from tablesync.console.operations import MAX_ID, enqueue_job, enqueue_selected, require_active, select_couplings
 from tablesync.console.web.auth import LoginError, csrf_ok
 from tablesync.console.web.models import (
@@ -42,6 +41,8 @@ from tablesync.console.web.models import (
     TokenOut,
 )
 from tablesync.console.web.state import WebState, state
+from tablesync.errors import UnknownMapping, UsageError
+
 
 def _iso_only(value: object) -> object:
     """A date and time written as ISO 8601, not the Unix seconds pydantic would also take."""

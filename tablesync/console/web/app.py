@@ -24,12 +24,11 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.middleware.sessions import SessionMiddleware
 
-from tablesync.console.errors import UnknownMapping, UsageError
+from tablesync.config.settings import Settings
 from tablesync.console.web import api, pages
 from tablesync.console.web.auth import Auth, is_password_hash
 from tablesync.console.web.state import WebState
-from tablesync.config.settings import Settings
-from tablesync.worker.enqueue import BrokerUnavailable
+from tablesync.errors import BrokerUnavailable, UnknownMapping, UsageError
 
 log = logging.getLogger("tablesync.web")
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"

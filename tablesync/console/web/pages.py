@@ -16,11 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tablesync.console import views
-from tablesync.console.errors import UsageError
 from tablesync.console.operations import MAX_ID, SELECTING_KINDS, enqueue_job, enqueue_selected, select_couplings
 from tablesync.console.render import ago, parse_iso
 from tablesync.console.web.auth import LoginError, csrf_ok, csrf_token
 from tablesync.console.web.state import WebState, state
+from tablesync.errors import UsageError
 from tablesync.store.jobs import FINISHED, get_job
 
 templates = Jinja2Templates(directory=str(FilePath(__file__).parent / "templates"))

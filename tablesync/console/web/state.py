@@ -9,8 +9,8 @@ import dramatiq
 import sqlalchemy as sa
 from fastapi import Request
 
-from tablesync.console.web.auth import Auth
 from tablesync.config.settings import Settings
+from tablesync.console.web.auth import Auth
 
 
 @dataclass

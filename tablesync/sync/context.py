@@ -1,0 +1,65 @@
+"""What every stage of one run shares: the store, the job, the batch size, and the sink its
+decisions go to.
+
+The sink is where a run's writes happen, and the only place: a real run's `sink.Writer` writes the
+targets and records each batch in the store (`record`); a dry run's `dry_run.DryReport` takes the
+same calls and only reports them. The reading and deciding code is the same for both, with no
+"is this a dry run?" test anywhere in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+
+from tablesync.apps.table import AppTable
+from tablesync.store.jobs import Counters
+
+if TYPE_CHECKING:  # the stages' types, for the protocol's signatures only
+    from tablesync.sync.decide import Decision
+    from tablesync.sync.deletions import Gone
+    from tablesync.sync.merge import PairDecision
+    from tablesync.sync.plan import DirectionPlan, PairPlan
+
+
+class Sink(Protocol):
+    """Everything a run writes, anywhere: targets, couplings, watermarks, errors, counters."""
+
+    def apply(self, ctx: "RunContext", plan: "DirectionPlan", source: AppTable, target: AppTable,
+              decisions: list["Decision"], modified_of: dict[str, Any]) -> Counters:
+        """One one-way batch: insert, update and couple on the target, then record the batch."""
+
+    def apply_pairs(self, ctx: "RunContext", plan: "PairPlan", tables: dict[str, AppTable],
+                    decisions: list["PairDecision"], modified: dict[str, dict[int, Any]]) -> Counters:
+        """One batch of merged pairs: each side's updates, then record the batch."""
+
+    def settle_deletions(self, ctx: "RunContext", plan: "DirectionPlan", source: AppTable, target: AppTable,
+                         gone: list["Gone"], strategy: str, two_way: bool) -> Counters:
+        """Deleted records found by the scan, handled by `on_deletion_conflict`."""
+
+    def adopt(self, ctx: "RunContext", plan: "DirectionPlan", found: Sequence[tuple[int, str]]) -> None:
+        """Insert intents whose row turned out to exist after a crash: (coupling id, target key)."""
+
+    def forget_intents(self, ctx: "RunContext", ids: Sequence[int]) -> None:
+        """Insert intents whose source record is gone before it was ever copied."""
+
+    def set_watermark(self, ctx: "RunContext", mapping: str, side: str, value: Any) -> None:
+        """How far this run read a side."""
+
+    def bulk_loads(self) -> bool:
+        """May a first run take the bulk path (`bulk_load`), which writes as it reads?"""
+
+
+@dataclass
+class RunContext:
+    store: sa.Engine
+    job_id: int
+    batch_size: int
+    overlap_seconds: float
+    sink: Sink
+    full: bool = False
+    beat: Callable[[], None] = lambda: None
+    handled: set[int] = field(default_factory=set)  # couplings decided in this job (bidirectional: decide once)

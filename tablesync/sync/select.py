@@ -1,0 +1,45 @@
+"""The select stage's shared pieces: how far a run read (watermarks), and the couplings a batch's
+rows need besides their own (the parent keys of `parent` fields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.apps.table import AppTable
+from tablesync.store import couplings as cs
+from tablesync.sync.context import RunContext
+from tablesync.sync.plan import DirectionPlan, Refs
+
+
+def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
+    """The highest modified-on seen so far, including this page."""
+    mod = table.side.modified
+    if not mod:
+        return max_seen
+    top = max((r[mod] for r in page if r.get(mod) is not None), default=None)
+    return top if max_seen is None or (top is not None and top > max_seen) else max_seen
+
+
+def advance_watermark(ctx: RunContext, mapping: str, side: str, watermark: Any, max_seen: Any, horizon: Any) -> None:
+    """Move the side's watermark to what this run read, never past the oldest open write
+    transaction (`horizon`) and never backwards."""
+    new_mark = max_seen if horizon is None or max_seen is None else min(max_seen, horizon)
+    if watermark is not None and (new_mark is None or new_mark < watermark):
+        new_mark = watermark
+    if new_mark is not None:
+        ctx.sink.set_watermark(ctx, mapping, side, new_mark)
+
+
+def parent_refs(conn: sa.Connection, plan: DirectionPlan, rows: Sequence[Mapping[str, Any]]) -> Refs:
+    """How these rows' parent keys cross over: for each parent field, {source-side key: target-side
+    key} from the parent mapping's couplings (one query per parent field)."""
+    out: dict[str, dict[str, str]] = {}
+    for rule in plan.rules:
+        if rule.parent is not None and rule.source is not None:
+            keys = sorted({str(r[rule.source]) for r in rows if r.get(rule.source) is not None})
+            out[rule.target] = cs.translate(conn, rule.parent, plan.direction, keys) if keys else {}
+    return out
