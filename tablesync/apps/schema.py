@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
-CATEGORIES = ("string", "integer", "numeric", "float", "boolean", "datetime", "date", "time", "uuid", "binary", "json", "other")
+Category = Literal["string", "integer", "numeric", "float", "boolean", "datetime", "date", "time", "uuid", "binary", "json", "other"]
 
 
 def reflect_table(engine: sa.Engine, name: str, schema: str | None = None) -> sa.Table:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d %(threadName)s] %(name)s: %(message)s"
 JSON_FIELDS = "%(levelname)s %(name)s %(process)d %(threadName)s %(message)s"
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-FORMATS = ("text", "json")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
 
 # scheme://user:password@host  and  password=… / pwd=… in DSNs, query strings and JSON
 _URL_SECRET = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^:/@\s\"']*):[^\s\"'/]+@", re.IGNORECASE)

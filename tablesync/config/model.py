@@ -15,6 +15,10 @@ from tablesync.config.transforms import known_transforms
 from tablesync.errors import Problem
 
 Direction = Literal["to_integration", "from_integration", "bidirectional"]
+OneWay = Literal["to_integration", "from_integration"]  # the way one write, one field or one transform goes
+Side = Literal["local", "integration"]
+UpdateStrategy = Literal["skip", "local_wins", "integration_wins", "newest_wins"]
+DeletionStrategy = Literal["skip", "restore", "delete", "remove_coupling"]
 SIDES = ("local", "integration")
 
 
@@ -44,7 +48,7 @@ class FieldSpec(_Strict):
     transform: str | None = None
     # A two-way field's transform applies one way only (the reference product's Transformation
     # Direction); the other way copies the value as it is. Default: to_integration.
-    transform_direction: Literal["to_integration", "from_integration"] | None = None
+    transform_direction: OneWay | None = None
     parent: str | None = None  # the values are record keys of this mapping, translated through its couplings
 
     def label(self, index: int) -> str:
@@ -62,8 +66,8 @@ class MappingSpec(_Strict):
     schedule: str = "every 5m"
     sync_only_coupled: bool = False
     match_on: list[str] = []
-    on_update_conflict: Literal["skip", "local_wins", "integration_wins", "newest_wins"] = "skip"
-    on_deletion_conflict: Literal["skip", "restore", "delete", "remove_coupling"] = "skip"
+    on_update_conflict: UpdateStrategy = "skip"
+    on_deletion_conflict: DeletionStrategy = "skip"
     skip_after_failures: int = Field(3, ge=1)
     depends_on: list[str] = []
     batch_size: int | None = Field(None, ge=1, le=1_000_000)
@@ -122,11 +126,13 @@ class ConfigFile(_Strict):
 
 
 
-def source_side(direction: str) -> str:
+def source_side(direction: str) -> Side:
+    """The side a one-way direction reads."""
     return "local" if direction == "to_integration" else "integration"
 
 
-def target_side(direction: str) -> str:
+def target_side(direction: str) -> Side:
+    """The side a one-way direction writes."""
     return "integration" if direction == "to_integration" else "local"
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tablesync.config.logs import LogFormat, LogLevel
 from tablesync.config.schedule import parse_duration
 from tablesync.errors import SettingsError
 
@@ -44,8 +45,8 @@ class Settings(BaseSettings):
     queued_resend_seconds: float = Field(900.0, gt=0)  # a queued job not started by then is sent again
     retention: str = "30d"
     operator: str | None = None
-    log_format: Literal["text", "json"] = "text"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None  # unset: INFO for services, WARNING for commands
+    log_format: LogFormat = "text"
+    log_level: LogLevel | None = None  # unset: INFO for services, WARNING for commands
 
     @field_validator("log_format", mode="before")
     @classmethod

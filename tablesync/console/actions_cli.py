@@ -16,8 +16,7 @@ import sqlalchemy as sa
 
 from tablesync.config.settings import Settings
 from tablesync.console import views
-from tablesync.console.cli import SECONDS, _enqueued, _operator, _store, bounded
-from tablesync.console.errors import EXIT_OK
+from tablesync.console.common import EXIT_OK, SECONDS, bounded, enqueued, operator, store
 from tablesync.console.operations import (
     broker_for,
     enqueue_job,
@@ -73,7 +72,7 @@ def _common(sp: argparse.ArgumentParser) -> None:
 
 def _selecting(kind: str) -> Callable[[argparse.Namespace, Settings], int]:
     def run(args: argparse.Namespace, settings: Settings) -> int:
-        engine = _store(settings)
+        engine = store(settings)
         with engine.connect() as conn:
             chosen = select_couplings(conn, args.couplings, args.all, args.mapping, args.group)
         if not chosen:
@@ -87,8 +86,8 @@ def _selecting(kind: str) -> Callable[[argparse.Namespace, Settings], int]:
         if kind == "delete":
             _confirm_delete(engine, chosen, args.yes, sys.stderr if args.json else sys.stdout)
         broker = broker_for(settings)
-        ids = enqueue_selected(engine, broker, settings, kind, chosen, _operator(args, settings), params)
-        return _enqueued(engine, settings, ids, broker is not None, args.wait, args.timeout, args.json)
+        ids = enqueue_selected(engine, broker, settings, kind, chosen, operator(args, settings), params)
+        return enqueued(engine, settings, ids, broker is not None, args.wait, args.timeout, args.json)
 
     return run
 
@@ -115,10 +114,10 @@ def _confirm_delete(engine: sa.Engine, chosen: dict[str, list[int]], yes: bool, 
 
 
 def _enqueue_one(args: argparse.Namespace, settings: Settings, kind: str, params: dict[str, Any]) -> int:
-    engine = _store(settings)
+    engine = store(settings)
     broker = broker_for(settings)
-    job_id = enqueue_job(engine, broker, settings, args.mapping, kind, _operator(args, settings), params)
-    return _enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
+    job_id = enqueue_job(engine, broker, settings, args.mapping, kind, operator(args, settings), params)
+    return enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
 
 
 def cmd_couple(args: argparse.Namespace, settings: Settings) -> int:

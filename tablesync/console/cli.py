@@ -15,16 +15,27 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.console import views
-from tablesync.console.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-
-DEMO_MIN_ROWS = 20
 from tablesync.config.load import load_config
 from tablesync.config.logs import configure_logging, redact
 from tablesync.config.settings import Settings, get_settings
+from tablesync.console import views
+from tablesync.console.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PORT,
+    POSITIVE,
+    SECONDS,
+    bounded,
+    enqueued,
+    operator,
+    print_job,
+    store,
+)
 from tablesync.console.render import (
     ago,
     console,
+    errors_table,
     jobs_table,
     note_cut,
     parse_iso,
@@ -43,24 +54,6 @@ from tablesync.errors import (
     SettingsError,
     UsageError,
 )
-
-
-def _store(settings: Settings) -> sa.Engine:
-    from tablesync.store.migrate import is_up_to_date
-
-    engine = create_engine(settings.store_url)
-    try:
-        ok = is_up_to_date(engine)
-    except sa.exc.OperationalError as exc:
-        raise UsageError(f"cannot reach the store {settings.store_url.split('@')[-1]}: {str(exc.orig).strip().splitlines()[0]}") from None
-    if not ok:
-        raise UsageError("the store's schema is missing or outdated: run `tablesync db upgrade`")
-    return engine
-
-
-def _operator(args: argparse.Namespace, settings: Settings) -> str:
-    return getattr(args, "operator", None) or settings.operator or getpass.getuser()
-
 
 # -- commands ----------------------------------------------------------------------------------
 
@@ -98,7 +91,7 @@ def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
         problems = check_live(cfg)
         if problems:
             raise ConfigError(path, problems)
-    result = apply_config(_store(settings), cfg, applied_by=_operator(args, settings))
+    result = apply_config(store(settings), cfg, applied_by=operator(args, settings))
     for label, names in (("created", result.created), ("updated", result.updated),
                          ("unchanged", result.unchanged), ("deactivated", result.deactivated)):
         if names:
@@ -108,7 +101,7 @@ def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
     now = utcnow()
-    out = views.mapping_objects(_store(settings))
+    out = views.mapping_objects(store(settings))
     if args.json:
         print_json(out)
         return EXIT_OK
@@ -122,7 +115,7 @@ def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    with _store(settings).connect() as conn:
+    with store(settings).connect() as conn:
         rows, total = views.job_objects(conn, mapping=args.mapping, status=args.status, limit=args.limit)
     if args.json:
         print_json(rows)
@@ -134,21 +127,14 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
     """The coupled data synchronization errors: skipped couplings, with both records checked live."""
-    out = views.error_objects(_store(settings), args.mapping)
+    out = views.error_objects(store(settings), args.mapping)
     if args.group:
         return _print_groups(out, args.json)
     if args.json:
         print_json(out)
         return EXIT_OK
 
-    def yes(v: bool | None) -> str:
-        return "?" if v is None else "yes" if v else "[red]no[/]"
-
-    console().print(table(f"Coupled data synchronization errors ({len(out)})",
-                          ["coupling", "mapping", "local key", "exists", "integration key", "exists", "reason", "failed", "message"],
-                          [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
-                            yes(e["integration_exists"]), e["reason"], ago(parse_iso(e["failed_on"])), e["message"]]
-                           for e in out]))
+    console().print(errors_table(out))
     return EXIT_OK
 
 
@@ -167,7 +153,7 @@ def _print_groups(errors: list[dict[str, Any]], as_json: bool) -> int:
 
 def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
     """A record's synchronization log, which is also the audit trail of what operators did to it."""
-    with _store(settings).connect() as conn:
+    with store(settings).connect() as conn:
         out = views.log_objects(conn, args.mapping, args.key, args.side)
     if args.json:
         print_json(out)
@@ -184,7 +170,7 @@ def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_couplings(args: argparse.Namespace, settings: Settings) -> int:
-    with _store(settings).connect() as conn:
+    with store(settings).connect() as conn:
         out, total = views.coupling_objects(conn, args.mapping, args.local, args.integration, args.skipped, args.limit)
     if args.json:
         print_json(out)
@@ -198,22 +184,14 @@ def cmd_couplings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    obj = views.job_detail(_store(settings), args.id)
+    obj = views.job_detail(store(settings), args.id)
     if obj is None:
         raise UsageError(f"job {args.id} does not exist (see `tablesync jobs`)")
     if args.json:
         print_json(obj)
         return EXIT_OK
-    _print_job(obj)
+    print_job(obj)
     return EXIT_OK
-
-
-def _print_job(obj: dict[str, Any]) -> None:
-    out = console()
-    out.print(jobs_table([obj], title=f"Job {obj['id']}"))
-    if obj["errors"]:
-        out.print(table(f"Errors ({len(obj['errors'])})", ["direction", "source key", "destination key", "message"],
-                        [[e["direction"], e["source_key"], e["destination_key"], e["message"]] for e in obj["errors"]]))
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,32 +202,16 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--side says which side --record's key belongs to: give --record KEY too")
     if args.dry_run and args.wait:
         raise UsageError("--dry-run decides a run in this process and enqueues nothing: there is no job to --wait for")
-    engine = _store(settings)
+    engine = store(settings)
     with engine.connect() as conn:
         stored = require_active(conn, args.mapping)
     if args.dry_run:
         return _dry_run(engine, settings, stored, args.json, full=args.full, record=args.record, side=args.side)
     broker = broker_for(settings)
     params = {"record": args.record, "side": args.side} if args.record is not None else None
-    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=_operator(args, settings),
+    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=operator(args, settings),
                           params=params)
-    return _enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
-
-
-def _enqueued(engine: sa.Engine, settings: Settings, ids: list[int], sent: bool, wait: bool, timeout: float,
-              as_json: bool) -> int:
-    """What every enqueueing command prints: the job ids, or with --wait each finished job."""
-    if not sent and ids and not _senders_alive(engine, settings):
-        print(f"tablesync: TABLESYNC_BROKER_URL is not set: job(s) {', '.join(map(str, ids))} wait in the store until "
-              "a scheduler or `tablesync run` on this store sends them to a worker; none is running now", file=sys.stderr)
-    if not wait:
-        for i in ids:
-            print(i)
-        return EXIT_OK
-    status = EXIT_OK
-    for i in ids:
-        status = max(status, _wait_and_print(engine, settings, i, timeout, as_json))
-    return status
+    return enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
 
 
 def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, full: bool, record: str | None,
@@ -269,26 +231,6 @@ def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, 
     return EXIT_OK
 
 
-def _senders_alive(engine: sa.Engine, settings: Settings) -> bool:
-    from tablesync.console.waiting import senders_alive
-
-    with engine.connect() as conn:
-        return senders_alive(conn, settings)
-
-
-def _wait_and_print(engine: sa.Engine, settings: Settings, job_id: int, timeout: float, as_json: bool) -> int:
-    from tablesync.console.waiting import wait_for_job
-
-    obj = wait_for_job(engine, settings, job_id, timeout)
-    if obj is None:
-        return EXIT_FAILED
-    if as_json:
-        print_json(obj)
-    else:
-        _print_job(obj)
-    return EXIT_OK if obj["status"] == "succeeded" else EXIT_FAILED
-
-
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.config.schedule import parse_duration
     from tablesync.store.retention import cleanup
@@ -297,7 +239,7 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
         age = parse_duration(args.older_than or settings.retention)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    removed = cleanup(_store(settings), age)
+    removed = cleanup(store(settings), age)
     if args.json:
         print_json(removed)
     else:
@@ -310,10 +252,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.broker_url is None:
         raise UsageError("TABLESYNC_BROKER_URL is not set: workers need redis://… or amqp://… "
                          "(use `tablesync run` for the all-in-one process)")
-    _store(settings)
+    store(settings)
     argv = [sys.executable, "-m", "tablesync.worker.dramatiq_main", "tablesync.worker.entry", "--processes", str(args.processes),
             "--threads", str(args.threads), "--queues", settings.queue]
-    # Dramatiq's exporter serves its metrics and ours (workers/metrics.py) from one multiprocess
+    # Dramatiq's exporter serves its metrics and ours (sync/metrics.py, worker/metrics.py) from one multiprocess
     # directory, emptied now so that files of processes from an earlier run never leak in.
     metrics_dir = Path(tempfile.gettempdir()) / f"tablesync-worker-metrics-{settings.worker_metrics_port}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -331,7 +273,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.scheduler.loop import run_scheduler
     from tablesync.worker.broker import setup_broker
 
-    engine = _store(settings)
+    engine = store(settings)
     try:
         broker = setup_broker(settings)
     except RuntimeError as exc:
@@ -356,7 +298,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     from tablesync.console.inprocess import InProcess
 
-    engine = _store(settings)
+    engine = store(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -379,7 +321,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.console.operations import broker_for
     from tablesync.console.web.app import create_app
 
-    app = create_app(settings, _store(settings), broker_for(settings))
+    app = create_app(settings, store(settings), broker_for(settings))
     host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
         uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
@@ -436,28 +378,8 @@ def cmd_demo_apps(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 
-def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` within [low, high], refused with the value quoted."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
-        if value != value or value < low or (high is not None and value > high):  # NaN included
-            span = f"at least {_number(low)}" if high is None else f"from {_number(low)} to {_number(high)}"
-            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give a number {span}")
-        return value
+DEMO_MIN_ROWS = 20
 
-    return parse
-
-
-def _number(value: float) -> str:
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
-
-
-POSITIVE = bounded(int, 1)
-SECONDS = bounded(float, 0.1, 7 * 86400)
-PORT = bounded(int, 1, 65535)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tablesync", description="Keep tables of two applications in sync.")

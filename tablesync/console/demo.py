@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.console.render import console, job_object, jobs_table, table
+from tablesync.console import views
+from tablesync.console.render import console, errors_table, job_object, jobs_table, table
 
 CONFIG = """\
 apps:
@@ -233,10 +234,8 @@ def run_demo(directory: str, rows: int = 300) -> int:
         sample = conn.execute(sa.text("SELECT accountnumber, name, address1_city, country_code, creditlimit FROM accounts "
                                       "ORDER BY account_id LIMIT 4")).all()
     out.print(table("CRM accounts (first rows)", ["accountnumber", "name", "city", "country", "creditlimit"], [list(r) for r in sample]))
-    from tablesync.console.cli import main as cli_main
-
     out.print("[bold]7. What an operator must decide: the coupled data synchronization errors[/] (tablesync errors)")
-    cli_main(["errors"])
+    out.print(errors_table(views.error_objects(store, None)))
     with store.connect() as conn:
         skipped = {r.mapping: r for r in skipped_couplings(conn)}
     out.print("\n[bold]Next, try[/] (the demo's store is a real one: `tablesync run` runs what the other commands ask for):")

@@ -3,7 +3,7 @@
 Uses the configured broker if there is one, else Dramatiq's in-process broker; either way the jobs
 go through the same actors and job rows as a multi-machine install. Without a broker, the jobs
 other processes ask for (`tablesync sync`, `retry`, … on the same store) wait in the store, and
-this process's scheduler sends them to its own workers (`workers.enqueue.send_waiting`).
+this process's scheduler sends them to its own workers (`worker.enqueue.send_waiting`).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = "Jobs") -> Table:
 
 
 def print_dry_run(report: Any, mapping: str, record: str | None = None, full: bool = False) -> None:
-    """A dry run's report (workers.dry_run.DryReport) for people: per direction, its counts on a
+    """A dry run's report (`sync.dry_run.DryReport`) for people: per direction, its counts on a
     line of their own (as a table title they wrapped to the width of a narrow table), then samples."""
     from tablesync.sync.dry_run import SAMPLE
 
@@ -126,3 +126,14 @@ def _sample_detail(sample: dict[str, Any]) -> str:
     if sample.get("deleted_side"):
         return f"the {sample['deleted_side']} record was deleted (on_deletion_conflict: {sample['on_deletion_conflict']})"
     return str(sample.get("message") or "")
+
+
+def errors_table(errors: list[dict[str, Any]]) -> Table:
+    """The coupled data synchronization errors, as `tablesync errors` prints them."""
+    def yes(v: bool | None) -> str:
+        return "?" if v is None else "yes" if v else "[red]no[/]"
+
+    return table(f"Coupled data synchronization errors ({len(errors)})",
+                 ["coupling", "mapping", "local key", "exists", "integration key", "exists", "reason", "failed", "message"],
+                 [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
+                   yes(e["integration_exists"]), e["reason"], ago(parse_iso(e["failed_on"])), e["message"]] for e in errors])

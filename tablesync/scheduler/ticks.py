@@ -4,7 +4,7 @@ Each replica computes the same tick instant for a mapping (schedules are pure fu
 clock); inserting the (mapping, tick) row is the claim, and the unique key lets only one replica win.
 The tick row and its job row commit together, then the message is sent and the tick and job marked
 sent; a job written but never sent (the replica died, or the broker was down) waits in the store and
-is sent by the next pass of any replica (`workers.enqueue.send_waiting`).
+is sent by the next pass of any replica (`worker.enqueue.send_waiting`).
 """
 
 from __future__ import annotations

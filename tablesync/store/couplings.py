@@ -11,7 +11,7 @@ import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -22,7 +22,7 @@ from tablesync.db.keys import IN_CHUNK, key_batch, key_in
 from tablesync.store.schema import UNFINISHED, couplings
 from tablesync.store.schema import insert_intents as staged_intents
 
-SIDES = ("local", "integration")
+CouplingStatus = Literal["pending", "synced", "uncoupled"]  # couplings.state
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class CouplingState:
     id: int
     source_key: str | None
     target_key: str | None
-    state: str  # pending (insert intent not yet confirmed) | synced | uncoupled (removed: never sync again)
+    state: CouplingStatus  # pending (insert intent not yet confirmed) | synced | uncoupled (removed: never sync again)
     source_hash: str | None
     target_hash: str | None
     last_result: str | None

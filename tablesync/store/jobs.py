@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from tablesync.db.engine import utcnow
 from tablesync.store.schema import job_errors, jobs
 
+JobStatus = Literal["queued", "running", "succeeded", "failed", "abandoned", "dropped"]
+JobKind = Literal["sync", "full_sync", "retry", "resolve", "uncouple", "restore", "delete", "couple", "match"]
 COUNTERS = ("inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled", "conflicts", "skipped", "failed")
-FINISHED = ("succeeded", "failed", "abandoned", "dropped")
-ACTIVE = ("queued", "running")
-SYNC_KINDS = ("sync", "full_sync")
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "abandoned", "dropped")
+ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
+SYNC_KINDS: tuple[JobKind, ...] = ("sync", "full_sync")
 
 
 @dataclass

@@ -12,14 +12,14 @@ import os
 import socket
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from tablesync.db.engine import utcnow
 from tablesync.store.schema import processes
 
-ROLES = ("scheduler", "worker", "run")  # what `processes.role` holds
+Role = Literal["scheduler", "worker", "run"]  # what `processes.role` holds
 SENDERS = ("scheduler", "run")  # roles that hand jobs waiting in the store to a broker
 RUNNERS = ("worker", "run")  # roles that run jobs
 

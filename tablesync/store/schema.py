@@ -1,4 +1,4 @@
-"""The store's tables (SQLAlchemy Core). Alembic migrations in `store/migrations` create them.
+"""The store's tables (SQLAlchemy Core). Alembic migrations in `store/migrations/` create them.
 
 Record keys are kept as strings whatever their type in the apps: one coupling table serves every
 mapping, and the CLI/API promise string keys anyway.

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tablesync.apps.values import canonical, content_hash
 from tablesync.errors import RecordError
 from tablesync.store.couplings import CouplingState
 from tablesync.sync.plan import DirectionPlan, Refs, canonical_values, copied_values, target_values
 
-INSERT, UPDATE, UNCHANGED, IGNORE, SKIP, FAIL = "insert", "update", "unchanged", "ignore", "skip", "fail"
+Action = Literal["insert", "update", "unchanged", "ignore", "skip", "fail", "conflict"]  # what becomes of one record
+INSERT: Action = "insert"
+UPDATE: Action = "update"
+UNCHANGED: Action = "unchanged"
+IGNORE: Action = "ignore"
+SKIP: Action = "skip"
+FAIL: Action = "fail"
 
 
 @dataclass
 class Decision:
-    action: str
+    action: Action
     source_key: str
     coupling: CouplingState | None
     target_key: str | None = None

@@ -23,10 +23,10 @@ from typing import Any
 from tablesync.apps.values import canonical, content_hash
 from tablesync.errors import RecordError
 from tablesync.store.couplings import CouplingState
-from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE
+from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, Action
 from tablesync.sync.plan import PairPlan, Refs, target_values
 
-CONFLICT = "conflict"
+CONFLICT: Action = "conflict"  # an update conflict left unresolved (the merged fields are still written)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Conflict:
 
 @dataclass
 class PairDecision:
-    action: str  # unchanged | update | conflict (unresolved; merged fields still written) | skip | fail
+    action: Action  # unchanged | update | conflict | skip | fail
     coupling: CouplingState  # oriented local → integration
     to_local: dict[str, Any] = field(default_factory=dict)  # local column → value to write
     to_integration: dict[str, Any] = field(default_factory=dict)

@@ -93,7 +93,7 @@ def record(store: sa.Engine, batch: Batch) -> dict[str, int]:
         untracked = [f for f in failures if f.ref.coupling_id is None]
         if untracked:
             intents = cs.insert_intents(conn, batch.mapping, batch.direction,
-                                        [(f.ref.source_key, f.ref.target_key) for f in untracked], batch.job_id)
+                                        [(str(f.ref.source_key), f.ref.target_key) for f in untracked], batch.job_id)
             failures = [replace(f, ref=replace(f.ref, coupling_id=intents[str(f.ref.source_key)]))
                         if f.ref.coupling_id is None else f for f in failures]
         error_ids = write_errors(conn, [(f.ref, f.message, f.detail) for f in failures])

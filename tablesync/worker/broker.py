@@ -1,8 +1,8 @@
 """The Dramatiq broker, chosen from settings and installed before any actor module is imported.
 
-Dramatiq binds actors to the global broker at decoration time; importing `workers.actors` first
+Dramatiq binds actors to the global broker at decoration time; importing `worker.actors` first
 would silently create a default Redis broker on localhost. `setup_broker` is therefore the only way
-in, and `workers.actors` refuses to import without it.
+in, and `worker.actors` refuses to import without it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What `tablesync worker` execs: Dramatiq's own CLI, logging in tablesync's format.
 
 Dramatiq's parent process would otherwise log in its own text format, whatever
-TABLESYNC_LOG_FORMAT says. Its worker processes get their handlers from `workers.entry`, once
+TABLESYNC_LOG_FORMAT says. Its worker processes get their handlers from `worker.entry`, once
 their stderr is the pipe the parent serializes lines through.
 """
 

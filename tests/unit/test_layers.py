@@ -60,3 +60,46 @@ def test_imports_go_only_downwards(path: Path) -> None:
         if LAYERS[other] >= LAYERS[own]:
             wrong.append(f"line {line}: {module} ({other} is not below {own})")
     assert not wrong, f"tablesync/{rel} imports upwards or sideways:\n  " + "\n  ".join(wrong)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The tablesync modules `path` imports when it runs (anywhere in it, but not for type checking only)."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in found if m.startswith("tablesync.")}
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycle, not even through a lazy import inside a function: each module can be read
+    (and reasoned about) after the ones it imports."""
+    names = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p for p in modules()}
+    names = {n.removesuffix(".__init__"): p for n, p in names.items()}
+    graph = {n: {m for m in runtime_imports(p) if m in names and m != n} for n, p in names.items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        path.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                cycle = path[path.index(m):] + [m]
+                raise AssertionError("import cycle: " + " → ".join(cycle))
+            if m not in state:
+                visit(m)
+        path.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
