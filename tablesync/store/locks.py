@@ -11,8 +11,6 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -87,12 +85,3 @@ class MappingLock:
         with self.store.begin() as conn:
             conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == self.mapping, mapping_locks.c.owner == self.owner)
                          .values(owner=None, expires_at=None))
-
-
-@contextmanager
-def mapping_lock(store: sa.Engine, mapping: str, lease_seconds: float = 60.0) -> Iterator[MappingLock]:
-    lock = MappingLock(store, mapping, lease_seconds)
-    try:
-        yield lock
-    finally:
-        lock.release()
