@@ -64,12 +64,7 @@ def broker_for(settings: Settings) -> dramatiq.Broker | None:
     `tablesync run` to send them."""
     from tablesync.worker.broker import setup_broker
 
-    if settings.broker_url is None:
-        return None
-    try:
-        return setup_broker(settings)
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+    return None if settings.broker_url is None else setup_broker(settings)
 
 
 def enqueue_job(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, mapping: str, kind: str,

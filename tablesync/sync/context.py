@@ -1,7 +1,7 @@
 """What every stage of one run shares: the store, the job, the batch size, and the sink its
 decisions go to.
 
-The sink is where a run's writes happen, and the only place: a real run's `sink.Writer` writes the
+The sink is where a run's writes happen, and the only place: a real run's `write.Writer` writes the
 targets and records each batch in the store (`record`); a dry run's `dry_run.DryReport` takes the
 same calls and only reports them. The reading and deciding code is the same for both, with no
 "is this a dry run?" test anywhere in it.

@@ -4,7 +4,7 @@
    source's changes beyond its watermark, keyset-paginated in batches (`AppTable.pages`);
 2. decide: per batch, the couplings and the coupled target rows are read and `decide` (pure) says
    what to do with each record; match_on turns inserts into couplings (`matching`);
-3. write and record: the run's sink takes the batch (`sink.Writer`: `targets` writes the target,
+3. write and record: the run's sink takes the batch (`write.Writer`: `targets` writes the target,
    `record` writes the store in one transaction; a dry run's sink only reports);
 4. the side's watermark advances to what was read, never past an open write transaction.
 
@@ -19,21 +19,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from tablesync.apps.table import AppTable
-from tablesync.apps.values import canonical
 from tablesync.errors import RecordError
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
-from tablesync.store.journal import RecordRef
 from tablesync.store.watermarks import get_watermark, minus_overlap
 from tablesync.sync import bulk_load
 from tablesync.sync.context import RunContext
-from tablesync.sync.decide import FAIL, INSERT, SKIP, UNCHANGED, UPDATE, Decision, decide, prepare, settled
+from tablesync.sync.decide import Decision, decide, prepare, settled
 from tablesync.sync.deletions import scan_deletions
 from tablesync.sync.matching import match_decisions
 from tablesync.sync.plan import DirectionPlan, Refs, target_values
-from tablesync.sync.record import Batch, Failed, Landing, record
 from tablesync.sync.select import advance_watermark, page_top, parent_refs
-from tablesync.sync.targets import cid, couple_matched, insert_new, update_targets
 
 BULK_PAGES = 4  # an initial load moves pages of this many batches: measured 10 % faster than one, at 2× the memory
 
@@ -174,62 +170,6 @@ def apply_decided(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     return counters
 
 
-def apply_batch(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, decisions: list[Decision],
-                modified_of: dict[str, Any]) -> Counters:
-    """Write a decided batch to the target, then record it: a real run's `Sink.apply`."""
-    failures: list[tuple[Decision, str, str]] = []
-    couple_matched(ctx, plan, [d for d in decisions if d.matched])
-    inserted = insert_new(ctx, plan, target, [d for d in decisions if d.action == INSERT], failures)
-    updated = update_targets(target, [d for d in decisions if d.action == UPDATE], failures)
-
-    batch = Batch(ctx.job_id, plan.mapping, plan.direction, plan.skip_after_failures)
-    counters = batch.counters
-    for d in decisions:
-        already_counted = d.coupling is not None and d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"
-        if d.action == SKIP:
-            counters.skipped += 1
-        elif d.action == UNCHANGED:
-            if d.matched:
-                counters.coupled += 1
-                _event(batch, d, "coupled")
-            elif d.completes_insert:
-                counters.inserted += 1
-                _event(batch, d, "inserted")
-            elif not already_counted:
-                counters.unchanged += 1
-            if d.matched or d.completes_insert or _needs_refresh(d):
-                batch.successes.append(_success(plan, d, modified_of))
-        elif d.action == FAIL:
-            failures.append((d, d.message or "failed", ""))
-    landed: dict[int, list[cs.LandedRow]] = {}
-    for d in inserted:
-        counters.inserted += 1
-        if d.staged_batch is not None:  # its coupling is its record log's entry (couplings.inserted_by_job)
-            o = _success(plan, d, modified_of)
-            landed.setdefault(d.staged_batch, []).append((o.coupling_id, d.source_key, o.target_key, o.source_hash,
-                                                          o.target_hash, o.values, cs.modified_text(o.source_modified)))
-        else:
-            batch.successes.append(_success(plan, d, modified_of))
-            _event(batch, d, "inserted")
-    for d in updated:
-        outcome = "coupled" if d.matched else "inserted" if d.completes_insert else "modified"
-        setattr(counters, outcome, getattr(counters, outcome) + 1)
-        batch.successes.append(_success(plan, d, modified_of))
-        _event(batch, d, outcome)
-    counters.failed += len(failures)
-    # a staged insert that failed becomes a pending coupling, which carries failures and retries
-    batch.landings = [Landing(b, landed.get(b, []), [cid(d) for d, _, _ in failures if d.staged_batch == b])
-                      for b in dict.fromkeys(d.staged_batch for d in decisions if d.staged_batch is not None)]
-    batch.failures = [Failed(_ref(batch, d), message, detail) for d, message, detail in failures]
-    batch.lag = [(plan.direction, [modified_of.get(d.source_key) for d in (*inserted, *updated)], source.engine)]
-    intents = record(ctx.store, batch)
-    for d, _, _ in failures:  # a record that failed before it was ever coupled is tracked from now on
-        if d.cid is None:
-            d.coupling_id = intents[d.source_key]
-    return counters
-
-
-
 def _recover_unkeyed(ctx: RunContext, plan: DirectionPlan, target: AppTable, rows: list[dict[str, Any]],
                      couplings: dict[str, Any], refs: Refs) -> dict[str, Any]:
     """Intents interrupted while the database was making their key: find the row they may have made."""
@@ -268,27 +208,3 @@ def _forget_vanished(ctx: RunContext, plan: DirectionPlan, keys: list[str]) -> N
     with ctx.store.connect() as conn:
         states = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
     ctx.sink.forget_intents(ctx, [c.id for c in states.values() if c.state == "pending" and c.target_key is None])
-
-
-def _needs_refresh(d: Decision) -> bool:
-    c = d.coupling
-    return c is None or c.last_result != "success" or c.state != "synced" or c.source_hash != d.source_hash or c.target_hash != d.target_hash
-
-
-def _success(plan: DirectionPlan, d: Decision, modified_of: dict[str, Any]) -> cs.Outcome:
-    # The per-field snapshot serves the three-way merge of bidirectional mappings; one-way ones
-    # decide by hashes alone and save its encoding and storage.
-    snapshot = ({plan.source_side(): d.source_values, plan.target_side(): {k: canonical(v) for k, v in d.values.items()}}
-                if plan.keeps_snapshot else None)
-    return cs.Outcome(
-        coupling_id=cid(d), success=True, target_key=d.target_key, source_hash=d.source_hash,
-        target_hash=d.target_hash, source_modified=modified_of.get(d.source_key), values=snapshot,
-    )
-
-
-def _ref(batch: Batch, d: Decision) -> RecordRef:
-    return batch.ref(d.cid, d.source_key, d.target_key)
-
-
-def _event(batch: Batch, d: Decision, outcome: str) -> None:
-    batch.event(_ref(batch, d), outcome, None, d.changes if outcome in ("modified", "coupled") else None)

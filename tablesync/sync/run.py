@@ -22,8 +22,8 @@ from tablesync.sync.context import RunContext, Sink
 from tablesync.sync.dry_run import DryReport
 from tablesync.sync.one_way import run_direction
 from tablesync.sync.plan import compile_one_way
-from tablesync.sync.sink import Writer
 from tablesync.sync.two_way import run_bidirectional
+from tablesync.sync.write import Writer
 
 Beat = Callable[[], None]
 

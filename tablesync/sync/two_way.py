@@ -22,17 +22,14 @@ from tablesync.apps.table import AppTable
 from tablesync.config.model import MappingSpec
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
-from tablesync.store.journal import RecordRef
 from tablesync.store.watermarks import get_watermark, minus_overlap
 from tablesync.sync.context import RunContext
-from tablesync.sync.decide import FAIL, SKIP, UNCHANGED, UPDATE, Decision
+from tablesync.sync.decide import FAIL, SKIP
 from tablesync.sync.deletions import scan_deletions
-from tablesync.sync.merge import CONFLICT, PairDecision, merge
+from tablesync.sync.merge import PairDecision, merge
 from tablesync.sync.one_way import process_rows
 from tablesync.sync.plan import PairPlan, compile_pair_plan
-from tablesync.sync.record import Batch, Conflicted, Failed, record
 from tablesync.sync.select import advance_watermark, page_top, parent_refs
-from tablesync.sync.targets import update_targets
 
 KEY_PAGE = 20_000  # keys per page while collecting changes: only key and modified-on are read
 SIDES = ("local", "integration")
@@ -146,69 +143,3 @@ def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], 
         couplings = cs.by_source_keys(conn, plan.mapping, "to_integration", local_keys, snapshot=True)
     pairs = [(rows[k], c) for k, c in couplings.items() if k in rows and c.state == "synced"]
     return _merge_pairs(ctx, plan, "local", tables, pairs, winner) if pairs else Counters()
-
-
-def apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
-                modified: dict[str, dict[int, Any]]) -> Counters:
-    """Write both directions' updates, then record every outcome, error, event and counter in one
-    store transaction: a real run's `Sink.apply_pairs`."""
-    batch = Batch(ctx.job_id, plan.mapping, "to_integration", plan.to_integration.skip_after_failures)
-    counters = batch.counters
-    failures: list[tuple[PairDecision, str, str]] = [(d, d.message or "failed", "") for d in decisions if d.action == FAIL]
-    written = [d for d in decisions if d.action in (UPDATE, CONFLICT)]
-    landed: dict[int, set[str]] = {}
-    for direction, target, values_of, changes_of, key_of, target_key_of in (
-        ("to_integration", tables["integration"], lambda d: d.to_integration, lambda d: d.changes_integration,
-         lambda d: d.local_key, lambda d: d.integration_key),
-        ("from_integration", tables["local"], lambda d: d.to_local, lambda d: d.changes_local,
-         lambda d: d.integration_key, lambda d: d.local_key),
-    ):
-        todo = [d for d in written if values_of(d)]
-        shim_list = [Decision(UPDATE, key_of(d), d.coupling, target_key=target_key_of(d), values=values_of(d),
-                              changes=changes_of(d)) for d in todo]
-        by_shim = {id(s): d for s, d in zip(shim_list, todo)}
-        failed: list[tuple[Decision, str, str]] = []
-        for s in update_targets(target, shim_list, failed):
-            landed.setdefault(by_shim[id(s)].coupling.id, set()).add(direction)
-        failures.extend((by_shim[id(s)], msg, detail) for s, msg, detail in failed)
-
-    failed_ids = {d.coupling.id for d, _, _ in failures}
-    conflicts: list[PairDecision] = []
-    for d in decisions:
-        cid = d.coupling.id
-        for direction in sorted(landed.get(cid, ())):  # a write that landed counts even if the other side's failed
-            counters.modified += 1
-            resolved = f"update conflict settled: {d.resolved_by} wins" if d.resolved_by else None
-            changes = d.changes_integration if direction == "to_integration" else d.changes_local
-            batch.event(_ref(batch, d, direction), "modified", resolved, changes)
-        if d.action == SKIP:
-            counters.skipped += 1
-            continue
-        if cid in failed_ids or d.action == FAIL:
-            continue  # the snapshot stays as it was: the next run merges again, and a landed write reads as agreed
-        if d.action == UNCHANGED and d.snapshot is None:
-            if not (d.coupling.last_job_id == ctx.job_id and d.coupling.last_result == "success"):
-                counters.unchanged += 1
-            continue
-        batch.successes.append(cs.Outcome(
-            coupling_id=cid, success=True, target_key=d.integration_key, source_hash=d.local_hash,
-            target_hash=d.integration_hash, source_modified=modified["to_integration"].get(cid), values=d.snapshot))
-        if d.action == CONFLICT:
-            conflicts.append(d)
-        elif not landed.get(cid):
-            counters.unchanged += 1
-    counters.failed += len(failures)
-    counters.conflicts += len(conflicts)
-    batch.failures = [Failed(_ref(batch, d, "to_integration"), message, detail) for d, message, detail in failures]
-    batch.conflicts = [Conflicted(_ref(batch, d, "to_integration"), d.conflict_message(), "update_conflict") for d in conflicts]
-    batch.counted = [(direction, Counters(modified=sum(1 for ds in landed.values() if direction in ds)))
-                     for direction in ("to_integration", "from_integration")]
-    batch.counted.append(("both", replace(counters, modified=0)))
-    batch.lag = [(direction, [modified[direction].get(cid) for cid, ds in landed.items() if direction in ds], source.engine)
-                 for direction, source in (("to_integration", tables["local"]), ("from_integration", tables["integration"]))]
-    record(ctx.store, batch)
-    return counters
-
-
-def _ref(batch: Batch, d: PairDecision, direction: str) -> RecordRef:
-    return RecordRef.oriented(batch.job_id, batch.mapping, direction, d.coupling.id, d.local_key, d.integration_key)

@@ -12,6 +12,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Prometheus, default_middleware
 
 from tablesync.config.settings import Settings
+from tablesync.errors import SettingsError
 
 _installed: dramatiq.Broker | None = None
 
@@ -22,7 +23,7 @@ def build_broker(settings: Settings, in_process_ok: bool = False) -> dramatiq.Br
     url = settings.broker_url
     if url is None:
         if not in_process_ok:
-            raise RuntimeError(
+            raise SettingsError(
                 "TABLESYNC_BROKER_URL is not set: workers and the scheduler need a shared broker "
                 "(redis://host:6379/0 or amqp://user@host:5672); only `tablesync run` and `tablesync demo` "
                 "can use the in-process broker"
