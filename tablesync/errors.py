@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 class TablesyncError(Exception):
@@ -76,6 +77,9 @@ class Problem:
 
     where: str
     message: str
+    # A warning is something that may fail at run time but that tablesync cannot rule out (a
+    # trigger that probably fills a column): shown by `config check`, it does not refuse the file.
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"

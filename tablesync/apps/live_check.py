@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from tablesync.apps.catalog import Trigger, before_insert_triggers, key_default_problem
 from tablesync.apps.schema import category, compatible, has_server_key, reflect_table
 from tablesync.config.load import expand_env
 from tablesync.config.model import ConfigFile, MappingSpec, SideSpec, target_side
@@ -83,7 +84,9 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
                 problems.append(Problem(where, f"incompatible types: {src} {s_col.name} is {s_cat} ({s_col.type}), "
                                                f"{tgt} {t_col.name} is {t_cat} ({t_col.type})"))
     for d in m.directions():
-        problems.extend(_check_target_insertable(m, d, tables[target_side(d)]))
+        engine = engines[m.side(target_side(d)).app]
+        assert engine is not None, "both tables were reflected"
+        problems.extend(_check_target_insertable(m, d, tables[target_side(d)], engine))
     return problems
 
 
@@ -113,28 +116,43 @@ def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) 
     return problems
 
 
-def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table) -> list[Problem]:
-    """Every insert would fail if a required target column is neither mapped nor defaulted."""
+def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, engine: sa.Engine) -> list[Problem]:
+    """Every insert would fail if the target key or a required column can get no value: neither
+    mapped nor defaulted (nor, for a column, filled by a trigger, which is a warning: tablesync
+    cannot prove what a trigger does)."""
     if m.sync_only_coupled:
         return []
     side = target_side(direction)
     spec = m.side(side)
+    where = f"mapping {m.name}, {side}"
     written = {getattr(f, side) for f in m.fields if m.field_direction(f) in (direction, "bidirectional") and getattr(f, side)}
     problems = []
+    key = table.c.get(spec.key)
+    if key is not None and key.name not in written:
+        if not has_server_key(key) and category(key.type) not in ("uuid", "string"):
+            problems.append(Problem(where, f"key {key.name!r} has no default and no field maps onto it: "
+                                           "map a field onto it or give the column a default"))
+        else:
+            why = key_default_problem(engine, key)
+            if why is not None:
+                problems.append(Problem(where, f"key {key.name!r}: {why}; map a field onto the key, or give the column "
+                                               "a sequence, identity, AUTO_INCREMENT or gen_random_uuid() default"))
+    triggers: list[Trigger] | None = None
     for col in table.columns:
-        if col.name in written or col.nullable or col.server_default is not None:
+        if col.name in written or col.name == spec.key or col.nullable or col.server_default is not None:
             continue
-        if col.name == spec.key:
-            if not has_server_key(col) and category(col.type) not in ("uuid", "string"):
-                problems.append(Problem(f"mapping {m.name}, {side}",
-                                        f"key {col.name!r} has no default and no field maps onto it: "
-                                        "map a field onto it or give the column a default"))
+        if triggers is None:
+            triggers = before_insert_triggers(engine, table)
+        filling = [t.name for t in triggers if t.mentions(col.name)]
+        if filling:
+            problems.append(Problem(where, f"column {col.name!r} is NOT NULL without a default and no field maps onto it "
+                                           f"({direction.replace('_', ' ')}), but trigger {', '.join(filling)} of {table.name} "
+                                           "mentions it and may fill it on insert: if it does not, every insert fails",
+                                    severity="warning"))
             continue
-        problems.append(Problem(f"mapping {m.name}, {side}",
-                                f"column {col.name!r} is NOT NULL without a default and no field maps onto it "
-                                f"({direction.replace('_', ' ')}): add a field or a constant for it"))
+        problems.append(Problem(where, f"column {col.name!r} is NOT NULL without a default and no field maps onto it "
+                                       f"({direction.replace('_', ' ')}): add a field or a constant for it"))
     return problems
-
 
 
 def _check_parent_field(where: str, local: str, integration: str, tables: dict[str, sa.Table],

@@ -13,12 +13,52 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
 
-Category = Literal["string", "integer", "numeric", "float", "boolean", "datetime", "date", "time", "uuid", "binary", "json", "other"]
+Category = Literal["string", "integer", "numeric", "float", "boolean", "datetime", "date", "time", "uuid", "binary", "json",
+                   "array", "other"]
 
 
 def reflect_table(engine: sa.Engine, name: str, schema: str | None = None) -> sa.Table:
-    return sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema)
+    """The table as its database describes it, with MySQL's conventions read as what they mean."""
+    table = sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema)
+    for col in table.columns:
+        if isinstance(col.type, mysql.TINYINT) and col.type.display_width == 1:
+            # MySQL has no boolean type: BOOLEAN is a synonym of tinyint(1), which every MySQL app
+            # uses as its boolean. Read as True/False (so it compares equal to a real boolean on
+            # the other side) and written as 1/0.
+            col.type = sa.Boolean(create_constraint=False)
+        elif isinstance(col.type, mysql.SET):
+            col.type = OrderedSet(*col.type.values)
+    return table
+
+
+class OrderedSet(sa.TypeDecorator[list[str]]):
+    """A MySQL SET read as a list in the SET's declared order, the order MySQL itself prints and
+    the PostgreSQL port stores in its text[]: the driver's Python set iterates in an order that
+    changes with every process (string hashing is randomised), which rewrote arrays every run."""
+
+    impl = mysql.SET
+    cache_ok = True
+
+    def __init__(self, *values: str) -> None:
+        super().__init__(*values)
+        self.values = tuple(values)
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else set(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> list[str] | None:
+        return None if value is None else self.ordered(value)
+
+    def ordered(self, value: Any) -> list[str]:
+        """`value` (a set, list or comma-separated text) as a list in declared order; an element
+        the SET does not declare raises ValueError naming it."""
+        items = set(value.split(",") if isinstance(value, str) else value) - {""}
+        unknown = items.difference(self.values)
+        if unknown:
+            raise Unfit(f"{', '.join(sorted(map(repr, unknown)))} is not one of the SET's values {list(self.values)}")
+        return [v for v in self.values if v in items]
 
 
 _CATEGORIES: dict[int, tuple[sa.types.TypeEngine[Any], str]] = {}
@@ -35,6 +75,12 @@ def category(col_type: sa.types.TypeEngine[Any]) -> str:
 
 
 def _category(t: sa.types.TypeEngine[Any]) -> str:
+    if isinstance(t, postgresql.DOMAIN):  # a domain holds its base type's values (sakila's `year`)
+        return _category(t.data_type)
+    if isinstance(t, (OrderedSet, mysql.SET, sa.ARRAY)):
+        return "array"
+    if isinstance(t, mysql.YEAR):
+        return "integer"
     if isinstance(t, sa.Uuid) or type(t).__name__.upper() == "UUID":
         return "uuid"
     if isinstance(t, sa.Boolean):
@@ -71,17 +117,28 @@ def compatible(source: str, target: str) -> bool:
     return source == target or target in ("string", "other") or source == "other" or (source, target) in _WIDENING
 
 
+class Unfit(ValueError):
+    """A value that cannot fit its column, with a message that already says why."""
+
+
 def coerce(value: Any, col: sa.Column[Any]) -> Any:
     """Fit `value` to `col`'s type; raise ValueError naming what did not fit."""
     if value is None:
         return None
     cat = category(col.type)
     try:
+        if cat == "array":
+            if isinstance(col.type, OrderedSet):
+                return col.type.ordered(value)
+            if isinstance(value, (list, tuple, set, frozenset)):
+                return list(value)
+            raise Unfit(f"{value!r} is not a list for column {col.name}")
         if cat == "string":
-            text = value.isoformat() if isinstance(value, (dt.date, dt.time)) else str(value)
+            text = (value.isoformat() if isinstance(value, (dt.date, dt.time))
+                    else ",".join(map(str, value)) if isinstance(value, list) else str(value))
             length = getattr(col.type, "length", None)
             if length is not None and len(text) > length:
-                raise ValueError(f"{len(text)} characters do not fit {col.name} ({length} max)")
+                raise Unfit(f"{len(text)} characters do not fit {col.name} ({length} max)")
             return text
         if cat == "integer":
             if isinstance(value, bool):
@@ -111,6 +168,8 @@ def coerce(value: Any, col: sa.Column[Any]) -> Any:
                 value = dt.datetime.combine(value, dt.time())
             if not getattr(col.type, "timezone", False) and value.tzinfo is not None:
                 value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            elif getattr(col.type, "timezone", False) and value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)  # a naive time is UTC, not the session's zone
             return value
         if cat == "date":
             if isinstance(value, dt.datetime):
@@ -120,9 +179,9 @@ def coerce(value: Any, col: sa.Column[Any]) -> Any:
             if isinstance(col.type, sa.Uuid) and not getattr(col.type, "as_uuid", True):
                 return str(uuid.UUID(str(value)))
             return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except (TypeError, ValueError, InvalidOperation, ArithmeticError) as exc:
-        if isinstance(exc, ValueError) and "fit" in str(exc):
-            raise
+    except Unfit:
+        raise
+    except (TypeError, ValueError, InvalidOperation, ArithmeticError):
         raise ValueError(f"cannot convert {value!r} to {cat} for column {col.name}") from None
     return value
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from tablesync.apps.catalog import key_default
 from tablesync.apps.failures import is_connection_error, translated, translated_pages, unavailable
 from tablesync.apps.schema import category, has_server_key, key_to_db, reflect_table
 from tablesync.apps.values import canonical
@@ -253,20 +254,13 @@ class AppTable:
 
     @translated
     def preallocate(self, n: int, conn: sa.Connection | None = None) -> list[str]:
-        """Ask PostgreSQL for `n` keys from the key column's own default (sequence, gen_random_uuid…),
-        on `conn` if given (saving a transaction of its own)."""
+        """Ask PostgreSQL for `n` keys from the key column's own default (sequence, identity,
+        gen_random_uuid…), on `conn` if given (saving a transaction of its own)."""
         if conn is None:
             with self.engine.begin() as own:
                 return self.preallocate(n, own)
-        key = self.key
-        if key.identity is not None or (key.server_default is not None and "nextval" in str(key.server_default.arg)):
-            seq = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
-                               {"t": self._qualified(), "c": key.name}).scalar()
-            expr = f"nextval('{seq}')"
-        else:
-            expr = str(getattr(key.server_default.arg, "text", key.server_default.arg))
         # one array of text: 5,000 rows of a uuid each cost ten times more to fetch and convert
-        return list(conn.execute(sa.text(f"SELECT array_agg(CAST({expr} AS text)) FROM generate_series(1, :n)"),
+        return list(conn.execute(sa.text(f"SELECT array_agg(CAST({key_default(self.key)} AS text)) FROM generate_series(1, :n)"),
                                  {"n": n}).scalar_one())
 
     def write(self, items: Sequence[T], fn: Callable[[sa.Connection, Sequence[T]], Sequence[Any] | None],

@@ -51,6 +51,7 @@ from tablesync.errors import (
     BrokerUnavailable,
     ConfigError,
     JobRefused,
+    Problem,
     SettingsError,
     UsageError,
 )
@@ -68,16 +69,26 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def live_checked(path: str, problems: list[Problem]) -> list[Problem]:
+    """Refuse the file if the live check found errors; print its warnings (on stderr) either way."""
+    warnings = [p for p in problems if p.severity == "warning"]
+    for w in warnings:
+        print(f"{path}: warning: {w}", file=sys.stderr)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ConfigError(path, errors)
+    return warnings
+
+
 def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.apps.live_check import check_live
 
     path = args.config or settings.config
     cfg = load_config(path)
-    problems = [] if args.offline else check_live(cfg)
-    if problems:
-        raise ConfigError(path, problems)
+    warnings = [] if args.offline else live_checked(path, check_live(cfg))
     print(f"{path}: OK ({len(cfg.mappings)} mapping(s), {len(cfg.apps)} app(s)"
-          + (", live tables not checked" if args.offline else ", live tables checked") + ")")
+          + (", live tables not checked" if args.offline else ", live tables checked")
+          + (f", {len(warnings)} warning(s)" if warnings else "") + ")")
     return EXIT_OK
 
 
@@ -88,9 +99,7 @@ def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
     path = args.config or settings.config
     cfg = load_config(path)
     if not args.skip_live_check:
-        problems = check_live(cfg)
-        if problems:
-            raise ConfigError(path, problems)
+        live_checked(path, check_live(cfg))
     result = apply_config(store(settings), cfg, applied_by=operator(args, settings))
     for label, names in (("created", result.created), ("updated", result.updated),
                          ("unchanged", result.unchanged), ("deactivated", result.deactivated)):

@@ -29,6 +29,6 @@ def test_a_batch_is_recorded_whole_or_not_at_all(rig: Rig, monkeypatch: pytest.M
     intents = record_stage.record(rig.store, batch)
     assert rig.scalar("SELECT failed FROM jobs WHERE id = :j", j=job) == 1
     # the record failed before it was ever coupled: it is tracked from now on, never dropped
-    assert rig.scalar("SELECT state || ',' || failures || ',' || local_key FROM couplings") == f"pending,1,7"
+    assert rig.scalar("SELECT state || ',' || failures || ',' || local_key FROM couplings") == "pending,1,7"
     assert intents == {"7": rig.scalar("SELECT id FROM couplings")}
     assert [rig.scalar(f"SELECT count(*) FROM record_events WHERE outcome = '{o}'") for o in ("failed", "skipped")] == [1, 0]
