@@ -10,6 +10,7 @@ One side deleted, the other still there:
   of a surviving source (both would write against the flow) fall back to `skip`.
 Both deleted: the coupling is removed.
 A skipped coupling carries reason `deletion_conflict` and a job error saying which side is gone.
+A delete the target refuses (its foreign keys, say) fails that record like any refused write.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tablesync.store.jobs import Counters
 from tablesync.store.watermarks import get_watermark
 from tablesync.sync.context import RunContext
 from tablesync.sync.plan import DirectionPlan
-from tablesync.sync.record import Batch, Conflicted, record
+from tablesync.sync.record import Batch, Conflicted, Failed, record
 
 SCAN_CHUNK = 20_000  # keys per store query and per app lookup: few round trips, bounded memory
 SCAN_MARK = "deletion_scan"  # the watermarks row holding when the last complete scan started
@@ -114,8 +115,12 @@ def settle(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTa
             skip.append((g, f"the {tgt_side} record {g.target_key} ({tgt_name}) was deleted; the {src_side} record "
                             f"{g.source_key} ({src_name}) still exists"))
 
-    batch = Batch(ctx.job_id, plan.mapping, plan.direction)
+    batch = Batch(ctx.job_id, plan.mapping, plan.direction, plan.skip_after_failures)
     counters = batch.counters
+
+    def ref(g: Gone) -> Any:
+        return batch.ref(g.coupling_id, g.source_key, g.target_key)
+
     for table, items, side, key_of in ((target, delete_target, tgt_side, lambda g: g.target_key),
                                        (source, delete_source, src_side, lambda g: g.source_key)):
         if not items:
@@ -128,13 +133,16 @@ def settle(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTa
         deleted_ids.update(g.coupling_id for g in deleted)
         remove.extend(deleted)
         counters.deleted += len(deleted)
-        skip.extend((f.item, f"deleting the {side} record {key_of(f.item)} failed: {f.message}") for f in failed)
+        # A delete the target refuses (a foreign key, a trigger) is a failed write like any other
+        # (SPEC §4): a job error with the database's message, one more failure on the coupling,
+        # retried by the next scan and skipped after `skip_after_failures`; not a conflict, since
+        # no operator decision is missing, only the target's consent.
+        batch.failures.extend(Failed(ref(f.item), f"deleting the {side} record {key_of(f.item)} failed: {f.message}", f.detail)
+                              for f in failed)
+        counters.failed += len(failed)
 
     revived = {tgt_side: target.undelete([g.target_key for g in restore]),
                src_side: source.undelete([g.source_key for g in restore_source])}
-
-    def ref(g: Gone) -> Any:
-        return batch.ref(g.coupling_id, g.source_key, g.target_key)
 
     if remove:
         # A pair whose records are both gone is forgotten; a removed coupling whose record

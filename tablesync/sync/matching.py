@@ -45,8 +45,9 @@ def match_decisions(store: sa.Engine, plan: DirectionPlan, target: AppTable, dec
 
     Several candidates, or a candidate another record of this batch already took, fail the record
     with an error naming them instead of creating a duplicate."""
-    fresh = [d for d in decisions if d.action == INSERT and d.target_key is None
-             and (d.coupling is None or d.coupling.target_key is None)]
+    # a record whose key the mapping carries (target_key already set) is matched too: its
+    # counterpart may exist under that very key, which an insert would only collide with
+    fresh = [d for d in decisions if d.action == INSERT and (d.coupling is None or d.coupling.target_key is None)]
     if not plan.match_columns or not fresh:
         return
     wanted = {d.source_key: key for d in fresh if (key := match_key(plan, d.values)) is not None}

@@ -26,7 +26,7 @@ from tablesync.config.settings import Settings
 from tablesync.db.engine import create_engine
 from tablesync.errors import Problem
 from tablesync.store import couplings as cs
-from tablesync.store.jobs import Counters, create_job, job_errors
+from tablesync.store.jobs import Counters, create_job, errors_of
 from tablesync.store.mappings import StoredMapping
 from tablesync.sync import run as engine
 from tests.conftest import MARIADB_ADMIN, ROOT, RUN_ID, create_pg_db, drop_pg_db
@@ -102,7 +102,7 @@ class Sakila:
 
     def job_errors(self) -> list[str]:
         with self.store.connect() as conn:
-            return [e.message for e in job_errors(conn, self.last_job)]
+            return [f"{e.message} {e.detail or ''}".strip() for e in errors_of(conn, self.last_job)]
 
     def couplings(self, mapping: str) -> list[tuple[Any, ...]]:
         with self.store.connect() as conn:

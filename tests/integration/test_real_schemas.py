@@ -5,6 +5,7 @@ here that fails without its fix; the mappings are those a user would reasonably 
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from tests.integration.sakila import Sakila, mapping, side
 from tests.integration.sakila import sakila as sakila  # noqa: F401  (fixture)
@@ -152,3 +153,33 @@ def test_datetime_maps_onto_timestamp_with_and_without_time_zone(sakila: Sakila,
     got = sakila.rows(sakila.pg, f"SELECT rental_date{zone}, return_date{zone} FROM crm_rental WHERE rental_id = 1")
     assert got == sakila.rows(sakila.mysql, "SELECT rental_date, return_date FROM rental WHERE rental_id = 1")
     assert sakila.run(rentals, full=True).modified == 0
+
+
+def actor_mapping(**extra: object) -> dict:
+    return mapping("ACTOR", side("mysql", "actor", "actor_id", modified="last_update"),
+                   side("pg", "actor", "actor_id", modified="last_update"),
+                   [("actor_id", "actor_id"), ("first_name", "first_name"), ("last_name", "last_name")],
+                   match_on=["actor_id"], **extra)
+
+
+def test_a_delete_the_target_refuses_is_a_failed_record(sakila: Sakila) -> None:
+    """Finding 7: the CRM's film_actor rows refuse the delete of their actor (ON DELETE RESTRICT).
+    That record failed (a job error with the database's message), it is no conflict: retried by
+    each scan, skipped after skip_after_failures with reason `failures`."""
+    actors = actor_mapping(on_deletion_conflict="delete", skip_after_failures=2)
+    assert sakila.run(actors).coupled == 200
+    sakila.execute(sakila.mysql, "DELETE FROM film_actor WHERE actor_id IN (1, 2)")
+    sakila.execute(sakila.mysql, "DELETE FROM actor WHERE actor_id IN (1, 2)")
+    sakila.execute(sakila.pg, "DELETE FROM film_actor WHERE actor_id = 2")  # actor 2 has nothing left in the CRM
+    run = sakila.run(actors)
+    assert (run.deleted, run.failed, run.conflicts) == (1, 1, 0), sakila.job_errors()
+    [error] = sakila.job_errors()
+    assert "deleting the integration record 1 failed" in error and "film_actor" in error, error
+    assert sakila.rows(sakila.pg, "SELECT actor_id FROM actor WHERE actor_id IN (1, 2)") == [(1,)]
+    again = sakila.run(actors)
+    assert (again.failed, again.conflicts) == (1, 0)
+    with sakila.store.connect() as conn:
+        skipped = conn.execute(sa.text("SELECT skipped, skip_reason, failures FROM couplings WHERE mapping = 'ACTOR' "
+                                       "AND local_key = '1'")).one()
+    assert tuple(skipped) == (True, "failures", 2)
+    assert sakila.run(actors).failed == 0  # skipped: left to an operator (Delete records, once film_actor allows)
