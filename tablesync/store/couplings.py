@@ -346,13 +346,38 @@ def translate(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[
     return out
 
 
-def coupled_target_keys(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> set[str]:
-    col = couplings.c[Sides.of(direction).target_key]
-    found: set[str] = set()
+def _waiting(direction: str) -> sa.ColumnElement[bool]:
+    """A coupling that only tracks the failure of its target-side record, with no counterpart: a
+    failed (or ambiguous) match or insert. An insert still in flight, whose key is not known yet,
+    has no result yet and is not one."""
+    sides = Sides.of(direction)
+    return sa.and_(couplings.c[sides.source_key].is_(None), couplings.c.state == "pending",
+                   couplings.c.last_result == "failure")
+
+
+def drop_waiting(conn: sa.Connection, mapping: str, direction: str, target_keys: Sequence[str]) -> None:
+    """Delete the failure-tracking couplings of these target-side records (`_waiting`): a match
+    now couples each to a record of the other side, under that record's coupling."""
+    if target_keys:
+        col = couplings.c[Sides.of(direction).target_key]
+        conn.execute(sa.delete(couplings).where(couplings.c.mapping == mapping, col.in_(list(target_keys)), _waiting(direction)))
+
+
+def target_holders(conn: sa.Connection, mapping: str, direction: str, keys: Sequence[str]) -> dict[str, bool]:
+    """Which of these target-side keys a coupling of the mapping holds: True when it pairs the
+    record with a counterpart (or is a tombstone that keeps it apart), False when it only tracks
+    that record's own failure, waiting for a counterpart (a failed or ambiguous match, an insert
+    whose key is not known yet). A record held either way is never coupled to another; one held
+    only for its failure still counts as a candidate when match_on decides whether a match is
+    ambiguous."""
+    sides = Sides.of(direction)
+    col = couplings.c[sides.target_key]
+    paired = sa.not_(_waiting(direction))
+    found: dict[str, bool] = {}
     step = key_batch(conn.dialect.name)
     for i in range(0, len(keys), step):
-        found.update(conn.execute(sa.select(col).where(couplings.c.mapping == mapping,
-                                                       key_in(col, list(keys[i:i + step]), conn.dialect.name))).scalars())
+        q = sa.select(col, paired).where(couplings.c.mapping == mapping, key_in(col, list(keys[i:i + step]), conn.dialect.name))
+        found.update((str(k), bool(p)) for k, p in conn.execute(q))
     return found
 
 

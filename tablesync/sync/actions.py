@@ -26,9 +26,9 @@ from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
 from tablesync.store.journal import RecordRef
 from tablesync.sync.context import RunContext
-from tablesync.sync.matching import counterparts, match_key
+from tablesync.sync.matching import NONE, counterparts, match_key
 from tablesync.sync.one_way import process_rows
-from tablesync.sync.plan import compile_one_way, compile_pair_plan, compile_plan, target_values
+from tablesync.sync.plan import DirectionPlan, compile_one_way, compile_pair_plan, compile_plan, target_values
 from tablesync.sync.record import Batch, record
 from tablesync.sync.two_way import resolve_pairs, sync_batch
 
@@ -104,6 +104,7 @@ class Action:
         self.mine = {ctx.job_id} | ({int(redo_of)} if redo_of is not None else set())  # jobs whose steps are ours
         self.direction = "to_integration" if spec.direction == "bidirectional" else spec.direction
         self.batch = Batch(ctx.job_id, spec.name, self.direction)  # what the action itself did; recorded by finish()
+        self.claimed: set[tuple[str, str]] = set()  # (side, key) of the records the match action coupled in this job
         self.counters = self.batch.counters
         self.synced = Counters()  # what the sync steps it ran did; they record their own batches
         self.summary: str | None = None
@@ -307,18 +308,25 @@ class Action:
         self._first_sync([p], use)
 
     def match(self, use: str | None) -> None:
-        """Couple every uncoupled source record to its single match_on counterpart (`matching`)."""
-        direction = self.direction
-        src, tgt = source_side(direction), target_side(direction)
-        plan = compile_plan(self.spec, direction, self.tables[tgt].table, self.tables[src].table)
-        if not plan.match_columns:
+        """Couple every uncoupled record to its single match_on counterpart (`matching`): from the
+        source side, and on a bidirectional mapping then from the integration side too (records
+        the local side could not see, through its filter, say)."""
+        plans = [compile_plan(self.spec, d, self.tables[target_side(d)].table, self.tables[source_side(d)].table)
+                 for d in self.spec.directions()]
+        if not plans[0].match_columns:
             self.refuse(None, None, f"mapping {self.spec.name} has no match_on fields: add `match_on: [...]` to it")
             return
-        unmatched = ambiguous = 0
-        claimed: set[str] = set()
+        tally: dict[str, set[tuple[str, str]]] = {"unmatched": set(), "ambiguous": set()}  # (side, key): a record counts once, whichever pass saw it
+        for plan in plans:
+            self._match_from(plan, use, tally)
+        self.summary = (f"coupled {self.counters.coupled}, unmatched {len(tally['unmatched'] - tally['ambiguous'])}, "
+                        f"ambiguous {len(tally['ambiguous'])}")
+
+    def _match_from(self, plan: DirectionPlan, use: str | None, tally: dict[str, set[tuple[str, str]]]) -> None:
+        src, tgt = plan.source_side(), plan.target_side()
         for page in self.tables[src].pages(plan.source_columns, None, self.ctx.batch_size):
             with self.ctx.store.connect() as conn:
-                known = cs.by_source_keys(conn, self.spec.name, direction, [str(r[plan.source_key_column]) for r in page])
+                known = cs.by_source_keys(conn, self.spec.name, plan.direction, [str(r[plan.source_key_column]) for r in page])
             wanted: dict[str, Any] = {}
             for row in page:
                 key = str(row[plan.source_key_column])
@@ -327,23 +335,29 @@ class Action:
                 try:
                     wanted[key] = match_key(plan, target_values(plan, row))
                 except RecordError:
-                    unmatched += 1
-            found = counterparts(self.ctx.store, plan, self.tables[tgt], {k: v for k, v in wanted.items() if v is not None})
+                    tally["unmatched"].add((src, key))
+            found = counterparts(self.ctx.store, plan, self.tables[src], self.tables[tgt],
+                                 {k: v for k, v in wanted.items() if v is not None})
             new: list[tuple[str, str]] = []
+            absorbed: list[str] = []  # target records coupled now whose own coupling only tracked a failed match
             for key in wanted:
-                candidates = [k for k in found.get(key, []) if k not in claimed]
-                if not candidates:
-                    unmatched += 1
-                elif len(candidates) > 1:
-                    ambiguous += 1
+                candidates = found.get(key, NONE)
+                why = candidates.ambiguity(", ".join(plan.match_columns), src, tgt)
+                if not candidates.all:
+                    tally["unmatched"].add((src, key))
+                elif why is not None:
+                    tally["ambiguous"].add((src, key))
                     pair = (key, "") if src == "local" else ("", key)
-                    self.batch.event(self.ref(None, *pair), "ambiguous",
-                                     f"{len(candidates)} {tgt} records match: {', '.join(candidates[:5])}")
+                    self.batch.event(self.ref(None, *pair), "ambiguous", why)
+                elif (tgt, candidates.all[0]) in self.claimed:
+                    tally["ambiguous"].add((src, key))
                 else:
-                    claimed.add(candidates[0])
-                    new.append((key, candidates[0]) if src == "local" else (candidates[0], key))
+                    self.claimed.add((tgt, candidates.all[0]))
+                    absorbed.extend(candidates.waiting)
+                    new.append((key, candidates.all[0]) if src == "local" else (candidates.all[0], key))
             if new:
                 with self.ctx.store.begin() as conn:
+                    cs.drop_waiting(conn, self.spec.name, plan.direction, absorbed)
                     ids = cs.insert_synced(conn, self.spec.name, self.ctx.job_id, new)
                 pairs = [Pair(i, lk, ik, "synced", False, self.ctx.job_id) for i, (lk, ik) in zip(ids, new)]
                 for p in pairs:
@@ -351,7 +365,6 @@ class Action:
                 self.counters.coupled += len(pairs)
                 self._first_sync(pairs, use)
             self.ctx.beat()
-        self.summary = f"coupled {self.counters.coupled}, unmatched {unmatched}, ambiguous {ambiguous}"
 
     def _first_sync(self, pairs: list[Pair], use: str | None) -> None:
         if use is not None and self.spec.direction == "bidirectional":

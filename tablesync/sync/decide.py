@@ -38,6 +38,7 @@ class Decision:
     completes_insert: bool = False  # a pending intent whose target row already exists (recovery)
     coupling_id: int | None = None  # set once an intent row exists for a decision that had no coupling
     matched: bool = False  # coupled to an existing target record by match_on instead of inserting
+    absorbs: bool = False  # matched to a record whose own coupling only tracked its failed match: that one goes
     staged_batch: int | None = None  # its insert intent is in this `insert_intents` batch (the bulk path)
 
     @property

@@ -157,7 +157,7 @@ def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
               if c.target_key is not None and not c.skipped and not settled(c, prepared[k][1] if k in prepared else "")]
     targets = target.fetch(wanted, plan.target_fields, apply_filter=False)
     decisions = decide(plan, rows, couplings, targets, refs, prepared)
-    match_decisions(ctx.store, plan, target, decisions)
+    match_decisions(ctx.store, plan, source, target, decisions)
     modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
     return decisions, modified_of
 
@@ -190,7 +190,7 @@ def _recover_unkeyed(ctx: RunContext, plan: DirectionPlan, target: AppTable, row
         found = target.find_equal(values, taken)
         if found is not None:
             with ctx.store.connect() as conn:
-                if cs.coupled_target_keys(conn, plan.mapping, plan.direction, [found]):
+                if cs.target_holders(conn, plan.mapping, plan.direction, [found]):
                     continue
             adopted.append((c.id, found))
             taken.add(found)

@@ -47,6 +47,7 @@ class DirectionPlan:
     key_rule: FieldRule | None  # a rule that writes the target key: the key comes from the source
     skip_after_failures: int = 3
     match_columns: tuple[str, ...] = ()  # target columns compared by match-based coupling
+    source_match_columns: tuple[str, ...] = ()  # the source columns they come from, in the same order
     on_deletion_conflict: str = "skip"
     target_columns: Mapping[str, sa.Column[Any]] | None = None  # reflected; None in pure tests
     target_snapshot: tuple[str, ...] = ()  # every mapped target column: what a coupling's snapshot and hash cover
@@ -117,14 +118,15 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
     key_rule = next((r for r in rules if r.target == target_spec.key and r.source is not None), None)
     columns = {c.name: c for c in target_table.columns} if target_table is not None else None
     if direction == "to_integration":
-        match = tuple(r.target for name in spec.match_on for r in rules if r.source == name)
+        pairs = [(r.target, r.source) for name in spec.match_on for r in rules if r.source == name]
     else:
-        match = tuple(name for name in spec.match_on if any(r.target == name for r in rules))
+        pairs = [(r.target, r.source) for name in spec.match_on for r in rules if r.target == name and r.source]
+    match, source_match = tuple(t for t, _ in pairs), tuple(str(s) for _, s in pairs)
     return DirectionPlan(
         mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
         key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
-        match_columns=match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
+        match_columns=match, source_match_columns=source_match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
         keeps_snapshot=spec.direction == "bidirectional", deletion_scan_seconds=spec.deletion_scan_seconds(),
     )
 

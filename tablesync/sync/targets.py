@@ -33,6 +33,7 @@ def couple_matched(ctx: RunContext, plan: DirectionPlan, matched: list[Decision]
     if not matched:
         return
     with ctx.store.begin() as conn:
+        cs.drop_waiting(conn, plan.mapping, plan.direction, [str(d.target_key) for d in matched if d.absorbs])
         new = [d for d in matched if d.coupling is None]
         ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in new], ctx.job_id)
         cs.set_target_keys(conn, plan.direction, [(d.coupling.id, d.target_key) for d in matched if d.coupling is not None])

@@ -183,3 +183,58 @@ def test_a_delete_the_target_refuses_is_a_failed_record(sakila: Sakila) -> None:
                                        "AND local_key = '1'")).one()
     assert tuple(skipped) == (True, "failures", 2)
     assert sakila.run(actors).failed == 0  # skipped: left to an operator (Delete records, once film_actor allows)
+
+
+def names_mapping(**extra: object) -> dict:
+    return {**mapping("ACTOR", side("mysql", "actor", "actor_id", modified="last_update"),
+                      side("pg", "actor", "actor_id", modified="last_update"),
+                      [("first_name", "first_name"), ("last_name", "last_name")],
+                      direction="bidirectional", match_on=["first_name", "last_name"]), **extra}
+
+
+def test_an_ambiguous_match_on_either_side_creates_nothing_on_either_side(sakila: Sakila) -> None:
+    """Finding 5: SUSAN DAVIS is actor 101 and 110 on both sides. The local pass reports the
+    ambiguity; the integration pass must not then copy the two CRM records into the ERP."""
+    first = sakila.run(names_mapping(skip_after_failures=5))
+    assert (first.coupled, first.inserted, first.failed) == (198, 0, 4), sakila.job_errors()
+    errors = sakila.job_errors()
+    assert any("2 uncoupled integration records match (101, 110)" in e for e in errors), errors
+    assert any("2 uncoupled local records match (101, 110)" in e for e in errors), errors
+    for _ in range(2):  # the failed records are retried each run, and stay ambiguous
+        again = sakila.run(names_mapping(skip_after_failures=5))
+        assert (again.inserted, again.coupled) == (0, 0)
+    assert sakila.rows(sakila.mysql, "SELECT count(*) FROM actor") == [(200,)]
+    assert sakila.rows(sakila.pg, "SELECT count(*) FROM actor") == [(200,)]
+
+    # one SUSAN DAVIS renamed in the CRM: each side now has one candidate left for the other
+    sakila.execute(sakila.pg, "UPDATE actor SET first_name = 'SUSAN B' WHERE actor_id = 110")
+    sakila.execute(sakila.mysql, "UPDATE actor SET first_name = 'SUSAN B', last_update = NOW() WHERE actor_id = 110")
+    run = sakila.run(names_mapping(skip_after_failures=5))
+    assert (run.inserted, run.failed, run.coupled) == (0, 0, 2), sakila.job_errors()
+    assert {("101", "101"), ("110", "110")} <= set(sakila.couplings("ACTOR"))
+    assert len(sakila.couplings("ACTOR")) == 200  # the records' own failure couplings were folded into the pairs
+
+
+def test_two_source_records_matching_one_target_record_are_ambiguous_too(sakila: Sakila) -> None:
+    sakila.execute(sakila.pg, "DELETE FROM film_actor WHERE actor_id = 110")
+    sakila.execute(sakila.pg, "DELETE FROM actor WHERE actor_id = 110")
+    one_way = names_mapping(direction="to_integration")
+    run = sakila.run(one_way)
+    assert (run.coupled, run.inserted, run.failed) == (198, 0, 2), sakila.job_errors()
+    assert all("also matches the local record(s)" in e for e in sakila.job_errors())
+    assert sakila.rows(sakila.pg, "SELECT count(*) FROM actor WHERE first_name = 'SUSAN' AND last_name = 'DAVIS'") == [(1,)]
+
+
+def test_the_match_action_matches_from_both_sides_of_a_bidirectional_mapping(sakila: Sakila) -> None:
+    """The local pass sees only the local records inside its filter; the integration pass then
+    couples the CRM records whose ERP counterparts it left out, as a run would."""
+    from tablesync.sync import run as engine
+
+    mapping = names_mapping(local=side("mysql", "actor", "actor_id", modified="last_update", filter="actor_id <= 150"))
+    stored = sakila.stored(mapping)
+    with sakila.store.begin() as conn:
+        job = __import__("tablesync.store.jobs", fromlist=["create_job"]).create_job(conn, "ACTOR", "match")
+    counters, summary = engine.act(sakila.store, sakila.settings, stored, job, "match", {})
+    assert counters.coupled == 198 and summary == "coupled 198, unmatched 0, ambiguous 4", summary
+    couplings = sakila.couplings("ACTOR")
+    assert ("200", "200") in couplings and ("150", "150") in couplings and not any("101" in c for c in couplings)
