@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from tablesync.apps.catalog import Trigger, before_insert_triggers, key_default_problem
 from tablesync.apps.schema import category, compatible, has_server_key, reflect_table
 from tablesync.config.load import expand_env
-from tablesync.config.model import ConfigFile, MappingSpec, SideSpec, target_side
+from tablesync.config.model import ConfigFile, FieldSpec, MappingSpec, SideSpec, target_side
 from tablesync.db.engine import create_engine, redact_url
 from tablesync.errors import ConfigError, Problem
 
@@ -65,14 +65,16 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
         return problems
     for i, f in enumerate(m.fields):
         where = f"mapping {m.name}, {f.label(i)}"
+        missing = False
         for side in ("local", "integration"):
-            col = getattr(f, side)
-            if col and col not in tables[side].c:
-                problems.append(Problem(where, f"column {col!r} does not exist in {side} table {m.side(side).table}"))
-        if f.constant is not None or f.local not in tables["local"].c or f.integration not in tables["integration"].c:
+            for col in f.columns(side):
+                if col not in tables[side].c:
+                    missing = True
+                    problems.append(Problem(where, f"column {col!r} does not exist in {side} table {m.side(side).table}"))
+        if f.constant is not None or missing:
             continue
         if f.parent is not None:
-            problems.extend(_check_parent_field(where, f.local, f.integration, tables, by_name.get(f.parent), engines))
+            problems.extend(_check_parent_field(where, f, tables, by_name.get(f.parent), engines))
             continue
         direction = m.field_direction(f)
         flows = ["to_integration", "from_integration"] if direction == "bidirectional" else [direction]
@@ -92,8 +94,9 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
 
 def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) -> list[Problem]:
     problems = []
-    if spec.key not in table.c:
-        problems.append(Problem(where, f"key column {spec.key!r} does not exist in {spec.table}"))
+    for name in spec.key_columns:
+        if name not in table.c:
+            problems.append(Problem(where, f"key column {name!r} does not exist in {spec.table}"))
     if spec.modified:
         if spec.modified not in table.c:
             problems.append(Problem(where, f"modified column {spec.modified!r} does not exist in {spec.table}"))
@@ -125,21 +128,23 @@ def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, en
     side = target_side(direction)
     spec = m.side(side)
     where = f"mapping {m.name}, {side}"
-    written = {getattr(f, side) for f in m.fields if m.field_direction(f) in (direction, "bidirectional") and getattr(f, side)}
+    written = {c for f in m.fields if m.field_direction(f) in (direction, "bidirectional") for c in f.columns(side)}
     problems = []
-    key = table.c.get(spec.key)
-    if key is not None and key.name not in written:
-        if not has_server_key(key) and category(key.type) not in ("uuid", "string"):
-            problems.append(Problem(where, f"key {key.name!r} has no default and no field maps onto it: "
+    composite = len(spec.key_columns) > 1
+    for key in (table.c[n] for n in spec.key_columns if n in table.c and n not in written):
+        what = f"key column {key.name!r} of the key {spec.key_label}" if composite else f"key {key.name!r}"
+        made_up = not composite and category(key.type) in ("uuid", "string")  # tablesync makes a uuid
+        if not (has_server_key(key) or key.server_default is not None) and not made_up:
+            problems.append(Problem(where, f"{what} has no default and no field maps onto it: "
                                            "map a field onto it or give the column a default"))
-        else:
-            why = key_default_problem(engine, key)
-            if why is not None:
-                problems.append(Problem(where, f"key {key.name!r}: {why}; map a field onto the key, or give the column "
-                                               "a sequence, identity, AUTO_INCREMENT or gen_random_uuid() default"))
+            continue
+        why = key_default_problem(engine, key)
+        if why is not None:
+            problems.append(Problem(where, f"{what}: {why}; map a field onto the key, or give the column "
+                                           "a sequence, identity, AUTO_INCREMENT or gen_random_uuid() default"))
     triggers: list[Trigger] | None = None
     for col in table.columns:
-        if col.name in written or col.name == spec.key or col.nullable or col.server_default is not None:
+        if col.name in written or col.name in spec.key_columns or col.nullable or col.server_default is not None:
             continue
         if triggers is None:
             triggers = before_insert_triggers(engine, table)
@@ -155,22 +160,24 @@ def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, en
     return problems
 
 
-def _check_parent_field(where: str, local: str, integration: str, tables: dict[str, sa.Table],
-                        parent: MappingSpec | None, engines: dict[str, sa.Engine | None]) -> list[Problem]:
-    """A parent field holds the parent mapping's record keys: each side must fit that side's key type."""
+def _check_parent_field(where: str, f: FieldSpec, tables: dict[str, sa.Table], parent: MappingSpec | None,
+                        engines: dict[str, sa.Engine | None]) -> list[Problem]:
+    """A parent field holds the parent mapping's record keys: each side's columns must fit that
+    side's key columns, in key order (their number is checked offline)."""
     problems: list[Problem] = []
     if parent is None:
         return problems
-    for side, column in (("local", local), ("integration", integration)):
+    for side in ("local", "integration"):
         spec, engine = parent.side(side), engines.get(parent.side(side).app)
         if engine is None:
             continue
         try:
-            key = reflect_table(engine, spec.table, spec.schema_).c.get(spec.key)
+            parent_table = reflect_table(engine, spec.table, spec.schema_)
         except sa.exc.NoSuchTableError:
             continue  # reported with the parent mapping
-        col = tables[side].c[column]
-        if key is not None and not compatible(category(key.type), category(col.type)):
-            problems.append(Problem(where, f"{side} {column} is {category(col.type)} ({col.type}) but holds keys of "
-                                           f"{parent.name}'s {side} key {spec.key}, which is {category(key.type)} ({key.type})"))
+        for column, key_name in zip(f.columns(side), spec.key_columns):
+            key, col = parent_table.c.get(key_name), tables[side].c[column]
+            if key is not None and not compatible(category(key.type), category(col.type)):
+                problems.append(Problem(where, f"{side} {column} is {category(col.type)} ({col.type}) but holds keys of "
+                                               f"{parent.name}'s {side} key {key_name}, which is {category(key.type)} ({key.type})"))
     return problems

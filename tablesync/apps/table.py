@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from tablesync.apps.values import canonical
 from tablesync.apps.writes import Failure, split_write
 from tablesync.config.model import SideSpec
 from tablesync.db import pg_bulk
-from tablesync.db.keys import key_batch
+from tablesync.db.keys import decode_key, encode_key, key_batch, tuple_in
 from tablesync.db.keys import key_in as _key_in
 
 T = TypeVar("T")
@@ -45,12 +45,43 @@ class AppTable:
         table = _reflect(engine, side)
         # SQLite reflects `INTEGER PRIMARY KEY` as nullable; a record key never is, and SQLAlchemy
         # needs to know that to return database-made keys of a bulk insert in order.
-        table.c[side.key].nullable = False
+        for name in side.key_columns:
+            table.c[name].nullable = False
         return cls(engine=engine, side=side, table=table)
 
     @property
+    def keys(self) -> list[sa.Column[Any]]:
+        """The key's columns, in key order (several for a composite key)."""
+        return [self.table.c[n] for n in self.side.key_columns]
+
+    @property
+    def composite(self) -> bool:
+        return len(self.side.key_columns) > 1
+
+    @property
     def key(self) -> sa.Column[Any]:
-        return self.table.c[self.side.key]
+        """The key column of a one-column key (the paths that only such keys take: pre-allocated keys)."""
+        assert not self.composite, "a composite key has no single column"
+        return self.table.c[self.side.key_columns[0]]
+
+    def key_of(self, row: Mapping[str, Any]) -> str:
+        """A row's record key as one string (`db.keys.encode_key`)."""
+        names = self.side.key_columns
+        return str(row[names[0]]) if len(names) == 1 else encode_key([row[n] for n in names])
+
+    def key_values(self, key: str) -> tuple[Any, ...]:
+        """A record key's column values, each in its column's type (ValueError for a malformed key)."""
+        cols = self.keys
+        return tuple(key_to_db(part, col) for part, col in zip(decode_key(key, len(cols)), cols))
+
+    def where_keys(self, keys: list[str]) -> sa.ColumnElement[bool]:
+        """`record key IN keys`: one array parameter on PostgreSQL for a one-column key; a row-value
+        IN list for a composite key."""
+        if not self.composite:
+            return key_in(self.key, keys, self.engine.dialect.name)
+        cols = self.keys
+        return tuple_in(cols, [decode_key(k, len(cols)) for k in keys], self.engine.dialect.name,
+                        lambda parts: tuple(key_to_db(p, c) for p, c in zip(parts, cols)))
 
     @property
     def modified(self) -> sa.Column[Any] | None:
@@ -70,7 +101,7 @@ class AppTable:
     def _columns(self, names: Sequence[str], raw: bool = False) -> list[Any]:
         """Key, modified-on and `names`; with `raw`, the mapped columns skip SQLAlchemy's result
         processing, so one malformed value (SQLite stores anything anywhere) fails only its record."""
-        fixed = [self.side.key, *([self.side.modified] if self.side.modified else [])]
+        fixed = [*self.side.key_columns, *([self.side.modified] if self.side.modified else [])]
         wanted = dict.fromkeys([*fixed, *names])
         return [self.table.c[n] if not raw or n in fixed else sa.type_coerce(self.table.c[n], sa.types.NullType()).label(n)
                 for n in wanted]
@@ -87,11 +118,11 @@ class AppTable:
 
     @translated_pages
     def pages(self, columns: Sequence[str], since: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
-        """Changed rows in keyset-paginated batches: by (modified, key) past `since`, else by key."""
-        mod, key = self.modified, self.key
-        last: tuple[Any, Any] | None = None
+        """Changed rows in keyset-paginated batches: by (modified, key…) past `since`, else by key."""
+        mod, names = self.modified, self.side.key_columns
+        last: tuple[Any, ...] | None = None
         while True:
-            def build(raw: bool, last: tuple[Any, Any] | None = last) -> sa.Select[Any]:
+            def build(raw: bool, last: tuple[Any, ...] | None = last) -> sa.Select[Any]:
                 return self._page_query(columns, raw, since, last).limit(batch_size)
 
             with self.engine.connect() as conn:
@@ -102,25 +133,32 @@ class AppTable:
             if len(rows) < batch_size:
                 return
             tail = rows[-1]
-            last = (tail.get(mod.name) if mod is not None else None, tail[key.name])
+            last = (tail.get(mod.name) if mod is not None else None, *(tail[n] for n in names))
 
-    def _page_query(self, columns: Sequence[str], raw: bool, since: Any, last: tuple[Any, Any] | None) -> sa.Select[Any]:
-        mod, key = self.modified, self.key
+    def _page_query(self, columns: Sequence[str], raw: bool, since: Any, last: tuple[Any, ...] | None) -> sa.Select[Any]:
+        mod, keys = self.modified, self.keys
         q = self._live(self._filtered(sa.select(*self._columns(columns, raw))))
         if since is not None and mod is not None:
             q = q.where(mod >= since)
             if last is not None:
-                if self.engine.dialect.name == "postgresql":
-                    # A row comparison is one range of the (modified, key) index; the OR form
-                    # re-read every row sharing the page's last timestamp (a mass update gives
-                    # them all one), so each page cost more than the last.
-                    q = q.where(sa.tuple_(mod, key) > sa.tuple_(sa.literal(last[0], mod.type), sa.literal(last[1], key.type)))
-                else:
-                    q = q.where(sa.or_(mod > last[0], sa.and_(mod == last[0], key > last[1])))
-            return q.order_by(mod, key)
+                q = q.where(self._after([mod, *keys], last))
+            return q.order_by(mod, *keys)
         if last is not None:
-            q = q.where(key > last[1])
-        return q.order_by(key)
+            q = q.where(self._after(keys, last[1:]))
+        return q.order_by(*keys)
+
+    def _after(self, cols: list[sa.Column[Any]], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        """Rows past `values` in the order of `cols`: the keyset condition of the next page."""
+        if len(cols) == 1:
+            return cols[0] > values[0]
+        if self.engine.dialect.name == "postgresql":
+            # A row comparison is one range of the (modified, key) index; the OR form re-read every
+            # row sharing the page's last timestamp (a mass update gives them all one), so each page
+            # cost more than the last.
+            return sa.tuple_(*cols) > sa.tuple_(*(sa.literal(v, c.type) for c, v in zip(cols, values)))
+        # (a, b, c) > (x, y, z) spelled out: what MySQL/MariaDB and SQLite plan as index ranges
+        return sa.or_(*(sa.and_(*(c == v for c, v in zip(cols[:i], values[:i])), cols[i] > values[i])
+                        for i in range(len(cols))))
 
     @translated
     def fetch(self, keys: Sequence[str], columns: Sequence[str], apply_filter: bool = True) -> dict[str, dict[str, Any]]:
@@ -133,11 +171,11 @@ class AppTable:
                 chunk = keylist[i:i + step]
 
                 def build(raw: bool, chunk: list[str] = chunk) -> sa.Select[Any]:
-                    q = self._live(sa.select(*self._columns(columns, raw)).where(key_in(self.key, chunk, self.engine.dialect.name)))
+                    q = self._live(sa.select(*self._columns(columns, raw)).where(self.where_keys(chunk)))
                     return self._filtered(q) if apply_filter else q
 
                 for row in self._rows(conn, build):
-                    out[str(row[self.key.name])] = row
+                    out[self.key_of(row)] = row
         return out
 
     @translated
@@ -148,18 +186,19 @@ class AppTable:
         step = key_batch(self.engine.dialect.name)
         with self.engine.connect() as conn:
             for i in range(0, len(keylist), step):
-                q = self._live(sa.select(self.key).where(key_in(self.key, keylist[i:i + step], self.engine.dialect.name)))
-                found.update(str(k) for k in conn.execute(q).scalars())
+                q = self._live(sa.select(*self.keys).where(self.where_keys(keylist[i:i + step])))
+                found.update(self.key_of(r._mapping) for r in conn.execute(q))
         return found
 
     @translated
     def missing(self, keys: Sequence[str]) -> set[str]:
         """Which of these keys no longer exist (or are soft-deleted).
 
-        On PostgreSQL the keys go as one binary array (no per-element text escaping) and the
-        server sends back only the missing ones, probing the key index per key: left to itself
-        the planner hashed the whole table for each chunk, which grew with the table (measured:
-        20k uuid keys against 1M rows, 0.21 s hashed, 0.065 s probed)."""
+        On PostgreSQL the keys go as binary arrays (no per-element text escaping; a composite
+        key as one array per column, unnested side by side) and the server sends back only the
+        missing ones, probing the key index per key: an anti-join on the key tuple. Left to
+        itself the planner hashed the whole table for each chunk, which grew with the table
+        (measured: 20k uuid keys against 1M rows, 0.21 s hashed, 0.065 s probed)."""
         keylist = [k for k in dict.fromkeys(keys) if k is not None]
         if not keylist:
             return set()
@@ -168,12 +207,20 @@ class AppTable:
         quote = self.engine.dialect.identifier_preparer.quote
         live = "" if self.deleted is None else " AND " + str(
             alive(self.deleted).compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
-        key_type = self.key.type.compile(dialect=self.engine.dialect)
-        table, key = self._qualified(), quote(self.key.name)
-        sql = (f"SELECT _ts_keys.k FROM unnest(%b::text[]) AS _ts_keys(k) WHERE NOT EXISTS "
-               f"(SELECT 1 FROM {table} WHERE {table}.{key} = CAST(_ts_keys.k AS {key_type}){live})")
+        table, cols = self._qualified(), self.keys
+        if len(cols) == 1:
+            arrays, names = [keylist], ["k"]
+            parts = [f"{table}.{quote(cols[0].name)} = CAST(_ts_keys.k AS {cols[0].type.compile(dialect=self.engine.dialect)})"]
+        else:
+            split = [decode_key(k, len(cols)) for k in keylist]
+            arrays = [keylist, *([p[i] for p in split] for i in range(len(cols)))]
+            names = ["k", *(f"k{i}" for i in range(len(cols)))]
+            parts = [f"{table}.{quote(c.name)} = CAST(_ts_keys.k{i} AS {c.type.compile(dialect=self.engine.dialect)})"
+                     for i, c in enumerate(cols)]
+        sql = (f"SELECT _ts_keys.k FROM unnest({', '.join(['%b::text[]'] * len(arrays))}) AS _ts_keys({', '.join(names)}) "
+               f"WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {' AND '.join(parts)}{live})")
         with self.engine.connect() as conn:  # the keys come back exactly as they went in
-            return {row[0] for row in pg_bulk.select_binary(conn, sql, [keylist], nested_loops=True)}
+            return {row[0] for row in pg_bulk.select_binary(conn, sql, arrays, nested_loops=True)}
 
     @translated
     def find_matches(self, columns: Sequence[str], wanted: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[str]]:
@@ -187,10 +234,11 @@ class AppTable:
             for i in range(0, len(unique), 500):
                 chunk = unique[i:i + 500]
                 cond = exprs[0].in_([t[0] for t in chunk]) if len(exprs) == 1 else sa.tuple_(*exprs).in_(chunk)
-                q = self._live(sa.select(self.key, *[e.label(f"m{j}") for j, e in enumerate(exprs)]).where(cond))
+                width = len(self.keys)
+                q = self._live(sa.select(*self.keys, *[e.label(f"m{j}") for j, e in enumerate(exprs)]).where(cond))
                 for row in conn.execute(q):
-                    values = tuple(match_value(canonical(v)) for v in row[1:])
-                    found.setdefault(values, []).append(str(row[0]))
+                    values = tuple(match_value(canonical(v)) for v in row[width:])
+                    found.setdefault(values, []).append(self.key_of(row._mapping))
         return found
 
     @translated
@@ -198,10 +246,10 @@ class AppTable:
         """A row whose mapped columns equal `values` and whose key is not in `exclude_keys`."""
         conds = [self.table.c[c] == v if v is not None else self.table.c[c].is_(None) for c, v in values.items()]
         with self.engine.connect() as conn:
-            q = self._live(sa.select(self.key).where(*conds)).order_by(self.key).limit(len(exclude_keys) + 1)
-            for (k,) in conn.execute(q):
-                if str(k) not in exclude_keys:
-                    return str(k)
+            q = self._live(sa.select(*self.keys).where(*conds)).order_by(*self.keys).limit(len(exclude_keys) + 1)
+            for row in conn.execute(q):
+                if self.key_of(row._mapping) not in exclude_keys:
+                    return self.key_of(row._mapping)
         return None
 
     @translated
@@ -238,10 +286,16 @@ class AppTable:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def key_strategy(self, key_from_source: bool) -> str:
-        """How new target rows get their key: from the source, pre-allocated, or returned by the insert."""
-        if key_from_source:
+    def key_strategy(self, mapped: Collection[str]) -> str:
+        """How new target rows get their key, given the target columns the mapping writes from its
+        source: from the source, pre-allocated, or returned by the insert. A composite key's
+        columns that no field writes must each have a default (an identity line number, say): the
+        insert returns them."""
+        unmapped = [c for c in self.keys if c.name not in mapped]
+        if not unmapped:
             return "source"
+        if self.composite:
+            return "returning" if all(has_server_key(c) or c.server_default is not None for c in unmapped) else "none"
         key = self.key
         always = key.identity is not None and bool(key.identity.always)
         if self.engine.dialect.name == "postgresql" and not always and (key.server_default is not None or key.identity is not None):
@@ -290,7 +344,7 @@ class AppTable:
 
     def delete(self, conn: sa.Connection, keys: Sequence[str]) -> None:
         """Delete these records: a soft-delete side only sets its `deleted:` column."""
-        cond = self.key.in_([key_to_db(k, self.key) for k in keys])
+        cond = self._key_list(keys)
         if self.deleted is None:
             conn.execute(sa.delete(self.table).where(cond))
         else:
@@ -302,13 +356,19 @@ class AppTable:
         """Clear the `deleted:` mark of these soft-deleted records; returns the keys it revived."""
         if self.deleted is None or not keys:
             return set()
-        cond = sa.and_(self.key.in_([key_to_db(k, self.key) for k in keys]), sa.not_(alive(self.deleted)))
+        cond = sa.and_(self._key_list(keys), sa.not_(alive(self.deleted)))
         clear = sa.false() if category(self.deleted.type) == "boolean" else None
         with self.engine.begin() as conn:
-            revived = {str(k) for k in conn.execute(sa.select(self.key).where(cond)).scalars()}
+            revived = {self.key_of(r._mapping) for r in conn.execute(sa.select(*self.keys).where(cond))}
             if revived:
                 conn.execute(sa.update(self.table).where(cond).values({self.deleted.name: clear}))
         return revived
+
+    def _key_list(self, keys: Sequence[str]) -> sa.ColumnElement[bool]:
+        """`record key IN (…)` with each key's values bound in the columns' types (a few keys: an action's)."""
+        if not self.composite:
+            return self.key.in_([key_to_db(k, self.key) for k in keys])
+        return sa.tuple_(*self.keys).in_([self.key_values(k) for k in keys])
 
     def _qualified(self) -> str:
         preparer = self.engine.dialect.identifier_preparer
@@ -326,11 +386,12 @@ class AppTable:
                 getter = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
                 self.copy_in(conn, columns, map(getter, rows))
                 return None
-        key = self.key.name
-        rows = [{**r, key: key_to_db(r[key], self.key)} if isinstance(r.get(key), str) else r for r in rows]
+        if not self.composite:
+            key = self.key.name
+            rows = [{**r, key: key_to_db(r[key], self.key)} if isinstance(r.get(key), str) else r for r in rows]
         if returning:
-            result = conn.execute(sa.insert(self.table).returning(self.key, sort_by_parameter_order=True), rows)
-            return [str(k) for k in result.scalars()]
+            result = conn.execute(sa.insert(self.table).returning(*self.keys, sort_by_parameter_order=True), rows)
+            return [self.key_of(r._mapping) for r in result]
         conn.execute(sa.insert(self.table), rows)
         return None
 
@@ -340,7 +401,7 @@ class AppTable:
         SQLAlchemy's bind processors (JSON serialisation and the like) still apply, but not to
         plain scalars, which psycopg dumps exactly as they are (the processor of NUMERIC would go
         through float); a string key goes as text, which PostgreSQL parses into the key's type."""
-        procs = [None if c == self.key.name or category(self.table.c[c].type) in _SCALARS
+        procs = [None if c in self.side.key_columns or category(self.table.c[c].type) in _SCALARS
                  else self.table.c[c].type.bind_processor(conn.dialect) for c in columns]
         if any(procs):
             rows = (tuple(v if p is None or v is None else p(v) for v, p in zip(r, procs)) for r in rows)
@@ -355,12 +416,14 @@ class AppTable:
         if len(rows) > 1 and pg_bulk.usable(conn) and self._may_stage(conn):
             self._update_staged(conn, columns, rows)
             return
+        keys = self.keys
         stmt = (
             sa.update(self.table)
-            .where(self.key == sa.bindparam("_key"))
+            .where(*(k == sa.bindparam(f"_k{i}") for i, k in enumerate(keys)))
             .values({c: sa.bindparam(f"_v_{c}") for c in columns})
         )
-        params = [{"_key": key_to_db(r["_key"], self.key), **{f"_v_{c}": r[c] for c in columns}} for r in rows]
+        params = [{**{f"_k{i}": v for i, v in enumerate(self.key_values(r["_key"]))}, **{f"_v_{c}": r[c] for c in columns}}
+                  for r in rows]
         conn.execute(stmt, params)
 
 
@@ -371,17 +434,19 @@ class AppTable:
 
     def _update_staged(self, conn: sa.Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         quote, dialect = self.engine.dialect.identifier_preparer.quote, self.engine.dialect
-        names = ["_key", *(f"_v{i}" for i in range(len(columns)))]
-        types = [self.key.type.compile(dialect=dialect), *(self.table.c[c].type.compile(dialect=dialect) for c in columns)]
+        keys = self.keys
+        names = [*(f"_k{i}" for i in range(len(keys))), *(f"_v{i}" for i in range(len(columns)))]
+        types = [*(k.type.compile(dialect=dialect) for k in keys), *(self.table.c[c].type.compile(dialect=dialect) for c in columns)]
         procs = [None if category(self.table.c[c].type) in _SCALARS else self.table.c[c].type.bind_processor(dialect)
                  for c in columns]
         pg_bulk.staging(conn, "_ts_updates", list(zip(names, types)),
-                        ((key_to_db(r["_key"], self.key),
+                        ((*self.key_values(r["_key"]),
                           *(p(r[c]) if p is not None and r[c] is not None else r[c] for c, p in zip(columns, procs)))
                          for r in rows))
         table = self._qualified()
         sets = ", ".join(f"{quote(c)} = s._v{i}" for i, c in enumerate(columns))
-        conn.execute(sa.text(f"UPDATE {table} SET {sets} FROM _ts_updates AS s WHERE {table}.{quote(self.key.name)} = s._key"))
+        on = " AND ".join(f"{table}.{quote(k.name)} = s._k{i}" for i, k in enumerate(keys))
+        conn.execute(sa.text(f"UPDATE {table} SET {sets} FROM _ts_updates AS s WHERE {on}"))
         conn.execute(sa.text("DROP TABLE _ts_updates"))
 
 

@@ -33,16 +33,39 @@ class AppSpec(_Strict):
 class SideSpec(_Strict):
     app: str
     table: str
-    key: str
+    key: str | list[str]  # one column, or the columns of a composite key, in key order
     modified: str | None = None
     filter: str | None = None
     deleted: str | None = None  # soft-delete column: a true flag or a set deleted-at means the record is deleted
     schema_: str | None = Field(default=None, alias="schema")
 
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("a composite key names at least one column")
+            twice = sorted({c for c in value if value.count(c) > 1})
+            if twice:
+                raise ValueError(f"the key names {', '.join(map(repr, twice))} more than once")
+        return value
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The key's columns in key order: one, or those of a composite key."""
+        return (self.key,) if isinstance(self.key, str) else tuple(self.key)
+
+    @property
+    def key_label(self) -> str:
+        """The key as operators wrote it: `id`, or `[actor_id, film_id]`."""
+        return self.key if isinstance(self.key, str) else "[" + ", ".join(self.key) + "]"
+
 
 class FieldSpec(_Strict):
-    local: str | None = None
-    integration: str | None = None
+    # A column, or for a parent field whose parent mapping has a composite key on that side, the
+    # list of columns that hold that key (in the parent key's order).
+    local: str | list[str] | None = None
+    integration: str | list[str] | None = None
     constant: Any = None
     direction: Direction | None = None
     transform: str | None = None
@@ -51,11 +74,20 @@ class FieldSpec(_Strict):
     transform_direction: OneWay | None = None
     parent: str | None = None  # the values are record keys of this mapping, translated through its couplings
 
+    def columns(self, side: str) -> tuple[str, ...]:
+        """The field's columns on `side`: none, one, or a composite parent key's."""
+        value = self.local if side == "local" else self.integration
+        return () if not value else (value,) if isinstance(value, str) else tuple(value)
+
     def label(self, index: int) -> str:
+        def shown(side: str) -> str:
+            value = self.local if side == "local" else self.integration
+            return "[" + ", ".join(value) + "]" if isinstance(value, list) else str(value)
+
         if self.constant is not None:
             side = "integration" if self.integration else "local"
-            return f"field #{index + 1} (constant → {side} {self.integration or self.local})"
-        return f"field #{index + 1} ({self.local} ↔ {self.integration})"
+            return f"field #{index + 1} (constant → {side} {shown(side)})"
+        return f"field #{index + 1} ({shown('local')} ↔ {shown('integration')})"
 
 
 class MappingSpec(_Strict):
@@ -151,7 +183,8 @@ def check_semantics(cfg: ConfigFile) -> list[Problem]:
         if m.local.app == m.integration.app and m.local.table == m.integration.table:
             problems.append(Problem(where, "local and integration are the same table"))
         problems.extend(_check_fields(m, transforms))
-        local_fields = {f.local for f in m.fields if f.local and f.constant is None}
+        problems.extend(_check_parent_keys(m, {x.name: x for x in cfg.mappings}))
+        local_fields = {f.local for f in m.fields if isinstance(f.local, str) and f.constant is None and f.parent is None}
         for name in m.match_on:
             if name not in local_fields:
                 problems.append(Problem(f"{where}, match_on", f"{name!r} is not a mapped local field"))
@@ -189,6 +222,15 @@ def _check_fields(m: MappingSpec, transforms: set[str]) -> list[Problem]:
         elif not f.local or not f.integration:
             problems.append(Problem(where, "a field needs both `local:` and `integration:` (or a `constant:` and one side)"))
             continue
+        lists = [side for side in SIDES if isinstance(getattr(f, side), list)]
+        if lists and f.parent is None:
+            given = ", ".join(f"{side}: {getattr(f, side)!r}" for side in lists)
+            problems.append(Problem(where, f"a list of columns ({given}) is for a parent field whose parent mapping has a "
+                                           "composite key: give `parent:`, or one column"))
+            continue
+        if any(isinstance(getattr(f, side), list) and not getattr(f, side) for side in SIDES):
+            problems.append(Problem(where, "an empty list of columns"))
+            continue
         if f.transform is not None and f.transform not in transforms:
             problems.append(Problem(where, f"unknown transform {f.transform!r}; known: {', '.join(sorted(transforms))}"))
         if f.parent is not None:
@@ -203,15 +245,31 @@ def _check_fields(m: MappingSpec, transforms: set[str]) -> list[Problem]:
                 problems.append(Problem(where, f"transform_direction {f.transform_direction!r} contradicts the field's "
                                                f"direction {direction}: drop it, or make the field two-way"))
         for d in ([direction] if direction != "bidirectional" else ["to_integration", "from_integration"]):
-            column = f.integration if d == "to_integration" else f.local
-            slot = (d, str(column))
-            if slot in written:
-                problems.append(Problem(where, f"{target_side(d)} column {column!r} is already written by field #{written[slot] + 1}"))
-            written[slot] = i
+            for column in f.columns(target_side(d)):
+                slot = (d, column)
+                if slot in written:
+                    problems.append(Problem(where, f"{target_side(d)} column {column!r} is already written by field #{written[slot] + 1}"))
+                written[slot] = i
             usable[d] = usable.get(d, 0) + (0 if f.constant is not None else 1)
     for d, count in usable.items():
         if count == 0:
             problems.append(Problem(f"mapping {m.name}", f"no field carries data {d.replace('_', ' ')}"))
+    return problems
+
+
+def _check_parent_keys(m: MappingSpec, by_name: dict[str, MappingSpec]) -> list[Problem]:
+    """A parent field holds its parent's record key on each side: as many columns as that key has."""
+    problems: list[Problem] = []
+    for i, f in enumerate(m.fields):
+        parent = by_name.get(f.parent) if f.parent else None
+        if parent is None or f.constant is not None:
+            continue
+        for side in SIDES:
+            have, key = f.columns(side), parent.side(side)
+            if have and len(have) != len(key.key_columns):
+                problems.append(Problem(f"mapping {m.name}, {f.label(i)}",
+                                        f"the {side} key of {parent.name} is {key.key_label} ({len(key.key_columns)} column(s)), "
+                                        f"so the field gives {len(key.key_columns)} {side} column(s), in that order; it gives {len(have)}"))
     return problems
 
 

@@ -10,11 +10,12 @@ import dramatiq
 import sqlalchemy as sa
 
 from tablesync.config.settings import Settings
-from tablesync.console.views import require_mapping
+from tablesync.console.views import record_key, require_mapping
 from tablesync.errors import UsageError
 from tablesync.store.coupling_queries import couplings_by_id, error_signature, skipped_couplings
 from tablesync.store.jobs import create_job
 from tablesync.store.mappings import StoredMapping, get_mapping
+from tablesync.sync.run import default_record_side
 
 SELECTING_KINDS = ("retry", "resolve", "uncouple", "restore", "delete")
 MAX_ID = 2**63 - 1
@@ -74,9 +75,24 @@ def enqueue_job(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Set
 
     with engine.begin() as conn:
         require_active(conn, mapping)
+        params = _keys_normalised(conn, mapping, params)
         job_id = create_job(conn, mapping, kind, operator=operator, params=params)
     dispatch(engine, broker, settings, job_id)
     return job_id
+
+
+def _keys_normalised(conn: sa.Connection, mapping: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The record keys an action names (couple's two, `sync --record`'s one) in the store's form,
+    or a UsageError before any job exists."""
+    out = dict(params)
+    for name, side in (("local_key", "local"), ("integration_key", "integration")):
+        if out.get(name) is not None:
+            out[name] = record_key(conn, mapping, side, str(out[name]))
+    if out.get("record") is not None:
+        stored = get_mapping(conn, mapping)
+        side = out.get("side") or (default_record_side(stored.spec.direction) if stored else "local")
+        out["record"] = record_key(conn, mapping, side, str(out["record"]))
+    return out
 
 
 def enqueue_selected(engine: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, kind: str,

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from tablesync.config.model import source_side
 from tablesync.console.render import error_object, iso, job_object
 from tablesync.db.engine import utcnow
-from tablesync.errors import UnknownMapping
+from tablesync.db.keys import normalize_key
+from tablesync.errors import UnknownMapping, UsageError
 from tablesync.store.coupling_queries import (
     count_couplings,
     couplings_by_id,
@@ -23,7 +24,7 @@ from tablesync.store.coupling_queries import (
     skipped_per_mapping,
 )
 from tablesync.store.jobs import count_jobs, errors_of, get_job, last_runs, list_jobs
-from tablesync.store.mappings import active_mappings, active_versions, known_mappings
+from tablesync.store.mappings import active_mappings, active_versions, get_mapping, known_mappings
 from tablesync.store.record_log import record_log
 
 REASONS = ("update_conflict", "deletion_conflict", "failures")
@@ -161,8 +162,23 @@ def mapping_names(engine: sa.Engine) -> list[str]:
         return sorted(active_versions(conn))
 
 
+def record_key(conn: sa.Connection, mapping: str, side: str, key: str) -> str:
+    """A record key as an operator typed it, in the form the store holds: a composite key may be
+    given as `[1, 23]` or `["1", "23"]` (SPEC §3); a malformed one is refused saying what it looks
+    like. A deactivated mapping's keys are taken as they are."""
+    stored = get_mapping(conn, mapping)
+    if stored is None:
+        return key
+    spec = stored.spec.side(side)
+    try:
+        return normalize_key(key, len(spec.key_columns))
+    except ValueError as exc:
+        raise UsageError(f"mapping {mapping}, {side} key {spec.key_label}: {exc}") from None
+
+
 def log_objects(conn: sa.Connection, mapping: str, key: str, side: str = "local") -> list[dict[str, Any]]:
     require_mapping(conn, mapping)
+    key = record_key(conn, mapping, side, key)
     return [{"job_id": r.job_id, "kind": r.kind, "direction": r.direction, "status": r.status, "outcome": r.outcome,
              "message": r.message, "operator": r.operator, "at": iso(r.at), "changes": r.changes,
              "local_key": r.local_key, "integration_key": r.integration_key} for r in record_log(conn, mapping, key, side)]
@@ -172,6 +188,8 @@ def coupling_objects(conn: sa.Connection, mapping: str, local: str | None = None
                      skipped: bool = False, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
     """Up to `limit` couplings, oldest first, and how many match in all."""
     require_mapping(conn, mapping)
+    local = None if local is None else record_key(conn, mapping, "local", local)
+    integration = None if integration is None else record_key(conn, mapping, "integration", integration)
     out = [{"coupling_id": r.id, "mapping": r.mapping, "local_key": r.local_key, "integration_key": r.integration_key,
             "skipped": r.skipped, "reason": r.skip_reason, "last_synced_at": iso(r.last_synced_at)}
            for r in find_couplings(conn, mapping, local, integration, skipped, limit)]
@@ -183,7 +201,7 @@ def mapping_sides(engine: sa.Engine) -> dict[str, dict[str, dict[str, str]]]:
     ("erp customers 10") in the operator's language rather than "local"."""
     with engine.connect() as conn:
         stored = active_mappings(conn)
-    return {s.spec.name: {side: {"app": s.spec.side(side).app, "table": s.spec.side(side).table, "key": s.spec.side(side).key}
+    return {s.spec.name: {side: {"app": s.spec.side(side).app, "table": s.spec.side(side).table, "key": s.spec.side(side).key_label}
                           for side in SIDES} for s in stored}
 
 
@@ -210,7 +228,7 @@ def deletion_preview(engine: sa.Engine, chosen: dict[str, list[int]]) -> list[di
         else:
             side = "local" if here["local"] else "integration"
             spec = m.spec.side(side)
-            item.update(action="delete", side=side, app=spec.app, table=spec.table, key_column=spec.key,
+            item.update(action="delete", side=side, app=spec.app, table=spec.table, key_column=spec.key_label,
                         key=getattr(r, f"{side}_key"))
         out.append(item)
     return out

@@ -1,16 +1,51 @@
-"""Looking rows up by many keys at once, the same way for the store and the apps.
+"""Record keys as one string, and looking rows up by many keys at once, the same way for the
+store and the apps.
 
-Record keys travel as strings everywhere in tablesync (the store's key columns are text); a lookup
-turns them into the column's type only where the database needs it.
+Record keys travel as strings everywhere in tablesync (the store's key columns are text, the CLI
+and API take and print them): a key of one column is its value as text; a composite key is the
+JSON array of its values as text, in key order (`["1","23"]`, SPEC §3). Only the app table that
+owns the key splits it into its columns and turns each into the column's type, where the
+database needs it; the engine and the store never look inside.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+
+def encode_key(values: Sequence[Any]) -> str:
+    """The record key of these key-column values (in key order) as one string."""
+    if len(values) == 1:
+        return str(values[0])
+    return json.dumps([str(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_key(key: str, width: int) -> list[str]:
+    """The column values (as text) of a record key of `width` columns; ValueError, saying what a
+    composite key looks like, for a string that is not one."""
+    if width == 1:
+        return [key]
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        parts = None
+    if (not isinstance(parts, list) or len(parts) != width
+            or not all(isinstance(p, (str, int)) and not isinstance(p, bool) for p in parts)):
+        example = json.dumps([str(i + 1) for i in range(width)], separators=(",", ":"))
+        raise ValueError(f"{key!r} is not a key of {width} columns: give the JSON array of its values, "
+                         f"in key order, such as '{example}'")
+    return [str(p) for p in parts]
+
+
+def normalize_key(key: str, width: int) -> str:
+    """A record key as a user typed it (`[1, 23]`, `["1", "23"]`) in the one form the store holds."""
+    return key if width == 1 else encode_key(decode_key(key, width))
+
 
 IN_CHUNK = 1000  # keys per `IN (...)` list where every key is a placeholder
 
@@ -30,3 +65,16 @@ def key_in(column: sa.Column[Any], keys: list[str], dialect: str,
         array = sa.bindparam(None, keys, type_=postgresql.ARRAY(sa.Text()))
         return column == sa.any_(sa.cast(array, postgresql.ARRAY(column.type)))
     return column.in_([to_db(k) for k in keys] if to_db is not None else keys)
+
+
+def tuple_in(columns: Sequence[sa.Column[Any]], keys: list[list[str]], dialect: str,
+             to_db: Callable[[list[str]], tuple[Any, ...]]) -> sa.ColumnElement[bool]:
+    """`(c1, c2, …) IN keys` for composite keys given as their parts (text). On PostgreSQL one text
+    array per column, unnested side by side and cast on the server (no placeholder per key, as
+    `key_in`); elsewhere a row-value IN list of the parts turned into the columns' types."""
+    if dialect == "postgresql":
+        arrays = [sa.cast(sa.bindparam(None, [k[i] for k in keys], type_=postgresql.ARRAY(sa.Text())), postgresql.ARRAY(c.type))
+                  for i, c in enumerate(columns)]
+        rows = sa.func.unnest(*arrays).table_valued(*(f"k{i}" for i in range(len(columns)))).render_derived()
+        return sa.tuple_(*columns).in_(sa.select(*rows.c))
+    return sa.tuple_(*columns).in_([to_db(k) for k in keys])

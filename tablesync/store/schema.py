@@ -45,8 +45,8 @@ couplings = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("mapping", sa.String(100), nullable=False),
-    sa.Column("local_key", sa.String(255)),
-    sa.Column("integration_key", sa.String(255)),
+    sa.Column("local_key", sa.Text),
+    sa.Column("integration_key", sa.Text),
     sa.Column("state", sa.String(16), nullable=False, default="synced"),  # pending | synced | uncoupled
     sa.Column("origin", sa.String(16)),  # local | integration: the side a pending insert copies from
     sa.Column("local_hash", sa.String(32)),
@@ -139,8 +139,8 @@ job_errors = sa.Table(
     sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("coupling_id", BigId),
     sa.Column("direction", sa.String(20)),
-    sa.Column("source_key", sa.String(255)),
-    sa.Column("destination_key", sa.String(255)),
+    sa.Column("source_key", sa.Text),
+    sa.Column("destination_key", sa.Text),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("created_at", TS, nullable=False),
@@ -154,8 +154,8 @@ record_events = sa.Table(
     sa.Column("job_id", BigId, nullable=False),  # no foreign key: one check per row of a bulk write; retention deletes by job
     sa.Column("mapping", sa.String(100), nullable=False),
     sa.Column("coupling_id", BigId),
-    sa.Column("local_key", sa.String(255)),
-    sa.Column("integration_key", sa.String(255)),
+    sa.Column("local_key", sa.Text),
+    sa.Column("integration_key", sa.Text),
     sa.Column("direction", sa.String(20)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("message", sa.Text),

@@ -326,10 +326,10 @@ class Action:
         src, tgt = plan.source_side(), plan.target_side()
         for page in self.tables[src].pages(plan.source_columns, None, self.ctx.batch_size):
             with self.ctx.store.connect() as conn:
-                known = cs.by_source_keys(conn, self.spec.name, plan.direction, [str(r[plan.source_key_column]) for r in page])
+                known = cs.by_source_keys(conn, self.spec.name, plan.direction, [plan.source_key(r) for r in page])
             wanted: dict[str, Any] = {}
             for row in page:
-                key = str(row[plan.source_key_column])
+                key = plan.source_key(row)
                 if key in known:
                     continue
                 try:

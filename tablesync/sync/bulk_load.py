@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from tablesync.apps.table import AppTable
 from tablesync.apps.values import content_hash
 from tablesync.db import pg_bulk
+from tablesync.db.keys import encode_key
 from tablesync.errors import RecordError
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
@@ -51,15 +52,15 @@ def usable(plan: DirectionPlan, target: AppTable, store: sa.Engine) -> bool:
     the write, one-way semantics without match_on or sync_only_coupled."""
     return (pg_bulk.usable(store) and not plan.keeps_snapshot
             and not plan.match_columns and not plan.sync_only_coupled
-            and target.key_strategy(plan.key_rule is not None) in ("preallocate", "uuid", "source"))
+            and target.key_strategy(plan.key_mapped) in ("preallocate", "uuid", "source"))
 
 
 def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page:
     """The Python half of a page: canonical values, hashes and target values of every row."""
-    key_col, mod_col, fields = plan.source_key_column, plan.source.modified, plan.target_fields
+    mod_col, fields = plan.source.modified, plan.target_fields
     page = Page(rows, [], [], [], [], [], [], [])
-    key_rule = plan.key_rule
-    key_index = fields.index(key_rule.target) if key_rule is not None else -1
+    from_source = plan.key_from_source
+    key_index = [fields.index(c) for c in plan.target_key_columns] if from_source else []
     for row in rows:
         canon = canonical_values(row, plan.source_columns)
         source_hash = content_hash(canon)
@@ -76,13 +77,13 @@ def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page
             target_hash = source_hash if hash_canon == canon else content_hash(hash_canon)
             mapped = tuple(map(values.get, fields))
         target_key = None
-        if key_rule is not None:
-            value = mapped[key_index]
-            if value is None:
+        if from_source:
+            parts = [mapped[i] for i in key_index]
+            if any(v is None for v in parts):
                 page.refused.append(row)
                 continue
-            target_key = str(value)
-        page.source_keys.append(str(row[key_col]))
+            target_key = str(parts[0]) if len(parts) == 1 else encode_key(parts)
+        page.source_keys.append(plan.source_key(row))
         page.target_keys.append(target_key)
         page.values.append(mapped)
         page.source_hashes.append(source_hash)
@@ -111,14 +112,14 @@ def insert_page(ctx: RunContext, plan: DirectionPlan, target: AppTable, page: Pa
         try:
             with target.transaction() as conn:  # one target transaction: its key defaults, then the rows
                 keys = page.target_keys
-                if plan.key_rule is None:  # a failing key default fails the job (AppError), not a record
-                    keys = (target.preallocate(len(keys), conn) if target.key_strategy(False) == "preallocate"
+                if not plan.key_from_source:  # a failing key default fails the job (AppError), not a record
+                    keys = (target.preallocate(len(keys), conn) if target.key_strategy(plan.key_mapped) == "preallocate"
                             else target.new_uuid_keys(len(keys)))
                 with ctx.store.begin() as store:  # committed before the rows are
                     batch, _ = cs.stage_inserts(store, plan.mapping, plan.direction, list(zip(page.source_keys, keys)),
                                                 ctx.job_id, ids=False)
-                columns = [target.key.name, *plan.target_fields] if plan.key_rule is None else list(plan.target_fields)
-                tuples = ((k, *v) for k, v in zip(keys, page.values)) if plan.key_rule is None else page.values
+                columns = [target.key.name, *plan.target_fields] if not plan.key_from_source else list(plan.target_fields)
+                tuples = ((k, *v) for k, v in zip(keys, page.values)) if not plan.key_from_source else page.values
                 if pg_bulk.usable(conn):
                     target.copy_in(conn, columns, tuples)
                 else:

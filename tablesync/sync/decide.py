@@ -61,7 +61,7 @@ def decide(
     canonicalising and hashing the source rows twice.
     """
     prepared = prepared if prepared is not None else prepare(plan, rows)
-    return [_decide_one(plan, row, couplings, targets, refs, prepared[str(row[plan.source_key_column])]) for row in rows]
+    return [_decide_one(plan, row, couplings, targets, refs, prepared[plan.source_key(row)]) for row in rows]
 
 
 Prepared = tuple[list[Any], str]  # a source row's canonical values (source_columns order) and their hash
@@ -69,11 +69,11 @@ Prepared = tuple[list[Any], str]  # a source row's canonical values (source_colu
 
 def prepare(plan: DirectionPlan, rows: list[Mapping[str, Any]]) -> dict[str, Prepared]:
     """Canonical values and hash of each source row, by source key: all an unchanged record costs."""
-    key, columns = plan.source_key_column, plan.source_columns
+    columns = plan.source_columns
     out = {}
     for row in rows:
         canon = canonical_values(row, columns)
-        out[str(row[key])] = (canon, content_hash(canon))
+        out[plan.source_key(row)] = (canon, content_hash(canon))
     return out
 
 
@@ -92,7 +92,7 @@ def _decide_one(
     refs: Refs | None,
     prepared: Prepared,
 ) -> Decision:
-    key = str(row[plan.source_key_column])
+    key = plan.source_key(row)
     coupling = couplings.get(key)
     if coupling is not None and coupling.skipped:
         return Decision(SKIP, key, coupling, target_key=coupling.target_key)
@@ -118,7 +118,7 @@ def _decide_one(
     base = dict(source_key=key, coupling=coupling, values=values, source_hash=source_hash, target_hash=target_hash,
                 source_values=dict(zip(plan.source_columns, source_canon)) if plan.keeps_snapshot else {})
 
-    if coupling is None or (coupling.target_key is None and plan.key_rule is None):
+    if coupling is None or (coupling.target_key is None and not plan.key_from_source):
         if plan.sync_only_coupled and (coupling is None or coupling.state != "pending"):
             return Decision(IGNORE, **base)
         return Decision(INSERT, target_key=_source_made_key(plan, values), **base)
@@ -168,7 +168,4 @@ def diff(plan: DirectionPlan, current: Mapping[str, Any], wanted: list[Any]) -> 
 
 
 def _source_made_key(plan: DirectionPlan, values: Mapping[str, Any]) -> str | None:
-    if plan.key_rule is None:
-        return None
-    value = values.get(plan.key_rule.target)
-    return None if value is None else str(value)
+    return plan.target_key(values)

@@ -31,13 +31,16 @@ CONFLICT: Action = "conflict"  # an update conflict left unresolved (the merged 
 
 @dataclass(frozen=True)
 class Conflict:
-    local_column: str
-    integration_column: str
+    """A field both sides changed to different values; a composite parent key's columns conflict together."""
+
+    local_columns: tuple[str, ...]
+    integration_columns: tuple[str, ...]
     local_value: Any
     integration_value: Any
 
     def describe(self) -> str:
-        return f"{self.local_column}: local {self.local_value!r} ≠ integration {self.integration_column} {self.integration_value!r}"
+        return (f"{', '.join(self.local_columns)}: local {self.local_value!r} ≠ integration "
+                f"{', '.join(self.integration_columns)} {self.integration_value!r}")
 
 
 @dataclass
@@ -100,46 +103,51 @@ def merge(plan: PairPlan, coupling: CouplingState, local: Mapping[str, Any], int
     def changed_i(col: str) -> bool:
         return i_moved if not isinstance(snap_i, dict) else cur_i.get(col) != snap_i.get(col)
 
+    def differ(want: Mapping[str, Any], cur: Mapping[str, Any], cols: tuple[str, ...]) -> list[str]:
+        return [c for c in cols if canonical(want[c]) != cur[c]]
+
     d = PairDecision(UPDATE, coupling)
     for f in plan.fields:
-        lc, ic = f.local, f.integration
-        if f.direction == "to_integration" and ic is not None:
-            if (f.constant or (lc is not None and changed_l(lc))) and canonical(want_i[ic]) != cur_i[ic]:
-                d.to_integration[ic] = want_i[ic]
-        elif f.direction == "from_integration" and lc is not None:
-            if (f.constant or (ic is not None and changed_i(ic))) and canonical(want_l[lc]) != cur_l[lc]:
-                d.to_local[lc] = want_l[lc]
-        elif lc is not None and ic is not None:
-            if canonical(want_i[ic]) == cur_i[ic] or canonical(want_l[lc]) == cur_l[lc]:
+        lc, ic = f.local, f.integration  # one column each, or a composite parent key's columns
+        if f.direction == "to_integration" and ic:
+            if f.constant or any(map(changed_l, lc)):
+                d.to_integration.update((c, want_i[c]) for c in differ(want_i, cur_i, ic))
+        elif f.direction == "from_integration" and lc:
+            if f.constant or any(map(changed_i, ic)):
+                d.to_local.update((c, want_l[c]) for c in differ(want_l, cur_l, lc))
+        elif lc and ic:
+            if not differ(want_i, cur_i, ic) or not differ(want_l, cur_l, lc):
                 # In agreement already (both sides may have changed to the same value). With a
                 # transform one way, either pass may be the one that made them agree: local "de"
                 # copied as "DE", or integration "Fr" copied back as is; writing again would ping-pong.
                 continue
-            lchg, ichg = changed_l(lc), changed_i(ic)
+            lchg, ichg = any(map(changed_l, lc)), any(map(changed_i, ic))
             if not (lchg or ichg):
                 continue  # as the last sync left it: a difference it accepted (a transform's) is no change
             if lchg and not ichg:
-                d.to_integration[ic] = want_i[ic]
+                d.to_integration.update((c, want_i[c]) for c in differ(want_i, cur_i, ic))
             elif ichg and not lchg:
-                d.to_local[lc] = want_l[lc]
+                d.to_local.update((c, want_l[c]) for c in differ(want_l, cur_l, lc))
             else:
-                d.conflicts.append(Conflict(lc, ic, local.get(lc), integration.get(ic)))
+                d.conflicts.append(Conflict(lc, ic, _value(local, lc), _value(integration, ic)))
 
     if d.conflicts:
         d.resolved_by = _winner(plan, local, integration)
         for c in d.conflicts:
             if d.resolved_by == "local":
-                d.to_integration[c.integration_column] = want_i[c.integration_column]
+                d.to_integration.update((col, want_i[col]) for col in c.integration_columns)
             elif d.resolved_by == "integration":
-                d.to_local[c.local_column] = want_l[c.local_column]
+                d.to_local.update((col, want_l[col]) for col in c.local_columns)
 
     new_l = {**cur_l, **{c: canonical(v) for c, v in d.to_local.items()}}
     new_i = {**cur_i, **{c: canonical(v) for c, v in d.to_integration.items()}}
     if d.conflicts and d.resolved_by is None:
         d.action = CONFLICT
         for c in d.conflicts:  # keep the pre-conflict values, so the conflict is seen again on retry
-            new_l[c.local_column] = snap_l.get(c.local_column) if isinstance(snap_l, dict) else None
-            new_i[c.integration_column] = snap_i.get(c.integration_column) if isinstance(snap_i, dict) else None
+            for col in c.local_columns:
+                new_l[col] = snap_l.get(col) if isinstance(snap_l, dict) else None
+            for col in c.integration_columns:
+                new_i[col] = snap_i.get(col) if isinstance(snap_i, dict) else None
     elif not d.to_local and not d.to_integration:
         d.action = UNCHANGED
     d.changes_local = {c: [cur_l.get(c), new_l[c]] for c in d.to_local}
@@ -147,6 +155,11 @@ def merge(plan: PairPlan, coupling: CouplingState, local: Mapping[str, Any], int
     d.snapshot = {"local": new_l, "integration": new_i}
     d.local_hash, d.integration_hash = side_hash(new_l, plan.local_columns), side_hash(new_i, plan.integration_columns)
     return d
+
+
+def _value(row: Mapping[str, Any], columns: tuple[str, ...]) -> Any:
+    """A field's value as a conflict shows it: a column's value, or a composite key's values."""
+    return row.get(columns[0]) if len(columns) == 1 else tuple(row.get(c) for c in columns)
 
 
 def _winner(plan: PairPlan, local: Mapping[str, Any], integration: Mapping[str, Any]) -> str | None:

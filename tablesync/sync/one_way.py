@@ -70,7 +70,7 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     with Pipeline(enabled=(since is None or source.modified is None) and not plan.match_columns, stages=2) as pipe:
         for page in source.pages(columns, since, ctx.batch_size * (BULK_PAGES if bulk else 1)):
             max_seen = page_top(source, page, max_seen)
-            rows = [r for r in page if str(r[source.side.key]) not in retried]
+            rows = [r for r in page if source.key_of(r) not in retried]
             if bulk:
                 with ctx.store.connect() as conn:
                     page = bulk_load.map_page(plan, rows, parent_refs(conn, plan, rows))
@@ -146,7 +146,7 @@ def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     """The reading half of `process_rows`: decisions and each record's modified-on (None: no rows)."""
     if not rows:
         return None
-    keys = [str(r[source.side.key]) for r in rows]
+    keys = [source.key_of(r) for r in rows]
     with ctx.store.connect() as conn:
         if couplings is None:
             couplings = cs.by_source_keys(conn, plan.mapping, plan.direction, keys)
@@ -158,7 +158,7 @@ def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     targets = target.fetch(wanted, plan.target_fields, apply_filter=False)
     decisions = decide(plan, rows, couplings, targets, refs, prepared)
     match_decisions(ctx.store, plan, source, target, decisions)
-    modified_of = {str(r[source.side.key]): r.get(source.side.modified) if source.side.modified else None for r in rows}
+    modified_of = {source.key_of(r): r.get(source.side.modified) if source.side.modified else None for r in rows}
     return decisions, modified_of
 
 
@@ -176,7 +176,7 @@ def _recover_unkeyed(ctx: RunContext, plan: DirectionPlan, target: AppTable, row
     suspects = [c for c in couplings.values() if c.state == "pending" and c.target_key is None and c.last_result is None]
     if not suspects:
         return couplings
-    by_key = {str(r[plan.source_key_column]): r for r in rows}
+    by_key = {plan.source_key(r): r for r in rows}
     adopted: list[tuple[int, str]] = []
     taken: set[str] = set()
     for c in suspects:

@@ -21,6 +21,7 @@ from tablesync.apps.schema import category, coerce
 from tablesync.apps.values import AS_IS, canonical
 from tablesync.config.model import MappingSpec, SideSpec, source_side, target_side
 from tablesync.config.transforms import get_transform
+from tablesync.db.keys import decode_key, encode_key
 from tablesync.errors import RecordError
 
 
@@ -32,6 +33,11 @@ class FieldRule:
     transform: Callable[[Any], Any] | None = None
     transform_name: str | None = None
     parent: str | None = None  # a mapping whose couplings translate this field's keys
+    # A composite parent key: the source columns that hold it (in key order), and which part of the
+    # translated target-side key (of `parent_width` columns) this rule writes.
+    parent_sources: tuple[str, ...] = ()
+    parent_part: int = 0
+    parent_width: int = 1
     plain_type: type | None = None  # a source value of exactly this type is written unchanged (no coercion)
 
 
@@ -44,7 +50,7 @@ class DirectionPlan:
     rules: tuple[FieldRule, ...]
     source_columns: tuple[str, ...]
     sync_only_coupled: bool
-    key_rule: FieldRule | None  # a rule that writes the target key: the key comes from the source
+    key_mapped: frozenset[str]  # the target key's columns that a field writes from the source
     skip_after_failures: int = 3
     match_columns: tuple[str, ...] = ()  # target columns compared by match-based coupling
     source_match_columns: tuple[str, ...] = ()  # the source columns they come from, in the same order
@@ -78,9 +84,32 @@ class DirectionPlan:
     def target_hash_columns(self) -> tuple[str, ...]:
         return self.target_snapshot or self.target_fields
 
+    @cached_property
+    def source_key_columns(self) -> tuple[str, ...]:
+        return self.source.key_columns
+
+    @cached_property
+    def target_key_columns(self) -> tuple[str, ...]:
+        return self.target.key_columns
+
     @property
-    def source_key_column(self) -> str:
-        return self.source.key
+    def key_from_source(self) -> bool:
+        """Every column of the target key is written by a field: new target records' keys are
+        known from the source, before the insert."""
+        return all(c in self.key_mapped for c in self.target_key_columns)
+
+    def source_key(self, row: Mapping[str, Any]) -> str:
+        """A source row's record key as one string (`db.keys.encode_key`)."""
+        names = self.source_key_columns
+        return str(row[names[0]]) if len(names) == 1 else encode_key([row[n] for n in names])
+
+    def target_key(self, values: Mapping[str, Any]) -> str | None:
+        """The target key that mapped values carry (None unless every key column is mapped and
+        set): written from the source, it is known before the insert."""
+        if not self.key_from_source:
+            return None
+        parts = [values.get(c) for c in self.target_key_columns]
+        return None if any(v is None for v in parts) else encode_key(parts)
 
     def source_side(self) -> str:
         return source_side(self.direction)
@@ -97,13 +126,17 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         fdir = spec.field_direction(f)
         if fdir not in (direction, "bidirectional"):
             continue
-        target_col = f.integration if tgt == "integration" else f.local
-        if target_col is None:
+        targets, sources = f.columns(tgt), f.columns(src)
+        if not targets:
             continue
         if f.constant is not None:
-            rules.append(FieldRule(target=target_col, constant=f.constant))
+            rules.append(FieldRule(target=targets[0], constant=f.constant))
             continue
-        source_col = f.local if src == "local" else f.integration
+        if f.parent is not None and (len(targets) > 1 or len(sources) > 1):
+            rules.extend(FieldRule(target=t, source=sources[min(i, len(sources) - 1)], parent=f.parent, parent_sources=sources,
+                                   parent_part=i, parent_width=len(targets)) for i, t in enumerate(targets))
+            continue
+        target_col, source_col = targets[0], sources[0]
         fn = get_transform(f.transform) if spec.transform_applies(f, direction) else None
         plain = None
         if fn is None and f.parent is None and source_col is not None:
@@ -115,7 +148,7 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
     # snapshot must cover the whole record on both sides for the three-way comparison.
     source_cols = side_columns(spec, src)
     target_spec = spec.side(tgt)
-    key_rule = next((r for r in rules if r.target == target_spec.key and r.source is not None), None)
+    key_mapped = frozenset(r.target for r in rules if r.target in target_spec.key_columns and r.source is not None)
     columns = {c.name: c for c in target_table.columns} if target_table is not None else None
     if direction == "to_integration":
         pairs = [(r.target, r.source) for name in spec.match_on for r in rules if r.source == name]
@@ -125,7 +158,7 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
     return DirectionPlan(
         mapping=spec.name, direction=direction, source=spec.side(src), target=target_spec,
         rules=tuple(rules), source_columns=source_cols, sync_only_coupled=spec.sync_only_coupled,
-        key_rule=key_rule, target_columns=columns, skip_after_failures=spec.skip_after_failures,
+        key_mapped=key_mapped, target_columns=columns, skip_after_failures=spec.skip_after_failures,
         match_columns=match, source_match_columns=source_match, on_deletion_conflict=spec.on_deletion_conflict, target_snapshot=side_columns(spec, tgt),
         keeps_snapshot=spec.direction == "bidirectional", deletion_scan_seconds=spec.deletion_scan_seconds(),
     )
@@ -159,8 +192,7 @@ def plain_type(source: sa.Column[Any] | None, target: sa.Column[Any] | None) -> 
 
 def side_columns(spec: MappingSpec, side: str) -> tuple[str, ...]:
     """The side's mapped columns in field order (a constant's column belongs to the side it is written to)."""
-    names = (f.local if side == "local" else f.integration for f in spec.fields)
-    return tuple(dict.fromkeys(n for n in names if n))
+    return tuple(dict.fromkeys(c for f in spec.fields for c in f.columns(side)))
 
 
 Refs = Mapping[str, Mapping[str, str]]  # target column of a parent field → {source-side key: target-side key}
@@ -178,12 +210,15 @@ def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None
         if rule.plain_type is not None and (value is None or type(value) is rule.plain_type):
             out[rule.target] = value
             continue
-        if rule.parent is not None and value is not None:
-            found = (refs or {}).get(rule.target, {}).get(str(value))
-            if found is None:
-                raise RecordError(f"field {rule.source} → {rule.target}: the parent record {value} of mapping "
-                                  f"{rule.parent} is not coupled yet; this record is retried after {rule.parent} syncs it")
-            value = found
+        if rule.parent is not None:
+            value = parent_key(rule, row)
+            if value is not None:
+                found = (refs or {}).get(rule.target, {}).get(value)
+                if found is None:
+                    raise RecordError(f"field {', '.join(rule.parent_sources) or rule.source} → {rule.target}: the parent record "
+                                      f"{value} of mapping {rule.parent} is not coupled yet; this record is retried after "
+                                      f"{rule.parent} syncs it")
+                value = found if rule.parent_width == 1 else decode_key(found, rule.parent_width)[rule.parent_part]
         if rule.transform is not None:
             try:
                 value = rule.transform(value)
@@ -198,6 +233,16 @@ def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None
                     raise RecordError(f"field {rule.source or 'constant'} → {rule.target}: {exc}") from None
         out[rule.target] = value
     return out
+
+
+def parent_key(rule: FieldRule, row: Mapping[str, Any]) -> str | None:
+    """The parent mapping's source-side record key that a parent field's columns hold in `row`
+    (None: no parent; a composite key with any part null refers to nothing, as in SQL)."""
+    if len(rule.parent_sources) > 1:
+        parts = [row.get(c) for c in rule.parent_sources]
+        return None if any(v is None for v in parts) else encode_key(parts)
+    value = row.get(rule.source) if rule.source is not None else None
+    return None if value is None else str(value)
 
 
 def copied_values(plan: DirectionPlan, row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -223,8 +268,11 @@ def canonical_values(values: Mapping[str, Any], columns: tuple[str, ...]) -> lis
 
 @dataclass(frozen=True)
 class PairField:
-    local: str | None
-    integration: str | None
+    """A field as the merge sees it: its columns on each side (several for a composite parent
+    key, which merges as one value), its direction, and whether it is a constant."""
+
+    local: tuple[str, ...]
+    integration: tuple[str, ...]
     direction: str  # to_integration | from_integration | bidirectional
     constant: bool = False
 
@@ -255,7 +303,8 @@ class PairPlan:
 
 
 def pair_plan(spec: MappingSpec, to_integration: DirectionPlan, from_integration: DirectionPlan) -> PairPlan:
-    fields = tuple(PairField(f.local, f.integration, spec.field_direction(f), f.constant is not None) for f in spec.fields)
+    fields = tuple(PairField(f.columns("local"), f.columns("integration"), spec.field_direction(f), f.constant is not None)
+                   for f in spec.fields)
     return PairPlan(spec.name, to_integration, from_integration, fields, spec.on_update_conflict,
                     spec.local.modified, spec.integration.modified)
 

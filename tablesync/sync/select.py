@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tablesync.apps.table import AppTable
 from tablesync.store import couplings as cs
 from tablesync.sync.context import RunContext
-from tablesync.sync.plan import DirectionPlan, Refs
+from tablesync.sync.plan import DirectionPlan, Refs, parent_key
 
 
 def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
@@ -38,8 +38,12 @@ def parent_refs(conn: sa.Connection, plan: DirectionPlan, rows: Sequence[Mapping
     """How these rows' parent keys cross over: for each parent field, {source-side key: target-side
     key} from the parent mapping's couplings (one query per parent field)."""
     out: dict[str, dict[str, str]] = {}
+    done: dict[tuple[str, ...], dict[str, str]] = {}  # the columns of a composite parent key are translated once
     for rule in plan.rules:
         if rule.parent is not None and rule.source is not None:
-            keys = sorted({str(r[rule.source]) for r in rows if r.get(rule.source) is not None})
-            out[rule.target] = cs.translate(conn, rule.parent, plan.direction, keys) if keys else {}
+            group = rule.parent_sources or (rule.source,)
+            if group not in done:
+                keys = sorted({k for r in rows if (k := parent_key(rule, r)) is not None})
+                done[group] = cs.translate(conn, rule.parent, plan.direction, keys) if keys else {}
+            out[rule.target] = done[group]
     return out

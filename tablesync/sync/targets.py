@@ -46,7 +46,7 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
     A record no key can be found for becomes a FAIL decision."""
     if not todo:
         return []
-    strategy = target.key_strategy(plan.key_rule is not None)
+    strategy = target.key_strategy(plan.key_mapped)
     unkeyed = [d for d in todo if d.target_key is None]
     if unkeyed and strategy in ("preallocate", "uuid"):
         fresh = target.preallocate(len(unkeyed)) if strategy == "preallocate" else target.new_uuid_keys(len(unkeyed))
@@ -55,7 +55,7 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
     elif unkeyed and strategy == "none":
         for d in unkeyed:
             d.action = FAIL
-            d.message = (f"cannot insert into {plan.target.table}: its key {plan.target.key} has no default; "
+            d.message = (f"cannot insert into {plan.target.table}: its key {plan.target.key_label} has no default; "
                          "map a field onto it or give the column a default")
         todo = [d for d in todo if d.action == INSERT]
     returning = strategy == "returning"
@@ -71,11 +71,11 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
         d.coupling_id = ids[d.source_key]
         d.staged_batch = batch if d.source_key in staged else None
 
-    key_col = target.key
+    # a pre-allocated or made-up key goes with the row, as a string: AppTable.insert converts it
+    key_name = None if strategy not in ("preallocate", "uuid") else target.key.name
 
     def write(conn: sa.Connection, part: Sequence[Decision]) -> list[Any] | None:
-        # keys go as strings: AppTable.insert converts them where its path needs to
-        rows = [{**d.values, key_col.name: d.target_key} if d.target_key is not None else d.values for d in part]
+        rows = [{**d.values, key_name: d.target_key} if key_name and d.target_key is not None else d.values for d in part]
         return target.insert(conn, rows, returning=returning and any(d.target_key is None for d in part))
 
     done, failed = target.write(todo, write)

@@ -52,7 +52,7 @@ def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integ
         table, top = tables[side], None
         for page in table.pages([], minus_overlap(marks[side], ctx.overlap_seconds), KEY_PAGE):
             top = page_top(table, page, top)
-            keys[side].extend(str(r[table.side.key]) for r in page)
+            keys[side].extend(table.key_of(r) for r in page)
             ctx.beat()
         tops[side] = top
     for side, key in retry:

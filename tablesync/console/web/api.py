@@ -218,7 +218,7 @@ def couplings(name: MAPPING, response: Response, user: Operator, web: Web,
     return out
 
 
-@router.get("/records/{name}/{side}/{key}", response_model=list[LogEntryOut], tags=["records"])
+@router.get("/records/{name}/{side}/{key:path}", response_model=list[LogEntryOut], tags=["records"])
 def record_log(name: MAPPING, side: Side, key: KEY, user: Operator, web: Web) -> list[dict]:  # type: ignore[type-arg]
     """A record's synchronization log, oldest first: also the audit trail of what operators did to it."""
     with web.engine.connect() as conn:
