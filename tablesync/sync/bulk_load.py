@@ -132,6 +132,7 @@ def insert_page(ctx: RunContext, plan: DirectionPlan, target: AppTable, page: Pa
             # inserts the page record by record where it must, failing only the bad ones.
             with ctx.store.begin() as store:
                 cs.promote_intents(store, plan.mapping, batch, drop=True)
+            ctx.collided.update((plan.direction, k) for k in page.source_keys)
             return None, general(page.rows)
     if page.refused:
         counters.add(general(page.refused))

@@ -63,3 +63,6 @@ class RunContext:
     full: bool = False
     beat: Callable[[], None] = lambda: None
     handled: set[int] = field(default_factory=set)  # couplings decided in this job (bidirectional: decide once)
+    # (direction, source key) of bulk inserts this job rolled back: a target row found under such a
+    # record's key was there before, so finishing its insert couples it rather than inserts it
+    collided: set[tuple[str, str]] = field(default_factory=set)

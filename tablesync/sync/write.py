@@ -77,8 +77,9 @@ def apply_batch(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
                 counters.coupled += 1
                 _event(batch, d, "coupled")
             elif d.completes_insert:
-                counters.inserted += 1
-                _event(batch, d, "inserted")
+                outcome = "coupled" if (plan.direction, d.source_key) in ctx.collided else "inserted"
+                setattr(counters, outcome, getattr(counters, outcome) + 1)
+                _event(batch, d, outcome)
             elif not already_counted:
                 counters.unchanged += 1
             if d.matched or d.completes_insert or _needs_refresh(d):
@@ -96,7 +97,8 @@ def apply_batch(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
             batch.successes.append(_success(plan, d, modified_of))
             _event(batch, d, "inserted")
     for d in updated:
-        outcome = "coupled" if d.matched else "inserted" if d.completes_insert else "modified"
+        outcome = ("coupled" if d.matched or (d.completes_insert and (plan.direction, d.source_key) in ctx.collided)
+                   else "inserted" if d.completes_insert else "modified")
         setattr(counters, outcome, getattr(counters, outcome) + 1)
         batch.successes.append(_success(plan, d, modified_of))
         _event(batch, d, outcome)
