@@ -91,3 +91,14 @@ def before_insert_triggers(engine: sa.Engine, table: sa.Table) -> list[Trigger]:
         else:
             rows = []
     return [Trigger(str(r[0]), str(r[1])) for r in rows]
+
+
+def mariadb_json_columns(engine: sa.Engine, table: sa.Table) -> set[str]:
+    """MariaDB's JSON is LONGTEXT with a `json_valid(col)` check: reflection sees only the text."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return set()
+    with engine.connect() as conn:
+        clauses = conn.execute(sa.text(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t"), {"s": table.schema, "t": table.name}).scalars()
+        return {m.group(1) for c in clauses if (m := re.fullmatch(r"\s*json_valid\(`([^`]+)`\)\s*", str(c)))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tablesync.apps.catalog import Trigger, before_insert_triggers, key_default_problem
-from tablesync.apps.schema import category, compatible, has_server_key, reflect_table
+from tablesync.apps.schema import category, compatible, fit_problems, has_server_key, reflect_table
 from tablesync.config.load import expand_env
 from tablesync.config.model import ConfigFile, FieldSpec, MappingSpec, SideSpec, target_side
 from tablesync.db.engine import create_engine, redact_url
@@ -82,9 +82,15 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
             src, tgt = ("local", "integration") if d == "to_integration" else ("integration", "local")
             s_col, t_col = tables[src].c[getattr(f, src)], tables[tgt].c[getattr(f, tgt)]
             s_cat, t_cat = category(s_col.type), category(t_col.type)
-            if not m.transform_applies(f, d) and not compatible(s_cat, t_cat):
+            if m.transform_applies(f, d):
+                continue
+            if not compatible(s_cat, t_cat):
+                hint = "; give the field a transform (`seconds` for a duration)" if "interval" in (s_cat, t_cat) else ""
                 problems.append(Problem(where, f"incompatible types: {src} {s_col.name} is {s_cat} ({s_col.type}), "
-                                               f"{tgt} {t_col.name} is {t_cat} ({t_col.type})"))
+                                               f"{tgt} {t_col.name} is {t_cat} ({t_col.type}){hint}"))
+                continue
+            problems.extend(Problem(where, f"{d.replace('_', ' ')}: {message}", severity)  # type: ignore[arg-type]
+                            for severity, message in fit_problems(s_col, t_col))
     for d in m.directions():
         engine = engines[m.side(target_side(d)).app]
         assert engine is not None, "both tables were reflected"

@@ -10,6 +10,7 @@ AppError, never a driver exception, and never wrap a call themselves.
 
 from __future__ import annotations
 
+import json
 import operator
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -401,8 +402,7 @@ class AppTable:
         SQLAlchemy's bind processors (JSON serialisation and the like) still apply, but not to
         plain scalars, which psycopg dumps exactly as they are (the processor of NUMERIC would go
         through float); a string key goes as text, which PostgreSQL parses into the key's type."""
-        procs = [None if c in self.side.key_columns or category(self.table.c[c].type) in _SCALARS
-                 else self.table.c[c].type.bind_processor(conn.dialect) for c in columns]
+        procs = [None if c in self.side.key_columns else _copy_processor(self.table.c[c], conn.dialect) for c in columns]
         if any(procs):
             rows = (tuple(v if p is None or v is None else p(v) for v, p in zip(r, procs)) for r in rows)
         pg_bulk.copy_rows(conn, self._qualified(), columns, rows)
@@ -437,8 +437,7 @@ class AppTable:
         keys = self.keys
         names = [*(f"_k{i}" for i in range(len(keys))), *(f"_v{i}" for i in range(len(columns)))]
         types = [*(k.type.compile(dialect=dialect) for k in keys), *(self.table.c[c].type.compile(dialect=dialect) for c in columns)]
-        procs = [None if category(self.table.c[c].type) in _SCALARS else self.table.c[c].type.bind_processor(dialect)
-                 for c in columns]
+        procs = [_copy_processor(self.table.c[c], dialect) for c in columns]
         pg_bulk.staging(conn, "_ts_updates", list(zip(names, types)),
                         ((*self.key_values(r["_key"]),
                           *(p(r[c]) if p is not None and r[c] is not None else r[c] for c, p in zip(columns, procs)))
@@ -451,6 +450,18 @@ class AppTable:
 
 
 _SCALARS = frozenset({"string", "integer", "numeric", "float", "boolean", "datetime", "date", "time", "uuid", "binary"})
+
+
+def _copy_processor(col: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+    """How a value goes into COPY for `col`: plain scalars as they are (psycopg dumps them
+    exactly), JSON as its text (COPY cannot adapt a dict or list as json), anything else through
+    the type's own bind processor."""
+    kind = category(col.type)
+    if kind in _SCALARS:
+        return None
+    if kind == "json":
+        return lambda v: json.dumps(v, ensure_ascii=False)
+    return col.type.bind_processor(dialect)
 
 
 def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ changing its own result would rewrite the target forever.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -46,6 +47,15 @@ def _lower(value: Any) -> Any:
 @register_transform("strip")
 def _strip(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
+
+
+@register_transform("seconds")
+def _seconds(value: Any) -> Any:
+    """A duration (PostgreSQL interval, MySQL TIME beyond a day) as its number of seconds."""
+    if isinstance(value, timedelta):
+        total = value.total_seconds()
+        return int(total) if total.is_integer() else total
+    return value
 
 
 def _load_entry_points() -> None:

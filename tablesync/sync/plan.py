@@ -39,6 +39,7 @@ class FieldRule:
     parent_part: int = 0
     parent_width: int = 1
     plain_type: type | None = None  # a source value of exactly this type is written unchanged (no coercion)
+    source_category: str | None = None  # the source column's kind of values, where it decides their form in the target
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,9 @@ def compile_plan(spec: MappingSpec, direction: str, target_table: sa.Table | Non
         if fn is None and f.parent is None and source_col is not None:
             plain = plain_type(source_table.c.get(source_col) if source_table is not None else None,
                                target_table.c.get(target_col) if target_table is not None else None)
+        source_column = source_table.c.get(source_col) if source_table is not None and source_col is not None else None
         rules.append(FieldRule(target=target_col, source=source_col, transform=fn, transform_name=f.transform if fn else None, parent=f.parent,
-                               plain_type=plain))
+                               plain_type=plain, source_category=category(source_column.type) if source_column is not None else None))
     # Every mapped column of each side, whichever way its field flows: a bidirectional mapping's
     # snapshot must cover the whole record on both sides for the three-way comparison.
     source_cols = side_columns(spec, src)
@@ -228,7 +230,7 @@ def target_values(plan: DirectionPlan, row: Mapping[str, Any], refs: Refs | None
             col = plan.target_columns.get(rule.target)
             if col is not None:
                 try:
-                    value = coerce(value, col)
+                    value = coerce(value, col, None if rule.transform is not None else rule.source_category)
                 except ValueError as exc:
                     raise RecordError(f"field {rule.source or 'constant'} → {rule.target}: {exc}") from None
         out[rule.target] = value
