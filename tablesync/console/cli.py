@@ -205,6 +205,7 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.console.operations import broker_for, require_active
+    from tablesync.sync.run import default_record_side
     from tablesync.worker.enqueue import enqueue_sync
 
     if args.side and args.record is None:
@@ -214,6 +215,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     engine = store(settings)
     with engine.connect() as conn:
         stored = require_active(conn, args.mapping)
+        if args.record is not None:  # a composite key as typed ([1, 23]) in the store's form
+            args.record = views.record_key(conn, args.mapping, args.side or default_record_side(stored.spec.direction), args.record)
     if args.dry_run:
         return _dry_run(engine, settings, stored, args.json, full=args.full, record=args.record, side=args.side)
     broker = broker_for(settings)

