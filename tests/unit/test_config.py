@@ -88,6 +88,14 @@ def test_valid_config_parses() -> None:
      "mapping CUSTOMER, field #3 (parent_id ↔ parentid): parent 'CUSTOMER' must also be listed in depends_on"),
     (lambda d: (m0(d).update(on_update_conflict="newest_wins"), m0(d)["integration"].pop("modified")),
      "mapping CUSTOMER, on_update_conflict: newest_wins compares modified-on values"),
+    (lambda d: m0(d)["local"].update(key=[]), "mapping CUSTOMER, local, key: a composite key names at least one column"),
+    (lambda d: m0(d)["local"].update(key=["a", "b", "a"]), "mapping CUSTOMER, local, key: the key names 'a' more than once (got ['a', 'b', 'a'])"),
+    (lambda d: m0(d)["fields"][0].update(local=["first", "last"]),
+     "mapping CUSTOMER, field #1 ([first, last] ↔ name): a list of columns (local: ['first', 'last']) is for a parent field"),
+    (lambda d: (m0(d).update(depends_on=["CUSTOMER"]), d["mappings"].append({**copy.deepcopy(m0(d)), "name": "LINE",
+               "depends_on": ["CUSTOMER"], "fields": [{"local": ["doc", "no"], "integration": "order_id", "parent": "CUSTOMER"}]})),
+     "mapping LINE, field #1 ([doc, no] ↔ order_id): the local key of CUSTOMER is id (1 column(s)), so the field gives 1 local "
+     "column(s), in that order; it gives 2"),
 ])
 def test_each_problem_is_located_and_explained(mutate: Any, expected: str) -> None:
     found = problems(mutate)
