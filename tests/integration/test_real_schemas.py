@@ -248,7 +248,7 @@ def film_actor_mapping(**extra: object) -> dict:
                    side("pg", "film_actor", ["actor_id", "film_id"], modified="last_update"),
                    [{"local": "actor_id", "integration": "actor_id", "parent": "ACTOR"},
                     {"local": "film_id", "integration": "film_id", "parent": "FILM"}],
-                   depends_on=["ACTOR", "FILM"], on_deletion_conflict="delete", **extra)
+                   **{"depends_on": ["ACTOR", "FILM"], "on_deletion_conflict": "delete", **extra})
 
 
 def test_the_link_table_film_actor_syncs_by_its_composite_key(sakila: Sakila) -> None:
@@ -316,6 +316,24 @@ def test_composite_keys_in_operator_actions_and_reads(sakila: Sakila) -> None:
         assert total == 1 and out[0]["integration_key"] == '["1","23"]'
         log = views.log_objects(conn, "FILM_ACTOR", '[ 1, "23" ]', "local")
     assert [e["outcome"] for e in log] == ["inserted"]
+
+    # deletion conflicts of composite records, settled by Restore records and Delete records
+    skipping = sakila.stored(film_actor_mapping(on_deletion_conflict="skip"), *deps)
+    sakila.run(film_actor_mapping(on_deletion_conflict="skip"), *deps)
+    sakila.execute(sakila.pg, "DELETE FROM film_actor WHERE actor_id = 1 AND film_id = 23")
+    sakila.execute(sakila.mysql, "DELETE FROM film_actor WHERE actor_id = 2 AND film_id = 3")
+    run = sakila.run(film_actor_mapping(on_deletion_conflict="skip"), *deps)
+    assert run.conflicts == 2, sakila.job_errors()
+    with sakila.store.connect() as conn:
+        ids = dict(conn.execute(sa.text("SELECT local_key, id FROM couplings WHERE mapping = 'FILM_ACTOR' AND skipped")).all())
+    assert set(ids) == {'["1","23"]', '["2","3"]'}
+    for kind, key in (("restore", '["1","23"]'), ("delete", '["2","3"]')):
+        with sakila.store.begin() as conn:
+            job = create_job(conn, "FILM_ACTOR", kind)
+        counters, _ = engine.act(sakila.store, sakila.settings, skipping, job, kind, {"couplings": [ids[key]]})
+        assert counters.failed == 0, sakila.job_errors()
+    assert sakila.rows(sakila.pg, "SELECT count(*) FROM film_actor WHERE (actor_id, film_id) IN ((1, 23), (2, 3))") == [(1,)]
+    assert sakila.rows(sakila.pg, "SELECT actor_id, film_id FROM film_actor WHERE actor_id = 1 AND film_id = 23") == [(1, 23)]
 
 
 def test_composite_keys_into_mariadb_and_keys_the_target_makes_per_line(sakila: Sakila) -> None:
