@@ -477,3 +477,31 @@ def test_the_bulk_first_run_copies_sets_enums_and_years(sakila: Sakila) -> None:
                                   "WHERE film_id = 1") == [("PG", 2006, ["Deleted Scenes", "Behind the Scenes"],
                                                             "Deleted Scenes,Behind the Scenes")]
     assert sakila.run(films, full=True).modified == 0
+
+
+def test_composite_keys_in_the_web_console_and_api(sakila: Sakila) -> None:
+    from types import SimpleNamespace
+    from urllib.parse import quote
+
+    from tablesync.store.mappings import apply_config
+    from tests.conftest import REDIS_URL, RUN_ID
+    from tests.integration.web_helpers import bearer, logged_in, make_app
+
+    deps = (actor_mapping(), film_mapping())
+    apply_config(sakila.store, sakila.config(film_actor_mapping(), *deps), applied_by="test")
+    for m in deps:
+        sakila.run(m)
+    sakila.execute(sakila.pg, "DELETE FROM film_actor WHERE actor_id = 1")
+    sakila.run(film_actor_mapping(), *deps)
+    env = SimpleNamespace(store_url=sakila.settings.store_url, broker_url=REDIS_URL, namespace=f"tablesync-test-{RUN_ID}-web15",
+                          queue=f"q{RUN_ID}web15")
+    app = make_app(env)
+    api = logged_in(app)
+    log = api.get(f"/api/records/FILM_ACTOR/local/{quote('[1, 23]')}", headers=bearer(app))
+    assert log.status_code == 200 and [e["outcome"] for e in log.json()] == ["inserted"], log.text
+    assert log.json()[0]["integration_key"] == '["1","23"]'
+    exact = quote('["1","23"]')
+    page = api.get(f"/records/FILM_ACTOR/local/{exact}")
+    assert page.status_code == 200 and "inserted" in page.text
+    bad = api.post("/api/mappings/FILM_ACTOR/couple", headers=bearer(app), json={"local_key": "1", "integration_key": "[1, 2]"})
+    assert bad.status_code in (400, 422) and "not a key of 2 columns" in bad.text, bad.text

@@ -110,6 +110,13 @@ def create_app(settings: Settings, engine: sa.Engine, broker: dramatiq.Broker | 
             return JSONResponse({"detail": str(exc)}, 404)
         return pages.render(request, "problem.html", request.session.get("user"), 404, detail=str(exc))
 
+    @app.exception_handler(UsageError)
+    async def bad_usage(request: Request, exc: UsageError) -> Response:
+        """What the CLI refuses with exit 2 (a malformed record key, say) is a 400 here, with the same message."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, 400)
+        return pages.render(request, "problem.html", request.session.get("user"), 400, detail=str(exc))
+
     @app.exception_handler(BrokerUnavailable)
     async def broker_down(request: Request, exc: BrokerUnavailable) -> Response:
         """The broker did not take an action's message: the job was marked failed, nothing ran."""
