@@ -29,7 +29,7 @@ from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters, create_job, errors_of
 from tablesync.store.mappings import StoredMapping
 from tablesync.sync import run as engine
-from tests.conftest import MARIADB_ADMIN, ROOT, RUN_ID, create_pg_db, drop_pg_db
+from tests.conftest import MARIADB_ADMIN, ROOT, RUN_ID, _counter, create_pg_db, drop_pg_db, require_tool
 
 DUMPS = ROOT / "tests" / "data" / "sakila"  # see its README.md
 
@@ -39,13 +39,13 @@ def dump(name: str) -> str:
 
 
 def _psql(url: sa.URL, sql: str) -> None:
-    proc = subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(url.host), "-p", str(url.port or 5432),
+    proc = subprocess.run([require_tool("psql", "postgresql-client"), "-q", "-v", "ON_ERROR_STOP=1", "-h", str(url.host), "-p", str(url.port or 5432),
                            "-U", str(url.username), "-d", str(url.database)], input=sql, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
 def _mariadb(url: sa.URL, sql: str) -> None:
-    proc = subprocess.run(["mariadb", "-h", str(url.host), "-P", str(url.port or 3306), "-u", str(url.username),
+    proc = subprocess.run([require_tool("mariadb", "mariadb-client"), "-h", str(url.host), "-P", str(url.port or 3306), "-u", str(url.username),
                            str(url.database)], input=sql, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -116,9 +116,6 @@ class Sakila:
     def execute(self, app: sa.Engine, sql: str, **params: Any) -> None:
         with app.begin() as conn:
             conn.execute(sa.text(sql), params)
-
-
-_counter = iter(range(1, 1_000_000))
 
 
 @pytest.fixture
