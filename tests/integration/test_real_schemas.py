@@ -505,3 +505,19 @@ def test_composite_keys_in_the_web_console_and_api(sakila: Sakila) -> None:
     assert page.status_code == 200 and "inserted" in page.text
     bad = api.post("/api/mappings/FILM_ACTOR/couple", headers=bearer(app), json={"local_key": "1", "integration_key": "[1, 2]"})
     assert bad.status_code in (400, 422) and "not a key of 2 columns" in bad.text, bad.text
+
+
+def test_updates_of_composite_records_are_staged_and_joined_on_every_key_column(sakila: Sakila) -> None:
+    """Many updates at once go to PostgreSQL by COPY into a staging table and one UPDATE … FROM,
+    joined on both columns of the key."""
+    sakila.execute(sakila.pg, "CREATE TABLE crm_film_category (film_id int, category_id int, changed text NOT NULL, "
+                              "PRIMARY KEY (film_id, category_id))")
+    categories = mapping("FILM_CATEGORY", side("mysql", "film_category", ["film_id", "category_id"], modified="last_update"),
+                         side("pg", "crm_film_category", ["film_id", "category_id"]),
+                         [("film_id", "film_id"), ("category_id", "category_id"), ("last_update", "changed")])
+    assert sakila.run(categories).inserted == 1000
+    sakila.execute(sakila.mysql, "UPDATE film_category SET last_update = '2026-01-02 03:04:05' WHERE film_id <= 600")
+    run = sakila.run(categories)
+    assert (run.modified, run.failed) == (600, 0), sakila.job_errors()
+    assert sakila.rows(sakila.pg, "SELECT count(*) FROM crm_film_category WHERE changed = '2026-01-02T03:04:05'") == [(600,)]
+    assert sakila.rows(sakila.pg, "SELECT count(*) FROM crm_film_category WHERE changed <> '2026-01-02T03:04:05'") == [(400,)]
