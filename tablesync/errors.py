@@ -43,6 +43,11 @@ class AppUnavailable(TransientError):
     """An app's database cannot be reached or timed out."""
 
 
+class StoreUnavailable(TransientError):
+    """The store's database cannot be reached or timed out: the job's state waits for it, and the
+    job is retried with backoff (a redo that repairs its state)."""
+
+
 class BrokerUnavailable(TransientError):
     """The broker did not take a message (down, unreachable, refusing); the text names it, without its password."""
 
@@ -57,6 +62,12 @@ class RetryLater(TransientError):
 class AppError(TerminalError):
     """An app's database refused a statement that is not about one record (permissions, a bad
     filter, a failing key default): the job fails with the database's message."""
+
+
+class Fenced(TerminalError):
+    """This job was taken over: the reaper abandoned it (its worker was silent too long) and its
+    work is redone by another job. Every store write of the job is refused from then on, so the
+    worker that wakes up late stops at its next batch, leaving the store to the redo."""
 
 
 class JobRefused(TerminalError):

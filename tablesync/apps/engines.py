@@ -37,14 +37,15 @@ def app_engine(name: str, app: AppSpec) -> sa.Engine:
         return engine
 
 
-def open_tables(spec: MappingSpec, apps: Mapping[str, AppSpec]) -> dict[str, AppTable]:
-    """Both sides' tables, reflected; a missing table or an unreachable app says which and where."""
+def open_tables(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str | None = None) -> dict[str, AppTable]:
+    """Both sides' tables, reflected; a missing table or an unreachable app says which and where.
+    `session` names the job's write transactions (`AppTable.session`)."""
     tables = {}
     for side in SIDES:
         side_spec = spec.side(side)
         engine = app_engine(side_spec.app, apps[side_spec.app])
         try:
-            tables[side] = AppTable.open(engine, side_spec)
+            tables[side] = AppTable.open(engine, side_spec, session)
         except sa.exc.NoSuchTableError:
             raise JobRefused(f"mapping {spec.name}: table {side_spec.table} not found in app {side_spec.app} "
                              f"({redact_url(str(engine.url))})") from None
@@ -65,6 +66,26 @@ def existing_keys(spec: MappingSpec, apps: Mapping[str, AppSpec], side: str, key
     except (sa.exc.SQLAlchemyError, AppUnavailable, AppError, ConfigError, JobRefused, ValueError, KeyError) as exc:
         log.warning("cannot check %s records of %s in app %s: %s", side, spec.name, side_spec.app, exc)
         return None
+
+
+def end_sessions(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str) -> int:
+    """End the sessions a job's frozen worker still holds open in the mapping's PostgreSQL apps
+    (its write transactions carry `session` as their application_name): their row locks would
+    block the redo until the worker wakes. Other databases are left alone. Returns how many ended;
+    an app that cannot be asked is logged and skipped."""
+    ended = 0
+    for name in dict.fromkeys(spec.side(side).app for side in SIDES):
+        try:
+            engine = app_engine(name, apps[name])
+            if engine.dialect.name != "postgresql":
+                continue
+            with engine.connect() as conn:
+                ended += int(conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = :n AND pid <> pg_backend_pid()"), {"n": session}).scalar_one())
+        except (sa.exc.SQLAlchemyError, ConfigError, JobRefused, KeyError) as exc:
+            log.warning("cannot end the sessions of %s in app %s: %s", session, name, exc)
+    return ended
 
 
 def dispose_all() -> None:

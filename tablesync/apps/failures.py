@@ -33,21 +33,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return any(m in text for m in _CONNECTION_MARKERS)
 
 
-def app_failure(exc: sa.exc.DBAPIError) -> AppUnavailable | AppError:
-    """Connection trouble is retried later; any other statement failure fails the job as it is."""
+def app_failure(exc: sa.exc.DBAPIError, where: str | None = None) -> AppUnavailable | AppError:
+    """Connection trouble is retried later; any other statement failure fails the job as it is.
+    `where` names the app (and table), so the job's message says which app failed."""
     text = str(exc.orig).strip()
     reason = text.splitlines()[0] if text else type(exc.orig).__name__
+    reason = f"{where}: {reason}" if where else reason
     return AppUnavailable(reason) if is_connection_error(exc) else AppError(reason)
 
 
+def _where(args: tuple[object, ...]) -> str | None:
+    """What a method's `self` (an AppTable) says about where it failed: "app crm (accounts)"."""
+    label = getattr(args[0], "label", None) if args else None
+    return label if isinstance(label, str) else None
+
+
 def translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """A method whose driver errors become AppUnavailable or AppError."""
+    """A method whose driver errors become AppUnavailable or AppError, naming its app."""
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except sa.exc.DBAPIError as exc:
-            raise app_failure(exc) from exc
+            raise app_failure(exc, _where(args)) from exc
     return call
 
 
@@ -62,11 +70,12 @@ def translated_pages(fn: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
             except StopIteration:
                 return
             except sa.exc.DBAPIError as exc:
-                raise app_failure(exc) from exc
+                raise app_failure(exc, _where(args)) from exc
             yield page
     return pages
 
 
-def unavailable(engine: sa.Engine, exc: sa.exc.DBAPIError) -> AppUnavailable:
-    """A connection lost in the middle of a write, naming the database (never with its password)."""
-    return AppUnavailable(f"{engine.url.render_as_string(hide_password=True)}: {exc.orig}")
+def unavailable(where: str, exc: sa.exc.DBAPIError) -> AppUnavailable:
+    """A connection lost in the middle of a write, naming the app (never with a password)."""
+    text = str(exc.orig).strip()
+    return AppUnavailable(f"{where}: connection lost while writing: {text.splitlines()[0] if text else type(exc.orig).__name__}")

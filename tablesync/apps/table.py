@@ -39,16 +39,22 @@ class AppTable:
     side: SideSpec
     table: sa.Table
     _temp_ok: bool | None = None  # may the app's user create temporary tables (for staged updates)?
+    session: str | None = None  # the job's session name, set on each write transaction (PostgreSQL)
 
     @classmethod
     @translated
-    def open(cls, engine: sa.Engine, side: SideSpec) -> "AppTable":
+    def open(cls, engine: sa.Engine, side: SideSpec, session: str | None = None) -> "AppTable":
         table = _reflect(engine, side)
         # SQLite reflects `INTEGER PRIMARY KEY` as nullable; a record key never is, and SQLAlchemy
         # needs to know that to return database-made keys of a bulk insert in order.
         for name in side.key_columns:
             table.c[name].nullable = False
-        return cls(engine=engine, side=side, table=table)
+        return cls(engine=engine, side=side, table=table, session=session)
+
+    @property
+    def label(self) -> str:
+        """How errors name this table: the app as the configuration names it, and the table."""
+        return f"app {self.side.app} ({self.side.table})"
 
     @property
     def keys(self) -> list[sa.Column[Any]]:
@@ -323,7 +329,7 @@ class AppTable:
         """Write `items` with `fn(conn, part)` in transactions of their own, isolating the rows the
         database refuses (`apps.writes`): returns (item, fn's result for it) of those that landed and
         the failures. A lost connection raises AppUnavailable."""
-        return split_write(self.engine, items, fn)
+        return split_write(self.engine, self.label, items, fn, self._named)
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
@@ -331,16 +337,25 @@ class AppTable:
         other driver error is the caller's to classify (a refused row, say)."""
         try:
             with self.engine.begin() as conn:
+                self._named(conn)
                 yield conn
         except sa.exc.DBAPIError as exc:
             if is_connection_error(exc):
-                raise unavailable(self.engine, exc) from exc
+                raise unavailable(self.label, exc) from exc
             raise
+
+    def _named(self, conn: sa.Connection) -> None:
+        """Name this write transaction's session after the job, for its length only: if the job's
+        worker freezes mid-transaction, the reaper ends this session, and the rows it holds locked
+        stop blocking the redo (`apps.engines.end_sessions`)."""
+        if self.session is not None and self.engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT set_config('application_name', :n, true)"), {"n": self.session})
 
     @translated
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete these records now, in a transaction of their own (an operator's Delete records)."""
         with self.engine.begin() as conn:
+            self._named(conn)
             self.delete(conn, keys)
 
     def delete(self, conn: sa.Connection, keys: Sequence[str]) -> None:

@@ -27,8 +27,10 @@ class Failure(Generic[T]):
 
 def split_write(
     engine: sa.Engine,
+    where: str,
     items: Sequence[T],
     write: Callable[[sa.Connection, Sequence[T]], Sequence[Any] | None],
+    prepare: Callable[[sa.Connection], None] = lambda conn: None,
 ) -> tuple[list[tuple[T, Any]], list[Failure[T]]]:
     """Write `items`; return (item, per-item result) for those that landed and the failures."""
     done: list[tuple[T, Any]] = []
@@ -38,10 +40,11 @@ def split_write(
         part = stack.pop()
         try:
             with engine.begin() as conn:
+                prepare(conn)
                 results = write(conn, part)
         except sa.exc.DBAPIError as exc:
             if is_connection_error(exc):
-                raise unavailable(engine, exc) from exc
+                raise unavailable(where, exc) from exc
             if len(part) == 1:
                 failures.append(Failure(part[0], _message(exc), str(exc.orig)))
             else:

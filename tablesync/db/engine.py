@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -37,7 +38,39 @@ def create_engine(url: str, **kwargs: object) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)  # type: ignore[arg-type]
+    if url.startswith("postgresql+psycopg"):
+        own = make_url(url).query.get("options")  # the URL's own server options are kept, after ours
+        options = " ".join(o for o in (PG_SERVER_KEEPALIVES, *(own if isinstance(own, tuple) else [own] if own else [])) if o)
+        kwargs.setdefault("connect_args", {**PG_KEEPALIVES, "options": options})
+    engine = sa.create_engine(url, **kwargs)  # type: ignore[arg-type]
+    if engine.dialect.name in ("mysql", "mariadb"):
+        sa.event.listen(engine, "connect", _tcp_keepalives)
+    return engine
+
+
+# A partitioned or frozen peer must not hold a session (and the locks on it) for hours: the
+# kernel's defaults wait two hours before the first probe. With these, a dead connection is
+# noticed within about 30 s: idle 10 s, then 4 probes 5 s apart; a write unacknowledged for 30 s
+# fails too (TCP_USER_TIMEOUT), where probes would wait behind the unsent data.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT, TCP_USER_TIMEOUT_MS = 10, 5, 4, 30_000
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
+                 "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": TCP_USER_TIMEOUT_MS}
+# the same on the server's side of the session: a partitioned worker's session (and the mapping
+# lock it holds) ends within seconds there too
+PG_SERVER_KEEPALIVES = (f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} -c tcp_keepalives_interval={KEEPALIVE_INTERVAL} "
+                        f"-c tcp_keepalives_count={KEEPALIVE_COUNT} -c tcp_user_timeout={TCP_USER_TIMEOUT_MS}")
+
+
+def _tcp_keepalives(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    """PyMySQL has no keepalive options: set them on its socket (Linux names; a Unix socket has none)."""
+    sock = getattr(dbapi_conn, "_sock", None)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_MS)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -46,6 +79,13 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def session_name(job_id: int | None) -> str:
+    """The application_name of a job's sessions that hold locks: the mapping lock in the store,
+    and each write transaction in a PostgreSQL app. The reaper ends exactly these sessions when it
+    takes a job over from a frozen worker, whose open transactions would otherwise block the redo."""
+    return f"tablesync job {job_id}"
 
 
 def utcnow() -> datetime:

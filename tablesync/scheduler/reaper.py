@@ -13,9 +13,12 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from tablesync.apps.engines import end_sessions
 from tablesync.config.settings import Settings
-from tablesync.db.engine import utcnow
+from tablesync.db.engine import session_name, utcnow
 from tablesync.store.jobs import abandon, claim_resend, create_job, mark_sent, queued_since, stale_running
+from tablesync.store.locks import break_lock
+from tablesync.store.mappings import get_mapping
 
 log = logging.getLogger("tablesync.scheduler")
 
@@ -29,9 +32,17 @@ def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) 
         with store.begin() as conn:
             if not abandon(conn, job, timeout_seconds):
                 continue
+            # its worker may be frozen, not dead, still holding the mapping lock on a live session:
+            # the redo must not wait for it to wake (fenced by the new epoch, it writes nothing more)
+            freed = break_lock(conn, job.mapping, job.id)
             new_id = create_job(conn, job.mapping, job.kind, operator=job.operator,
                                 params={**(job.params or {}), "redo_of": job.id})
-        log.warning("job %s abandoned (worker %s silent); its work is redone as job %s", job.id, job.worker, new_id)
+        with store.connect() as conn:
+            stored = get_mapping(conn, job.mapping)
+        ended = end_sessions(stored.spec, stored.apps, session_name(job.id)) if stored is not None else 0
+        log.warning("job %s abandoned (worker %s silent); its work is redone as job %s%s%s", job.id, job.worker, new_id,
+                    "; the mapping lock its worker still held was freed" if freed else "",
+                    f"; {ended} app session(s) it still held open were ended" if ended else "")
         replacements.append(new_id)
         send(new_id)  # a broker that is down raises: the redo waits in the store (send_waiting)
         with store.begin() as conn:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from tablesync.db.engine import utcnow
+from tablesync.errors import Fenced
 from tablesync.store.schema import job_errors, jobs
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "abandoned", "dropped"]
@@ -61,22 +62,52 @@ def get_job(conn: sa.Connection, job_id: int) -> sa.Row[Any] | None:
 
 
 def add_counters(conn: sa.Connection, job_id: int, delta: Counters) -> None:
-    """Increment counters in the same transaction as the coupling writes they count (no double count)."""
+    """Increment counters in the same transaction as the coupling writes they count (no double
+    count); that transaction was fenced first (`fence`)."""
     changes = {k: v for k, v in delta.as_dict().items() if v}
     if changes:
         conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
-            **{k: getattr(jobs.c, k) + v for k, v in changes.items()}, heartbeat_at=utcnow(),
+            **{k: getattr(jobs.c, k) + v for k, v in changes.items()}, heartbeat_at=store_now(conn),
         ))
 
 
-def heartbeat(conn: sa.Connection, job_id: int) -> None:
-    conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running").values(heartbeat_at=utcnow()))
+def store_now(conn: sa.Connection) -> Any:
+    """The store's clock, for every time the reaper compares: heartbeats, starts, the stale cutoff.
+    Workers' clocks may be off by minutes; one clock for writer and reader makes that harmless.
+    (SQLite serves one machine: its process clock is the store's.)"""
+    return sa.func.now() if conn.dialect.name == "postgresql" else utcnow()
 
 
-def finish_job(conn: sa.Connection, job_id: int, status: str, message: str | None = None) -> None:
-    conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
-        status=status, message=message, finished_at=utcnow(), heartbeat_at=utcnow(),
-    ))
+def _store_ago(conn: sa.Connection, seconds: float) -> Any:
+    if conn.dialect.name == "postgresql":
+        return sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def fence(conn: sa.Connection, job_id: int, epoch: int) -> None:
+    """Refuse this transaction's writes unless the job is still running under `epoch`. On
+    PostgreSQL the job row is share-locked until the transaction ends, so the reaper's abandon
+    (an update of that row) waits for a write in flight, and a write after it sees the new epoch."""
+    q = sa.select(jobs.c.status, jobs.c.epoch).where(jobs.c.id == job_id)
+    row = conn.execute(q.with_for_update(read=True) if conn.dialect.name == "postgresql" else q).first()
+    if row is None or row.status != "running" or row.epoch != epoch:
+        state = "gone" if row is None else f"{row.status} (epoch {row.epoch}, this worker's is {epoch})"
+        raise Fenced(f"job {job_id} is {state}: it was taken over, and this worker stops without writing")
+
+
+def heartbeat(conn: sa.Connection, job_id: int, epoch: int | None = None) -> bool:
+    """The job is alive, on the store's clock; False when it is no longer this worker's to beat for."""
+    cond = [jobs.c.id == job_id, jobs.c.status == "running"] + ([jobs.c.epoch == epoch] if epoch is not None else [])
+    return bool(conn.execute(sa.update(jobs).where(*cond).values(heartbeat_at=store_now(conn))).rowcount)
+
+
+def finish_job(conn: sa.Connection, job_id: int, status: str, message: str | None = None, epoch: int | None = None) -> bool:
+    """Record the job's end. With `epoch`, only while the job is still running under it: a worker
+    that was taken over never overwrites `abandoned` (or the redo's outcome). Returns whether it did."""
+    cond = [jobs.c.id == job_id] + ([jobs.c.epoch == epoch, jobs.c.status == "running"] if epoch is not None else [])
+    return bool(conn.execute(sa.update(jobs).where(*cond).values(
+        status=status, message=message, finished_at=utcnow(), heartbeat_at=store_now(conn),
+    )).rowcount)
 
 
 def _job_filter(q: Any, mapping: str | None, status: str | None, since: datetime | None, until: datetime | None) -> Any:
@@ -111,9 +142,9 @@ def errors_of(conn: sa.Connection, job_id: int) -> list[sa.Row[Any]]:
 
 
 def stale_running(conn: sa.Connection, timeout: float) -> list[sa.Row[Any]]:
-    cutoff = utcnow() - timedelta(seconds=timeout)
+    """Running jobs whose last heartbeat is older than `timeout`, by the store's clock."""
     return conn.execute(sa.select(jobs).where(
-        jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
+        jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < _store_ago(conn, timeout),
     )).all()
 
 
@@ -195,10 +226,12 @@ def drop_job(conn: sa.Connection, job_id: int, message: str) -> None:
         status="dropped", finished_at=utcnow(), message=message))
 
 
-def mark_running(conn: sa.Connection, job_id: int, attempt: int, worker: str) -> None:
-    now = utcnow()
-    conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
-        status="running", started_at=now, heartbeat_at=now, finished_at=None, attempts=attempt, worker=worker, message=None))
+def mark_running(conn: sa.Connection, job_id: int, attempt: int, worker: str) -> int:
+    """Claim the job for this worker: running, with a new epoch (returned), on the store's clock."""
+    now = store_now(conn)
+    return int(conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(
+        status="running", started_at=now, heartbeat_at=now, finished_at=None, attempts=attempt, worker=worker, message=None,
+        epoch=jobs.c.epoch + 1).returning(jobs.c.epoch)).scalar_one())
 
 
 def set_definition(conn: sa.Connection, job_id: int, version: int, direction: str) -> None:
@@ -220,11 +253,12 @@ def unfinished_syncs(conn: sa.Connection, mappings: Sequence[str], enqueued_by: 
 
 
 def abandon(conn: sa.Connection, job: sa.Row[Any], timeout_seconds: float) -> bool:
-    """Mark a running job whose worker went silent `abandoned`, if it still is (one replica wins)."""
-    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
+    """Mark a running job whose worker went silent `abandoned`, if it still is (one replica wins),
+    under a new epoch: from now on every store write of that worker is refused (`fence`)."""
     return bool(conn.execute(sa.update(jobs).where(
-        jobs.c.id == job.id, jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < cutoff,
-    ).values(status="abandoned", finished_at=utcnow(),
+        jobs.c.id == job.id, jobs.c.status == "running",
+        sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < _store_ago(conn, timeout_seconds),
+    ).values(status="abandoned", finished_at=utcnow(), epoch=jobs.c.epoch + 1,
              message=f"abandoned: worker {job.worker} sent no heartbeat for {timeout_seconds:.0f}s")).rowcount)
 
 

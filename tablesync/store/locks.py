@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from tablesync.db.engine import utcnow
+from tablesync.db.engine import session_name, utcnow
 from tablesync.store.schema import mapping_locks
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -26,22 +26,25 @@ def lock_key(mapping: str) -> int:
 
 
 class MappingLock:
-    def __init__(self, store: sa.Engine, mapping: str, lease_seconds: float = 60.0):
+    def __init__(self, store: sa.Engine, mapping: str, lease_seconds: float = 60.0, job_id: int | None = None):
         self.store = store
         self.mapping = mapping
         self.lease = lease_seconds
-        self.owner = f"{OWNER}:{threading.get_ident()}"
+        self.job_id = job_id
+        self.owner = f"{OWNER}:{threading.get_ident()}" + (f":job {job_id}" if job_id is not None else "")
         self._conn: sa.Connection | None = None
         self.held = False
 
     def acquire(self) -> bool:
         if self.store.dialect.name == "postgresql":
             conn = self.store.connect()
+            conn.execute(sa.text("SELECT set_config('application_name', :n, false)"), {"n": session_name(self.job_id)})
             got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.mapping)}).scalar()
             conn.commit()
             if got:
                 self._conn = conn
             else:
+                conn.invalidate()  # not back to the pool under a job's application_name
                 conn.close()
             self.held = bool(got)
             return self.held
@@ -85,3 +88,19 @@ class MappingLock:
         with self.store.begin() as conn:
             conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == self.mapping, mapping_locks.c.owner == self.owner)
                          .values(owner=None, expires_at=None))
+
+
+def break_lock(conn: sa.Connection, mapping: str, job_id: int) -> bool:
+    """Free the mapping lock that an abandoned job's worker still holds: on PostgreSQL end that
+    worker's lock session (found by its application_name, so no other job's lock is touched);
+    elsewhere clear its lease. A worker frozen past the heartbeat timeout would otherwise hold the
+    mapping until it wakes, which without keepalives can be hours. Returns whether one was freed."""
+    if conn.dialect.name == "postgresql":
+        return bool(conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k AND a.application_name = :n"),
+            {"k": lock_key(mapping), "n": session_name(job_id)}).scalar())
+    return bool(conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == mapping,
+                                                            mapping_locks.c.owner.like(f"%:job {job_id}"))
+                             .values(owner=None, expires_at=None)).rowcount)

@@ -112,6 +112,9 @@ jobs = sa.Table(
     sa.Column("finished_at", TS),
     sa.Column("heartbeat_at", TS),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    # The fencing token: each claim of the job (a worker starting it, the reaper abandoning it)
+    # takes a new epoch, and every store write of the job is conditional on the writer's epoch.
+    sa.Column("epoch", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("worker", sa.String(200)),
     sa.Column("inserted", sa.Integer, nullable=False, default=0),
     sa.Column("modified", sa.Integer, nullable=False, default=0),

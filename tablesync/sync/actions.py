@@ -126,7 +126,7 @@ class Action:
     def finish(self) -> Counters:
         refused = self.batch.refusals
         self.counters.failed += len(refused)
-        record(self.ctx.store, self.batch)
+        record(self.ctx, self.batch)
         if refused:
             first = refused[0][1]
             more = f" (and {len(refused) - 1} more; see the job's errors)" if len(refused) > 1 else ""
@@ -194,7 +194,7 @@ class Action:
 
     def retry(self, pairs: list[Pair], now: bool = False) -> None:
         ok = self.both_exist(pairs, "retry")
-        with self.ctx.store.begin() as conn:
+        with self.ctx.write() as conn:
             cs.clear_skip(conn, self.ctx.job_id, [p.id for p in ok])
         for p in ok:
             self.event(p, "retried", "skip cleared by an operator; synced " + ("now" if now else "in the next run"))
@@ -211,7 +211,7 @@ class Action:
                                      f"record in the {source} app and `tablesync retry`")
             return
         ok = self.both_exist(pairs, "synchronize")
-        with self.ctx.store.begin() as conn:
+        with self.ctx.write() as conn:
             cs.clear_skip(conn, self.ctx.job_id, [p.id for p in ok])
         for p in ok:
             self.event(p, "resolved", f"an operator chose the {use} values")
@@ -222,7 +222,7 @@ class Action:
 
     def uncouple(self, pairs: list[Pair]) -> None:
         todo = [p for p in pairs if p.state != "uncoupled"]
-        with self.ctx.store.begin() as conn:
+        with self.ctx.write() as conn:
             cs.uncouple(conn, self.ctx.job_id, [p.id for p in todo])
         for p in todo:
             self.event(p, "uncoupled", "coupling removed by an operator: the records are no longer synced")
@@ -263,7 +263,7 @@ class Action:
             if not items:
                 continue
             lost = "integration" if survivor == "local" else "local"
-            with self.ctx.store.begin() as conn:
+            with self.ctx.write() as conn:
                 cs.reopen(conn, [p.id for p in items], lost, survivor, job_id=self.ctx.job_id)
             for p in items:
                 self.event(p, "restoring", f"an operator restores the deleted {lost} record from the {survivor} record")
@@ -274,7 +274,7 @@ class Action:
             if survivor and p.state != "pending":
                 self.tables[survivor].delete_keys([str(p.key(survivor))])
                 self.counters.deleted += 1
-            with self.ctx.store.begin() as conn:
+            with self.ctx.write() as conn:
                 cs.forget(conn, [p.id])
             self.event(p, "deleted", f"an operator deleted the surviving {survivor} record and the coupling" if survivor
                        else "an operator deleted the coupling (both records are gone)")
@@ -297,7 +297,7 @@ class Action:
                 self.refuse(None, keys, f"cannot couple: coupling {r.id} already couples local {r.local_key} with "
                                         f"integration {r.integration_key}; `tablesync uncouple {r.id}` first")
                 return
-            with self.ctx.store.begin() as conn:  # tombstones of either record give way to the new pair
+            with self.ctx.write() as conn:  # tombstones of either record give way to the new pair
                 cs.forget(conn, [r.id for r in rows])
                 new_id = cs.insert_synced(conn, self.spec.name, self.ctx.job_id, [keys])[0]
         else:
@@ -356,7 +356,7 @@ class Action:
                     absorbed.extend(candidates.waiting)
                     new.append((key, candidates.all[0]) if src == "local" else (candidates.all[0], key))
             if new:
-                with self.ctx.store.begin() as conn:
+                with self.ctx.write() as conn:
                     cs.drop_waiting(conn, self.spec.name, plan.direction, absorbed)
                     ids = cs.insert_synced(conn, self.spec.name, self.ctx.job_id, new)
                 pairs = [Pair(i, lk, ik, "synced", False, self.ctx.job_id) for i, (lk, ik) in zip(ids, new)]

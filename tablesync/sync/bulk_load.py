@@ -115,7 +115,7 @@ def insert_page(ctx: RunContext, plan: DirectionPlan, target: AppTable, page: Pa
                 if not plan.key_from_source:  # a failing key default fails the job (AppError), not a record
                     keys = (target.preallocate(len(keys), conn) if target.key_strategy(plan.key_mapped) == "preallocate"
                             else target.new_uuid_keys(len(keys)))
-                with ctx.store.begin() as store:  # committed before the rows are
+                with ctx.write() as store:  # committed before the rows are
                     batch, _ = cs.stage_inserts(store, plan.mapping, plan.direction, list(zip(page.source_keys, keys)),
                                                 ctx.job_id, ids=False)
                 columns = [target.key.name, *plan.target_fields] if not plan.key_from_source else list(plan.target_fields)
@@ -130,7 +130,7 @@ def insert_page(ctx: RunContext, plan: DirectionPlan, target: AppTable, page: Pa
                 raise
             # Some row is refused: the intents become pending couplings, and the general path
             # inserts the page record by record where it must, failing only the bad ones.
-            with ctx.store.begin() as store:
+            with ctx.write() as store:
                 cs.promote_intents(store, plan.mapping, batch, drop=True)
             ctx.collided.update((plan.direction, k) for k in page.source_keys)
             return None, general(page.rows)
@@ -148,7 +148,7 @@ def land_page(ctx: RunContext, plan: DirectionPlan, written: Written | None) -> 
     batch.landings.append(Landing(written.batch, (
         (None, sk, tk, sh, th, None, sm) for sk, tk, sh, th, sm
         in zip(page.source_keys, written.target_keys, page.source_hashes, page.target_hashes, page.modified))))
-    record(ctx.store, batch)
+    record(ctx, batch)
     return batch.counters
 
 
@@ -157,7 +157,7 @@ def finish(ctx: RunContext, total: Counters) -> None:
     comes by; until then the next job's key lookups may scan every coupling (measured: 0.3 s for
     1,000 keys among 1M, 2 ms with statistics)."""
     if total.inserted >= ANALYZE_AFTER:
-        with ctx.store.begin() as conn:
+        with ctx.write() as conn:
             cs.analyze(conn)
 
 

@@ -9,13 +9,16 @@ same calls and only reports them. The reading and deciding code is the same for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
+from tablesync.apps.failures import is_connection_error
 from tablesync.apps.table import AppTable
+from tablesync.errors import StoreUnavailable
 from tablesync.store.jobs import Counters
 
 if TYPE_CHECKING:  # the stages' types, for the protocol's signatures only
@@ -62,7 +65,27 @@ class RunContext:
     sink: Sink
     full: bool = False
     beat: Callable[[], None] = lambda: None
+    # Called first in every store transaction that writes for this job: the worker runtime's
+    # fencing check, which raises once the job was taken over (its epoch moved on). The engine
+    # knows only that it must ask; what is checked is the runtime's.
+    fence: Callable[[sa.Connection], None] = lambda conn: None
     handled: set[int] = field(default_factory=set)  # couplings decided in this job (bidirectional: decide once)
     # (direction, source key) of bulk inserts this job rolled back: a target row found under such a
     # record's key was there before, so finishing its insert couples it rather than inserts it
     collided: set[tuple[str, str]] = field(default_factory=set)
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A store transaction that writes for this job: fenced first, so a job that was taken
+        over writes nothing (and stops, before it touches an app again). A lost store connection
+        is a StoreUnavailable, named as the store even inside an app's transaction (the bulk
+        path stages its intents inside the target's), where it would read as the app's."""
+        try:
+            with self.store.begin() as conn:
+                self.fence(conn)
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            if is_connection_error(exc):
+                text = str(exc.orig).strip()
+                raise StoreUnavailable(f"the store: {text.splitlines()[0] if text else type(exc.orig).__name__}") from exc
+            raise

@@ -167,5 +167,5 @@ def settle(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTa
                 batch.event(ref(g), "restoring", f"the {lost} record {lost_key(g)} was deleted")
     batch.conflicts = [Conflicted(ref(g), message, "deletion_conflict") for g, message in skip]
     counters.conflicts += len(skip)
-    record(ctx.store, batch)
+    record(ctx, batch)
     return counters

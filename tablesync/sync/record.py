@@ -19,6 +19,7 @@ from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters, add_counters
 from tablesync.store.journal import RecordRef, event_row, write_errors, write_events
 from tablesync.sync import metrics
+from tablesync.sync.context import RunContext
 
 
 @dataclass
@@ -82,11 +83,12 @@ class Batch:
         self.events.append(event_row(ref, outcome, message, changes))
 
 
-def record(store: sa.Engine, batch: Batch) -> dict[str, int]:
-    """Write `batch` in one store transaction; returns the coupling ids given to records that
-    failed before they were ever coupled, by source key."""
+def record(ctx: RunContext, batch: Batch) -> dict[str, int]:
+    """Write `batch` in one store transaction (fenced: a job that was taken over records
+    nothing); returns the coupling ids given to records that failed before they were ever
+    coupled, by source key."""
     intents: dict[str, int] = {}
-    with store.begin() as conn:
+    with ctx.write() as conn:
         for landing in batch.landings:
             cs.land_inserts(conn, batch.mapping, batch.direction, batch.job_id, landing.batch, landing.rows, landing.failed)
         failures = batch.failures

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from tablesync.apps.engines import open_tables
 from tablesync.config.model import source_side, target_side
 from tablesync.config.settings import Settings
+from tablesync.db.engine import session_name
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
 from tablesync.store.mappings import StoredMapping
@@ -25,13 +26,15 @@ from tablesync.sync.plan import compile_one_way
 from tablesync.sync.two_way import run_bidirectional
 from tablesync.sync.write import Writer
 
-Beat = Callable[[], None]
+Beat = Callable[[], None]  # called between batches: the job is alive (it may raise to stop the run)
+Fence = Callable[[sa.Connection], None]  # called first in each store transaction that writes for the job
 
 
 def run_context(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
-                beat: Beat | None = None, sink: Sink | None = None) -> RunContext:
+                beat: Beat | None = None, sink: Sink | None = None, fence: Fence | None = None) -> RunContext:
     return RunContext(store=store, job_id=job_id, batch_size=stored.spec.batch_size or settings.batch_size,
-                      overlap_seconds=settings.overlap_seconds, sink=sink or Writer(), full=full, beat=beat or (lambda: None))
+                      overlap_seconds=settings.overlap_seconds, sink=sink or Writer(), full=full, beat=beat or (lambda: None),
+                      fence=fence or (lambda conn: None))
 
 
 def finish_interrupted(store: sa.Engine, mapping: str) -> int:
@@ -42,11 +45,11 @@ def finish_interrupted(store: sa.Engine, mapping: str) -> int:
 
 
 def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, full: bool = False,
-                 beat: Beat | None = None, sink: Sink | None = None) -> Counters:
+                 beat: Beat | None = None, sink: Sink | None = None, fence: Fence | None = None) -> Counters:
     """One run of a mapping (`full`: ignoring the watermarks)."""
     spec = stored.spec
-    tables = open_tables(spec, stored.apps)
-    ctx = run_context(store, settings, stored, job_id, full, beat, sink)
+    tables = open_tables(spec, stored.apps, session_name(job_id) if job_id else None)
+    ctx = run_context(store, settings, stored, job_id, full, beat, sink, fence)
     if spec.direction == "bidirectional":
         return run_bidirectional(ctx, spec, tables["local"], tables["integration"])
     plan = compile_one_way(spec, tables["local"].table, tables["integration"].table)
@@ -54,18 +57,18 @@ def sync_mapping(store: sa.Engine, settings: Settings, stored: StoredMapping, jo
 
 
 def sync_one(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, key: str, side: str | None,
-             beat: Beat | None = None) -> Counters:
+             beat: Beat | None = None, fence: Fence | None = None) -> Counters:
     """`sync MAPPING --record KEY [--side S]`: one record, now."""
-    ctx = run_context(store, settings, stored, job_id, beat=beat)
-    return sync_record(ctx, stored.spec, open_tables(stored.spec, stored.apps), key,
+    ctx = run_context(store, settings, stored, job_id, beat=beat, fence=fence)
+    return sync_record(ctx, stored.spec, open_tables(stored.spec, stored.apps, session_name(job_id)), key,
                        side or default_record_side(stored.spec.direction))
 
 
 def act(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, kind: str, params: dict[str, Any],
-        beat: Beat | None = None) -> tuple[Counters, str | None]:
+        beat: Beat | None = None, fence: Fence | None = None) -> tuple[Counters, str | None]:
     """One operator action (`actions`); returns its counters and the job's summary."""
-    ctx = run_context(store, settings, stored, job_id, beat=beat)
-    return run_action(ctx, stored.spec, open_tables(stored.spec, stored.apps), kind, params)
+    ctx = run_context(store, settings, stored, job_id, beat=beat, fence=fence)
+    return run_action(ctx, stored.spec, open_tables(stored.spec, stored.apps, session_name(job_id)), kind, params)
 
 
 def dry_run(store: sa.Engine, settings: Settings, stored: StoredMapping, full: bool = False, record: str | None = None,

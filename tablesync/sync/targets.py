@@ -32,7 +32,7 @@ def couple_matched(ctx: RunContext, plan: DirectionPlan, matched: list[Decision]
     the next run instead of matching (or inserting) again."""
     if not matched:
         return
-    with ctx.store.begin() as conn:
+    with ctx.write() as conn:
         cs.drop_waiting(conn, plan.mapping, plan.direction, [str(d.target_key) for d in matched if d.absorbs])
         new = [d for d in matched if d.coupling is None]
         ids = cs.insert_intents(conn, plan.mapping, plan.direction, [(d.source_key, d.target_key) for d in new], ctx.job_id)
@@ -59,7 +59,7 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
                          "map a field onto it or give the column a default")
         todo = [d for d in todo if d.action == INSERT]
     returning = strategy == "returning"
-    with ctx.store.begin() as conn:
+    with ctx.write() as conn:
         new = [d for d in todo if d.coupling is None]
         staged = {d.source_key: d.target_key for d in new if d.target_key is not None} if pg_bulk.usable(conn) else {}
         batch, ids = cs.stage_inserts(conn, plan.mapping, plan.direction, list(staged.items()), ctx.job_id)
@@ -86,7 +86,7 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
         landed.append(d)
     failures.extend((f.item, f.message, f.detail) for f in failed)
     if returning:
-        with ctx.store.begin() as conn:  # remember database-made keys at once: a crash now must not orphan them
+        with ctx.write() as conn:  # remember database-made keys at once: a crash now must not orphan them
             cs.set_target_keys(conn, plan.direction, [(cid(d), d.target_key) for d in landed])
     return landed
 

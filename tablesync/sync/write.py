@@ -42,16 +42,16 @@ class Writer:
         return deletions.settle(ctx, plan, source, target, gone, strategy, two_way)
 
     def adopt(self, ctx: RunContext, plan: DirectionPlan, found: Sequence[tuple[int, str]]) -> None:
-        with ctx.store.begin() as conn:
+        with ctx.write() as conn:
             cs.set_target_keys(conn, plan.direction, found)
 
     def forget_intents(self, ctx: RunContext, ids: Sequence[int]) -> None:
         if ids:
-            with ctx.store.begin() as conn:
+            with ctx.write() as conn:
                 cs.delete_intents(conn, ids)
 
     def set_watermark(self, ctx: RunContext, mapping: str, side: str, value: Any) -> None:
-        with ctx.store.begin() as conn:
+        with ctx.write() as conn:
             set_watermark(conn, mapping, side, value)
 
     def bulk_loads(self) -> bool:
@@ -108,7 +108,7 @@ def apply_batch(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
                       for b in dict.fromkeys(d.staged_batch for d in decisions if d.staged_batch is not None)]
     batch.failures = [Failed(_ref(batch, d), message, detail) for d, message, detail in failures]
     batch.lag = [(plan.direction, [modified_of.get(d.source_key) for d in (*inserted, *updated)], source.engine)]
-    intents = record(ctx.store, batch)
+    intents = record(ctx, batch)
     for d, _, _ in failures:  # a record that failed before it was ever coupled is tracked from now on
         if d.cid is None:
             d.coupling_id = intents[d.source_key]
@@ -173,7 +173,7 @@ def apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], de
     batch.counted.append(("both", replace(counters, modified=0)))
     batch.lag = [(direction, [modified[direction].get(cid) for cid, ds in landed.items() if direction in ds], source.engine)
                  for direction, source in (("to_integration", tables["local"]), ("from_integration", tables["integration"]))]
-    record(ctx.store, batch)
+    record(ctx, batch)
     return counters
 
 

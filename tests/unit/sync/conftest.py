@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +21,8 @@ from tablesync.store.jobs import Counters, create_job
 from tablesync.store.mappings import StoredMapping
 from tablesync.store.schema import metadata
 from tablesync.sync import run as engine
-from tablesync.sync.context import Sink
+from tablesync.sync.context import RunContext, Sink
+from tablesync.sync.write import Writer
 
 FIELDS = [{"local": "name", "integration": "name"}, {"local": "email", "integration": "email"},
           {"local": "city", "integration": "city"}]
@@ -55,6 +56,11 @@ class Rig:
     def job(self, mapping: str = "CUSTOMER", kind: str = "sync") -> int:
         with self.store.begin() as conn:
             return create_job(conn, mapping, kind)
+
+    def context(self, job: int, fence: Callable[[sa.Connection], None] | None = None) -> RunContext:
+        """A run's context for job `job`, writing for real, with the runtime's `fence` if given."""
+        return RunContext(store=self.store, job_id=job, batch_size=100, overlap_seconds=0, sink=Writer(),
+                          fence=fence or (lambda conn: None))
 
     def run(self, stored: StoredMapping, full: bool = False, sink: Sink | None = None) -> Counters:
         """One run of the mapping, as a worker would make it, in a job of its own."""
