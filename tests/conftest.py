@@ -189,6 +189,61 @@ def mariadb_url() -> Iterator[str]:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
+@dataclass
+class OwnPostgres:
+    """A PostgreSQL server of the test's own, on a free port: one the test may stop and restart."""
+
+    port: int
+    data: Path
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(_as_postgres(require_tool("pg_ctl", "postgresql"), "-D", str(self.data), *args),
+                       check=True, capture_output=True, text=True, timeout=60)
+
+    def start(self) -> None:
+        self.ctl("-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off", "-l",
+                 str(self.data / "server.log"), "-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        self.ctl("-m", mode, "-w", "stop")
+
+    def create_db(self, name: str) -> str:
+        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return self.url(name)
+
+
+def _as_postgres(*argv: str) -> list[str]:
+    """PostgreSQL's tools refuse to run as root: as root, run them as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="ts-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+    subprocess.run(_as_postgres(require_tool("initdb", "postgresql"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                                "-E", "UTF8", "--no-sync"), check=True, capture_output=True, text=True, timeout=120)
+    server = OwnPostgres(free_port(), data)
+    server.start()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped by the test
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,8 +25,9 @@ sys.setswitchinterval(0.001)
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
-    """Only transient app failures are retried; the runner stops raising them after max_retries."""
-    return isinstance(exc, RetryLater)
+    """Only transient failures are retried: an app's (the runner stops asking after max_retries)
+    or the store's (asked until it is back, the backoff capped at max_backoff)."""
+    return isinstance(exc, (RetryLater, dramatiq.Retry))
 
 
 @dramatiq.actor(queue_name=_settings.queue, max_retries=_settings.max_retries, min_backoff=5_000,
@@ -35,7 +36,12 @@ def sync_job(job_id: int) -> None:
     """Run job `job_id`: a sync, or an operator's action (the job row says which)."""
     message = CurrentMessage.get_current_message()
     retries = int(message.options.get("retries", 0)) if message is not None else 0
-    if run_job(store_engine(), _settings, int(job_id), retries=retries) is Delivery.DEFERRED:
+    try:
+        delivery = run_job(store_engine(), _settings, int(job_id), retries=retries)
+    except RetryLater as exc:
+        # the runner logged why, in one line: Dramatiq's Retry is retried without another (a traceback)
+        raise dramatiq.Retry(str(exc)) from exc
+    if delivery is Delivery.DEFERRED:
         # A parent mapping has not synced yet: look again shortly. The job stays queued meanwhile.
         sync_job.send_with_options(args=(int(job_id),), delay=DEFER_MS)
 

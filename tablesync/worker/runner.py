@@ -62,6 +62,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._last = 0.0
         self.fenced = False
+        self._store_away = False
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.job_id}", daemon=True)
 
     def start(self) -> None:
@@ -95,8 +96,17 @@ class Heartbeat:
                 self.beat()
             except Fenced:
                 return
+            except sa.exc.DBAPIError as exc:  # the store is away: the job's own next write says so
+                if not is_connection_error(exc):
+                    log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+                elif not self._store_away:
+                    self._store_away = True
+                    log.warning("heartbeat of job %s: the store is unavailable (%s)", self.job_id,
+                                str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__)
             except Exception:  # a missed beat is retried; the reaper tolerates several
                 log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+            else:
+                self._store_away = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,7 +181,7 @@ def _run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int) ->
             return _ended(store, job, epoch, Delivery.FAILED, str(exc), started)
         except AppUnavailable as exc:
             more = retries < settings.max_retries
-            note = (f"mapping {job.mapping}: {exc}"
+            note = (f"app unavailable: {exc} (mapping {job.mapping})"
                     + (f"; retrying (attempt {retries + 2} of {settings.max_retries + 1})" if more else ""))
             if _ended(store, job, epoch, Delivery.FAILED, note, started) is Delivery.DROPPED:
                 return Delivery.DROPPED  # taken over meanwhile: the redo owns the mapping now

@@ -69,3 +69,94 @@ def test_a_frozen_worker_is_fenced_and_its_mapping_is_not_held(env) -> None:  # 
         assert conn.execute(sa.text("SELECT count(*), count(DISTINCT integration_key) FROM couplings "
                                     "WHERE state = 'synced' AND last_result = 'success'")).one() == (ROWS, ROWS)
     assert "taken over" in env.logs() and redo_took
+
+
+def test_a_store_outage_mid_job_is_retried_and_repaired_without_the_reaper(env, own_postgres) -> None:  # type: ignore[no-untyped-def]
+    """The store's PostgreSQL stops (immediate) in the middle of a job and comes back: the worker
+    logs one line (no traceback), Dramatiq retries the job with backoff, and the retry repairs it
+    (no scheduler runs, so no reaper): succeeded, the target exact, the counters exact."""
+    env.store_url = own_postgres.create_db("store")
+    env.cli("db", "upgrade")
+    erp, crm, _, _ = setup_customer_sync(env, rows=ROWS, batch_size=200)
+    slow_inserts(crm)
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+    env.start_worker(**FAST)
+    job = int(env.cli("sync", "CUSTOMER").stdout)
+    wait_for(lambda: 0 < count(crm, "accounts"), timeout=120, what="the first rows")
+    own_postgres.stop()
+    time.sleep(3)
+    assert count(crm, "accounts") < ROWS, "the outage came too late to test anything"
+    own_postgres.start()
+
+    def status() -> str | None:
+        try:
+            with store.connect() as conn:
+                return str(conn.execute(sa.text("SELECT status FROM jobs WHERE id = :j"), {"j": job}).scalar())
+        except sa.exc.OperationalError:
+            return None
+
+    wait_for(lambda: status() == "succeeded", timeout=180, what="the job to be retried and succeed")
+    rows = jobs(store)
+    assert [(j.id, j.status) for j in rows] == [(job, "succeeded")], rows
+    assert count(crm, "accounts") == ROWS and rows[0].inserted == ROWS and rows[0].failed == 0
+    with crm.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) - count(DISTINCT accountnumber) FROM accounts")).scalar() == 0
+    logs = env.logs()
+    assert "the store is unavailable" in logs and "retried with backoff" in logs, logs
+    assert "Traceback" not in logs and "internal error" not in logs, logs
+
+
+def test_failures_name_the_app_or_the_store_that_failed(env) -> None:  # type: ignore[no-untyped-def]
+    """A connection that drops mid-write names its app and table, never a URL; a store connection
+    that drops inside an app's transaction (the bulk path stages its intents there) is the store's."""
+    from tablesync.apps.table import AppTable
+    from tablesync.config.model import SideSpec
+    from tablesync.db.engine import create_engine
+    from tablesync.errors import AppUnavailable, StoreUnavailable
+    from tablesync.sync.context import RunContext
+    from tablesync.sync.write import Writer
+
+    _, crm, _, _ = setup_customer_sync(env, rows=0)
+    accounts = AppTable.open(create_engine(env.crm_url), SideSpec(app="crm", table="accounts", key="account_id"))
+
+    def dropped(conn: sa.Connection, part: object) -> None:
+        conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    with pytest.raises(AppUnavailable) as app_error:
+        accounts.write([1], dropped)
+    assert str(app_error.value).startswith("app crm (accounts): connection lost while writing: "), app_error.value
+    assert "postgresql" not in str(app_error.value)
+
+    ctx = RunContext(store=create_engine(env.store_url), job_id=1, batch_size=10, overlap_seconds=0, sink=Writer())
+    with pytest.raises(StoreUnavailable) as store_error:
+        with accounts.transaction():
+            with ctx.write() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    assert str(store_error.value).startswith("the store: "), store_error.value
+
+
+def test_heartbeats_use_the_store_clock_so_a_skewed_worker_is_not_reaped(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A worker whose clock is ten minutes slow (or fast) beats on the store's clock: the reaper
+    neither abandons a healthy job nor keeps a silent one alive for ten minutes longer."""
+    import datetime as dt
+
+    from tablesync.db.engine import create_engine
+    from tablesync.store import jobs as job_rows
+
+    store = create_engine(env.store_url)
+    for skew in (dt.timedelta(minutes=-10), dt.timedelta(minutes=10)):
+        real = job_rows.utcnow
+        monkeypatch.setattr(job_rows, "utcnow", lambda skew=skew: real() + skew)  # the worker's clock
+        with store.begin() as conn:
+            job = job_rows.create_job(conn, "M", "sync")
+            epoch = job_rows.mark_running(conn, job, 1, "skewed")
+            assert job_rows.heartbeat(conn, job, epoch)
+        monkeypatch.setattr(job_rows, "utcnow", real)  # the reaper's
+        with store.connect() as conn:
+            assert job not in [j.id for j in job_rows.stale_running(conn, 60)], skew
+        with store.begin() as conn:
+            conn.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '61 seconds' WHERE id = :j"), {"j": job})
+        with store.connect() as conn:
+            assert job in [j.id for j in job_rows.stale_running(conn, 60)], skew
+        with store.begin() as conn:
+            assert job_rows.finish_job(conn, job, "succeeded", epoch=epoch)
