@@ -160,3 +160,22 @@ def test_heartbeats_use_the_store_clock_so_a_skewed_worker_is_not_reaped(env, mo
             assert job in [j.id for j in job_rows.stale_running(conn, 60)], skew
         with store.begin() as conn:
             assert job_rows.finish_job(conn, job, "succeeded", epoch=epoch)
+
+
+def test_a_lock_no_running_job_holds_delays_a_job_but_never_drops_it(env) -> None:  # type: ignore[no-untyped-def]
+    """The mapping lock held by a session whose job no longer runs (a frozen worker the reaper has
+    not reached yet): the new job is retried with backoff, not dropped, and runs once it is free."""
+    from tablesync.db.engine import create_engine
+    from tablesync.store.locks import MappingLock
+
+    setup_customer_sync(env, rows=50)
+    store = create_engine(env.store_url)
+    stuck = MappingLock(store, "CUSTOMER", job_id=999)
+    assert stuck.acquire()
+    env.start_worker()
+    job = int(env.cli("sync", "CUSTOMER").stdout)
+    time.sleep(14)  # past the lock grace (10 s): the old runner dropped the job here
+    assert [(j.id, j.status) for j in jobs(store)] == [(job, "queued")], jobs(store)
+    stuck.release()
+    wait_for(lambda: jobs(store)[0].status == "succeeded", timeout=120, what="the job to run once the lock is free")
+    assert jobs(store)[0].inserted == 50
