@@ -179,3 +179,25 @@ def test_a_lock_no_running_job_holds_delays_a_job_but_never_drops_it(env) -> Non
     stuck.release()
     wait_for(lambda: jobs(store)[0].status == "succeeded", timeout=120, what="the job to run once the lock is free")
     assert jobs(store)[0].inserted == 50
+
+
+def test_every_connection_has_keepalives_so_a_partitioned_peer_is_noticed_in_seconds(mariadb_url) -> None:  # type: ignore[no-untyped-def]
+    """Both ends of a PostgreSQL session, and MariaDB's socket: a dead peer ends the session within
+    about 30 s instead of the kernel's two hours (a partitioned worker's mapping lock with it)."""
+    import socket
+
+    from tablesync.db.engine import create_engine
+    from tests.conftest import PG_ADMIN
+
+    with create_engine(PG_ADMIN + "?options=-c%20search_path%3Dpublic").connect() as conn:
+        server = {k: conn.execute(sa.text(f"SHOW {k}")).scalar() for k in ("tcp_keepalives_idle", "tcp_keepalives_count",
+                                                                           "tcp_user_timeout", "search_path")}
+        client = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+    assert server == {"tcp_keepalives_idle": "10", "tcp_keepalives_count": "4", "tcp_user_timeout": "30000",
+                      "search_path": "public"}  # the URL's own options are kept
+    assert client.get("keepalives_idle") == "10" and client.get("tcp_user_timeout") == "30000"
+    with create_engine(mariadb_url).connect() as conn:
+        sock = conn.connection.dbapi_connection._sock  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30000
