@@ -117,9 +117,26 @@ def cmd_mappings(args: argparse.Namespace, settings: Settings) -> int:
     def when(v: str | None) -> str:
         return ago(parse_iso(v), now) if v else "never"
 
+    def next_run(m: dict[str, Any]) -> str:
+        pause = m["paused"]
+        return when(m["next_run_at"]) if pause is None else f"paused by {pause['by']}" + (f": {pause['reason']}" if pause["reason"] else "")
+
     console().print(table("Mappings", ["name", "direction", "schedule", "last run", "status", "next run", "skipped"],
                           [[m["name"], m["direction"], m["schedule"], when(m["last_run_at"]), m["last_status"] or "—",
-                            when(m["next_run_at"]), m["skipped"]] for m in out]))
+                            next_run(m), m["skipped"]] for m in out]))
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from tablesync.console.operations import set_paused
+
+    who = operator(args, settings)
+    changed = set_paused(store(settings), args.mapping, args.command == "pause", who, getattr(args, "reason", None))
+    if args.command == "pause":
+        print(f"{args.mapping}: paused by {who}; its scheduled runs are skipped until `tablesync resume {args.mapping}`"
+              if changed else f"{args.mapping} was already paused (see `tablesync mappings`)")
+    else:
+        print(f"{args.mapping}: resumed; it runs on its schedule again" if changed else f"{args.mapping} was not paused")
     return EXIT_OK
 
 
@@ -414,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("mappings", cmd_mappings, "list mappings with their last and next run")
     sp.add_argument("--json", action="store_true")
+
+    sp = add("pause", cmd_pause, "stop a mapping's scheduled runs (the running job finishes; manual syncs still run)")
+    sp.add_argument("mapping")
+    sp.add_argument("--reason", help="why, shown with the mapping and on each skipped tick")
+    sp.add_argument("--operator")
+    sp = add("resume", cmd_pause, "run a paused mapping on its schedule again")
+    sp.add_argument("mapping")
+    sp.add_argument("--operator")
 
     sp = add("jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--mapping")

@@ -15,6 +15,7 @@ from tablesync.errors import UsageError
 from tablesync.store.coupling_queries import couplings_by_id, error_signature, skipped_couplings
 from tablesync.store.jobs import create_job
 from tablesync.store.mappings import StoredMapping, get_mapping
+from tablesync.store.pauses import pause, resume
 from tablesync.sync.run import default_record_side
 
 SELECTING_KINDS = ("retry", "resolve", "uncouple", "restore", "delete")
@@ -100,3 +101,12 @@ def enqueue_selected(engine: sa.Engine, broker: dramatiq.Broker | None, settings
     """One job per mapping of the selection."""
     return [enqueue_job(engine, broker, settings, mapping, kind, operator, {**params, "couplings": ids})
             for mapping, ids in chosen.items()]
+
+
+def set_paused(engine: sa.Engine, mapping: str, pause_it: bool, operator: str, reason: str | None = None) -> bool:
+    """Pause or resume an active mapping's schedule, recording who and why; returns whether
+    anything changed (pausing a paused mapping keeps its first pause). The running job, manual
+    syncs and operators' actions are not affected: only the scheduler's ticks are skipped."""
+    with engine.begin() as conn:
+        require_active(conn, mapping)
+        return pause(conn, mapping, operator, reason) if pause_it else resume(conn, mapping)

@@ -25,6 +25,7 @@ from tablesync.store.coupling_queries import (
 )
 from tablesync.store.jobs import count_jobs, errors_of, get_job, last_runs, list_jobs
 from tablesync.store.mappings import active_mappings, active_versions, get_mapping, known_mappings
+from tablesync.store.pauses import paused
 from tablesync.store.record_log import record_log
 
 REASONS = ("update_conflict", "deletion_conflict", "failures")
@@ -47,13 +48,17 @@ def mapping_objects(engine: sa.Engine) -> list[dict[str, Any]]:
         stored = active_mappings(conn)
         runs = last_runs(conn)
         skipped = skipped_per_mapping(conn)
+        held = paused(conn)
     out = []
     for s in stored:
         run = runs.get(s.spec.name)
+        pause = held.get(s.spec.name)
         out.append({
             "name": s.spec.name, "direction": s.spec.direction, "schedule": s.spec.schedule,
             "last_run_at": iso(run.finished_at) if run else None, "last_status": run.status if run else None,
-            "next_run_at": iso(s.spec.parsed_schedule().next_tick(now)), "skipped": int(skipped.get(s.spec.name, 0)),
+            "next_run_at": None if pause else iso(s.spec.parsed_schedule().next_tick(now)),
+            "skipped": int(skipped.get(s.spec.name, 0)),
+            "paused": None if pause is None else {"by": pause.paused_by, "at": iso(pause.paused_at), "reason": pause.reason},
         })
     return out
 

@@ -16,6 +16,7 @@ from tablesync.config.settings import Settings
 from tablesync.store.coupling_queries import skipped_counts
 from tablesync.store.jobs import last_successes
 from tablesync.store.mappings import active_heads, active_mappings
+from tablesync.store.pauses import paused
 
 log = logging.getLogger("tablesync.scheduler")
 ENQUEUED = Counter("tablesync_scheduler_enqueued", "Scheduled sync jobs this scheduler enqueued.", ["mapping"])
@@ -41,37 +42,43 @@ class StoreCollector(Collector):
                                   "Nominal time between two scheduled syncs of an active mapping.", labels=["mapping"]),
                 GaugeMetricFamily("tablesync_mapping_applied_timestamp_seconds",
                                   "When the active mapping's current version was applied (Unix time): where "
-                                  "staleness counts from until its first success.", labels=["mapping"]))
+                                  "staleness counts from until its first success.", labels=["mapping"]),
+                GaugeMetricFamily("tablesync_mapping_paused",
+                                  "1 while an operator has paused the active mapping's schedule (`tablesync pause`), else 0.",
+                                  labels=["mapping"]))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """The names, without asking the store (registration must not depend on it being up)."""
         yield from self._families()
 
-    def _heads(self, conn: sa.Connection, interval: GaugeMetricFamily, applied: GaugeMetricFamily) -> None:
+    def _heads(self, conn: sa.Connection, interval: GaugeMetricFamily, applied: GaugeMetricFamily,
+               held: GaugeMetricFamily) -> None:
         heads = active_heads(conn)
         if any(self._periods.get(name, (None,))[0] != v for name, (v, _) in heads.items()):
             self._periods = {m.spec.name: (m.version, m.spec.parsed_schedule().period_seconds) for m in active_mappings(conn)}
+        pauses = paused(conn)
         for name, (_, at) in sorted(heads.items()):
             applied.add_metric([name], at.timestamp())
+            held.add_metric([name], 1.0 if name in pauses else 0.0)
             if name in self._periods:
                 interval.add_metric([name], self._periods[name][1])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        skipped, last, interval, applied = self._families()
+        skipped, last, interval, applied, held = self._families()
         try:
             with self.store.connect() as conn:
                 for mapping, reason, n in skipped_counts(conn):
                     skipped.add_metric([mapping, reason or "unknown"], n)
                 for mapping, at in last_successes(conn).items():
                     last.add_metric([mapping], at.timestamp())
-                self._heads(conn, interval, applied)
+                self._heads(conn, interval, applied, held)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", str(exc.orig).strip().splitlines()[0])
             return
         except Exception:  # nor for any other reason: the scrape goes on without these figures
             log.exception("metrics: reading the store's figures failed")
             return
-        yield from (skipped, last, interval, applied)
+        yield from (skipped, last, interval, applied, held)
 
 
 class QueueCollector(Collector):

@@ -212,6 +212,17 @@ processes = sa.Table(
     sa.Column("seen_at", TS, nullable=False),
 )
 
+# A paused mapping: its schedule's ticks are skipped until an operator resumes it. Kept apart from
+# the versioned mapping definitions, so a `config apply` neither pauses nor resumes anything.
+mapping_pauses = sa.Table(
+    "mapping_pauses",
+    metadata,
+    sa.Column("mapping", sa.String(100), primary_key=True),
+    sa.Column("paused_by", sa.String(100)),
+    sa.Column("paused_at", TS, nullable=False),
+    sa.Column("reason", sa.Text),
+)
+
 # Lease-based mapping lock for stores without advisory locks (SQLite).
 mapping_locks = sa.Table(
     "mapping_locks",

@@ -1,6 +1,6 @@
 """Schedule ticks: each due (mapping, tick) is one row, and its insertion is the claim, so that
-exactly one scheduler replica enqueues it. A tick claimed while its mapping still has a job queued
-or running is noted as skipped and enqueues nothing."""
+exactly one scheduler replica enqueues it. A tick claimed while its mapping is paused, or still has a
+job queued or running, is noted as skipped (with why) and enqueues nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tablesync.db.engine import utcnow
 from tablesync.store.jobs import ACTIVE, active_job, create_job, create_jobs
+from tablesync.store.pauses import pause_note, paused
 from tablesync.store.schema import jobs, schedule_ticks
 
 log = logging.getLogger("tablesync.scheduler")
@@ -41,12 +42,15 @@ def _claim_all(store: sa.Engine, due: Sequence[tuple[str, datetime]], now: datet
                             .returning(schedule_ticks.c.id, schedule_ticks.c.mapping, schedule_ticks.c.tick_at)).all()
         if not rows:
             return {}
+        held = paused(conn, [r.mapping for r in rows])
         busy = {r.mapping: r for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.id, jobs.c.status).where(
             jobs.c.mapping.in_([r.mapping for r in rows]), jobs.c.status.in_(ACTIVE)))}
         for r in rows:
-            if r.mapping in busy:
-                _skip_tick(conn, r.id, r.mapping, r.tick_at, busy[r.mapping], now)
-        todo = [r for r in rows if r.mapping not in busy]
+            if r.mapping in held:
+                _skip_tick(conn, r.id, r.mapping, r.tick_at, pause_note(held[r.mapping]), now)
+            elif r.mapping in busy:
+                _skip_tick(conn, r.id, r.mapping, r.tick_at, _busy_note(busy[r.mapping]), now)
+        todo = [r for r in rows if r.mapping not in busy and r.mapping not in held]
         if not todo:
             return {}
         ids = create_jobs(conn, [(r.mapping, {"tick": r.tick_at.isoformat()}) for r in todo], "sync")
@@ -66,17 +70,22 @@ def _claim(store: sa.Engine, mapping: str, tick: datetime, now: datetime) -> int
                 ).scalar_one()
         except sa.exc.IntegrityError:
             return None  # another replica claimed this tick
+        held = paused(conn, [mapping]).get(mapping)
         busy = active_job(conn, mapping)
-        if busy is not None:
-            _skip_tick(conn, tick_id, mapping, tick, busy, now)
+        if held is not None or busy is not None:
+            _skip_tick(conn, tick_id, mapping, tick, pause_note(held) if held is not None else _busy_note(busy), now)
             return None
         job_id = create_job(conn, mapping, "sync", params={"tick": tick.isoformat()})
         conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(job_id=job_id))
         return job_id
 
 
-def _skip_tick(conn: sa.Connection, tick_id: int, mapping: str, tick: datetime, busy: Any, now: datetime) -> None:
-    """A tick whose mapping still has a job queued or running: noted as skipped, never enqueued."""
-    conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(
-        note=f"skipped: job {busy.id} is still {busy.status}", sent_at=now))
-    log.info("tick %s of %s skipped: job %s still %s", tick.isoformat(), mapping, busy.id, busy.status)
+def _busy_note(busy: Any) -> str:
+    return f"job {busy.id} is still {busy.status}"
+
+
+def _skip_tick(conn: sa.Connection, tick_id: int, mapping: str, tick: datetime, why: str, now: datetime) -> None:
+    """A tick whose mapping is paused, or still has a job queued or running: noted as skipped,
+    with why, never enqueued."""
+    conn.execute(sa.update(schedule_ticks).where(schedule_ticks.c.id == tick_id).values(note=f"skipped: {why}", sent_at=now))
+    log.info("tick %s of %s skipped: %s", tick.isoformat(), mapping, why)

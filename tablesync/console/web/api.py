@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from tablesync.console import views
-from tablesync.console.operations import MAX_ID, enqueue_job, enqueue_selected, require_active, select_couplings
+from tablesync.console.operations import MAX_ID, enqueue_job, enqueue_selected, require_active, select_couplings, set_paused
 from tablesync.console.web.auth import LoginError, csrf_ok
 from tablesync.console.web.models import (
     ActionIn,
@@ -32,6 +32,7 @@ from tablesync.console.web.models import (
     MappingOut,
     MatchIn,
     Me,
+    PauseIn,
     Problem,
     Reason,
     SelectingKind,
@@ -126,6 +127,22 @@ def sync_now(name: MAPPING, body: SyncIn, user: Operator, web: Web) -> dict:  # 
     params = {"full": body.full, **({"record": body.record, "side": body.side} if body.record else {})}
     job_id = enqueue_job(web.engine, web.broker, web.settings, name, "full_sync" if body.full else "sync", user, params)
     return _jobs(web, [job_id])[0]
+
+
+@router.post("/mappings/{name}/pause", response_model=MappingOut, tags=["mappings"])
+def pause_mapping(name: MAPPING, body: PauseIn, user: Operator, web: Web) -> dict:  # type: ignore[type-arg]
+    """Pause the mapping's schedule (who and why are kept); the running job finishes. Idempotent."""
+    _known(web, name)
+    set_paused(web.engine, name, True, user, body.reason)
+    return next(m for m in views.mapping_objects(web.engine) if m["name"] == name)
+
+
+@router.post("/mappings/{name}/resume", response_model=MappingOut, tags=["mappings"])
+def resume_mapping(name: MAPPING, user: Operator, web: Web) -> dict:  # type: ignore[type-arg]
+    """Run the mapping on its schedule again. Idempotent."""
+    _known(web, name)
+    set_paused(web.engine, name, False, user)
+    return next(m for m in views.mapping_objects(web.engine) if m["name"] == name)
 
 
 @router.post("/mappings/{name}/couple", response_model=JobOut, status_code=202, tags=["actions"])

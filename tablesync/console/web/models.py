@@ -40,14 +40,26 @@ class Me(BaseModel):
     name: str
 
 
+class PauseOut(BaseModel):
+    by: str | None
+    at: str
+    reason: str | None
+
+
 class MappingOut(BaseModel):
     name: str
     direction: str
     schedule: str
     last_run_at: str | None
     last_status: str | None
-    next_run_at: str | None
+    next_run_at: str | None  # null while paused
     skipped: int
+    paused: PauseOut | None
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500)
 
 
 class JobOut(BaseModel):

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tablesync.console import views
-from tablesync.console.operations import MAX_ID, SELECTING_KINDS, enqueue_job, enqueue_selected, select_couplings
+from tablesync.console.operations import MAX_ID, SELECTING_KINDS, enqueue_job, enqueue_selected, select_couplings, set_paused
 from tablesync.console.render import ago, parse_iso
 from tablesync.console.web.auth import LoginError, csrf_ok, csrf_token
 from tablesync.console.web.state import WebState, state
@@ -147,6 +147,24 @@ def sync_now(request: Request, name: str, user: User, web: Web, csrf_token: Anno
         flash(request, "error", str(exc))
         return _see("/")
     return _see(f"/jobs/{job_id}")
+
+
+@router.post("/mappings/{name}/pause")
+def pause_mapping(request: Request, name: str, user: User, web: Web, csrf_token: Annotated[str | None, Form()] = None,
+                  reason: Annotated[str | None, Form(max_length=500)] = None) -> Response:
+    _check_csrf(request, csrf_token)
+    changed = set_paused(web.engine, name, True, user, (reason or "").strip() or None)
+    flash(request, "info", f"{name} paused: its scheduled runs are skipped until you resume it" if changed
+          else f"{name} was already paused")
+    return _see("/")
+
+
+@router.post("/mappings/{name}/resume")
+def resume_mapping(request: Request, name: str, user: User, web: Web, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    _check_csrf(request, csrf_token)
+    changed = set_paused(web.engine, name, False, user)
+    flash(request, "info", f"{name} resumed" if changed else f"{name} was not paused")
+    return _see("/")
 
 
 # -- jobs ----------------------------------------------------------------------------------------
