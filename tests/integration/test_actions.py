@@ -175,9 +175,18 @@ def test_an_action_waits_for_a_running_sync_of_its_mapping(env) -> None:  # type
     with erp.begin() as conn:
         conn.execute(sa.text("INSERT INTO customers (id, number, name, email, credit_limit, modified_at) "
                              "SELECT g, 'C' || g, 'Bulk ' || g, 'b' || g || '@x.org', 1, now() FROM generate_series(10, 30000) g"))
+    with crm.begin() as conn:  # each insert statement of the CRM takes a second more: the sync runs long enough
+        conn.execute(sa.text("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                             "BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$"))
+        conn.execute(sa.text("CREATE TRIGGER slow AFTER INSERT ON accounts FOR EACH STATEMENT EXECUTE FUNCTION slow()"))
+    store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
     sync_id = int(env.cli("sync", "CUSTOMER").stdout)
-    wait_for(lambda: json.loads(env.cli("job", str(sync_id), "--json").stdout)["status"] == "running",
-             timeout=60, what="the sync to start")  # the action is asked for while the sync holds the lock
+
+    def sync_status() -> str:
+        with store.connect() as conn:
+            return str(conn.execute(sa.text("SELECT status FROM jobs WHERE id = :j"), {"j": sync_id}).scalar())
+
+    wait_for(lambda: sync_status() == "running", timeout=60, what="the sync to start")  # the action is asked for while the sync holds the lock
     status, job, _ = act(env, "restore", str(error["coupling_id"]))
     assert status == 0 and job is not None and job["inserted"] == 1, job
     running = json.loads(env.cli("job", str(sync_id), "--json").stdout)
