@@ -99,3 +99,12 @@ def sync(env: Any, mapping: str = "CUSTOMER", *extra: str) -> dict[str, Any]:
 def count(engine: sa.Engine, table: str, where: str = "TRUE") -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {where}")).scalar_one())
+
+
+def slow_inserts(app: sa.Engine, seconds: float = 0.2, table: str = "accounts") -> None:
+    """Each insert statement into `table` takes `seconds` more: a sync is still running when a test
+    kills, freezes or races it, however fast the bulk path gets."""
+    with app.begin() as conn:
+        conn.execute(sa.text("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                             f"BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$"))
+        conn.execute(sa.text(f"CREATE TRIGGER slow AFTER INSERT ON {table} FOR EACH STATEMENT EXECUTE FUNCTION slow()"))

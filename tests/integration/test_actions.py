@@ -15,7 +15,7 @@ from tablesync.config.settings import Settings
 from tablesync.worker.broker import build_broker
 from tablesync.worker.enqueue import send_job
 from tests.conftest import wait_for
-from tests.integration.helpers import count, setup_customer_sync, sync
+from tests.integration.helpers import count, setup_customer_sync, slow_inserts, sync
 from tests.integration.test_bidirectional import crm_view, execute, local_view, setup
 
 pytestmark = pytest.mark.integration
@@ -175,10 +175,7 @@ def test_an_action_waits_for_a_running_sync_of_its_mapping(env) -> None:  # type
     with erp.begin() as conn:
         conn.execute(sa.text("INSERT INTO customers (id, number, name, email, credit_limit, modified_at) "
                              "SELECT g, 'C' || g, 'Bulk ' || g, 'b' || g || '@x.org', 1, now() FROM generate_series(10, 30000) g"))
-    with crm.begin() as conn:  # each insert statement of the CRM takes a second more: the sync runs long enough
-        conn.execute(sa.text("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                             "BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$"))
-        conn.execute(sa.text("CREATE TRIGGER slow AFTER INSERT ON accounts FOR EACH STATEMENT EXECUTE FUNCTION slow()"))
+    slow_inserts(crm, 1.0)  # the sync runs long enough for the action to be asked for while it holds the lock
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
     sync_id = int(env.cli("sync", "CUSTOMER").stdout)
 

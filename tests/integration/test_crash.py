@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import wait_for
-from tests.integration.helpers import count, setup_customer_sync
+from tests.integration.helpers import count, setup_customer_sync, slow_inserts
 
 pytestmark = pytest.mark.integration
 ROWS = 20_000
@@ -44,11 +44,7 @@ def kill_then_redo(env, store: sa.Engine, worker, kill_at: int, partial: Callabl
 @pytest.mark.parametrize("kill_at", [3_000, 11_000])
 def test_sigkill_mid_initial_sync_converges_exactly(env, kill_at: int) -> None:  # type: ignore[no-untyped-def]
     erp, crm, _, _ = setup_customer_sync(env, rows=ROWS, batch_size=500)
-    with crm.begin() as conn:  # each insert statement of the CRM takes 0.2 s more: however fast the bulk path
-        # gets (it once finished all 20,000 rows between two polls of the kill), the kill lands mid-sync
-        conn.execute(sa.text("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                             "BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$"))
-        conn.execute(sa.text("CREATE TRIGGER slow AFTER INSERT ON accounts FOR EACH STATEMENT EXECUTE FUNCTION slow()"))
+    slow_inserts(crm)  # the bulk path once finished all 20,000 rows between two polls of the kill
     store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
     worker = env.start_worker(**FAST)
     job_id = int(env.cli("sync", "CUSTOMER").stdout)
