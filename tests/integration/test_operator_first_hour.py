@@ -168,7 +168,7 @@ def test_ticks_written_while_the_broker_is_down_are_sent_when_it_is_back(env, ow
 
     wait_for(lambda: scalar("SELECT count(*) FROM jobs WHERE status = 'succeeded'") >= 1, timeout=30, what="a first run")
     own_redis["stop"]()
-    wait_for(lambda: scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND sent_at IS NULL") >= 1, timeout=30,
+    wait_for(lambda: scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND sent_at IS NULL") >= 1, timeout=90,
              what="a tick's job to wait in the store while the broker is down")
     waiting = scalar("SELECT min(id) FROM jobs WHERE status = 'queued' AND sent_at IS NULL")
     time.sleep(2)

@@ -67,7 +67,7 @@ def test_insert_update_unchanged_and_echo(env) -> None:  # type: ignore[no-untyp
     mappings = json.loads(env.cli("mappings", "--json").stdout)
     assert mappings == [{"name": "CUSTOMER", "direction": "to_integration", "schedule": "every 1h",
                          "last_run_at": jobs[0]["finished_at"], "last_status": "succeeded",
-                         "next_run_at": mappings[0]["next_run_at"], "skipped": 0}]
+                         "next_run_at": mappings[0]["next_run_at"], "skipped": 0, "paused": None}]
 
 
 def test_bad_record_fails_alone_and_is_retried(env) -> None:  # type: ignore[no-untyped-def]
