@@ -456,7 +456,7 @@ def counterpart_key(conn: sa.Connection, mapping: str, side: str, key: str) -> s
 def touching(conn: sa.Connection, mapping: str, local_key: str, integration_key: str) -> list[Any]:
     """Couplings (tombstones included) of either record: what a manual couple must not collide with."""
     return list(conn.execute(sa.select(couplings).where(couplings.c.mapping == mapping, sa.or_(
-        couplings.c.local_key == local_key, couplings.c.integration_key == integration_key))).all())
+        couplings.c.local_key == local_key, couplings.c.integration_key == integration_key)).order_by(couplings.c.id)).all())
 
 
 def clear_skip(conn: sa.Connection, job_id: int, ids: Sequence[int]) -> None:

@@ -292,10 +292,10 @@ class Action:
                 self.refuse(None, keys, f"cannot couple: {gone} does not exist (or is soft-deleted)")
                 return
             busy = [r for r in rows if r.state != "uncoupled"]
-            if busy:
-                r = busy[0]
-                self.refuse(None, keys, f"cannot couple: coupling {r.id} already couples local {r.local_key} with "
-                                        f"integration {r.integration_key}; `tablesync uncouple {r.id}` first")
+            if busy:  # each record's coupling, in id order: the message is the same however the store returns them
+                taken = "; ".join(f"coupling {r.id} already couples local {r.local_key} with integration {r.integration_key}"
+                                  for r in busy)
+                self.refuse(None, keys, f"cannot couple: {taken}; `tablesync uncouple {' '.join(str(r.id) for r in busy)}` first")
                 return
             with self.ctx.write() as conn:  # tombstones of either record give way to the new pair
                 cs.forget(conn, [r.id for r in rows])
