@@ -17,7 +17,7 @@ from tablesync.apps.engines import end_sessions
 from tablesync.config.settings import Settings
 from tablesync.db.engine import session_name, utcnow
 from tablesync.store.jobs import abandon, claim_resend, create_job, mark_sent, queued_since, stale_running
-from tablesync.store.locks import break_lock
+from tablesync.store.locks import end_job_sessions
 from tablesync.store.mappings import get_mapping
 
 log = logging.getLogger("tablesync.scheduler")
@@ -29,19 +29,25 @@ def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) 
         stale = stale_running(conn, timeout_seconds)
     replacements: list[int] = []
     for job in stale:
+        # Its worker may be frozen, not dead, holding the mapping lock and maybe a write transaction
+        # on live sessions: end them first, or the abandon would wait on the job row it locked, and
+        # the redo on the lock. Once abandoned, the new epoch refuses anything else it tries.
         with store.begin() as conn:
-            if not abandon(conn, job, timeout_seconds):
-                continue
-            # its worker may be frozen, not dead, still holding the mapping lock on a live session:
-            # the redo must not wait for it to wake (fenced by the new epoch, it writes nothing more)
-            freed = break_lock(conn, job.mapping, job.id)
-            new_id = create_job(conn, job.mapping, job.kind, operator=job.operator,
-                                params={**(job.params or {}), "redo_of": job.id})
+            freed = end_job_sessions(conn, job.mapping, job.id)
+        try:
+            with store.begin() as conn:
+                if not abandon(conn, job, timeout_seconds):
+                    continue
+                new_id = create_job(conn, job.mapping, job.kind, operator=job.operator,
+                                    params={**(job.params or {}), "redo_of": job.id})
+        except sa.exc.OperationalError as exc:  # a lock on the job row outlived the wait: the next pass tries again
+            log.warning("job %s could not be abandoned yet: %s", job.id, str(exc.orig).strip().splitlines()[0])
+            continue
         with store.connect() as conn:
             stored = get_mapping(conn, job.mapping)
         ended = end_sessions(stored.spec, stored.apps, session_name(job.id)) if stored is not None else 0
         log.warning("job %s abandoned (worker %s silent); its work is redone as job %s%s%s", job.id, job.worker, new_id,
-                    "; the mapping lock its worker still held was freed" if freed else "",
+                    f"; {freed} store session(s) its worker still held (the mapping lock) were ended" if freed else "",
                     f"; {ended} app session(s) it still held open were ended" if ended else "")
         replacements.append(new_id)
         send(new_id)  # a broker that is down raises: the redo waits in the store (send_waiting)

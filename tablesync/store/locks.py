@@ -90,17 +90,16 @@ class MappingLock:
                          .values(owner=None, expires_at=None))
 
 
-def break_lock(conn: sa.Connection, mapping: str, job_id: int) -> bool:
-    """Free the mapping lock that an abandoned job's worker still holds: on PostgreSQL end that
-    worker's lock session (found by its application_name, so no other job's lock is touched);
-    elsewhere clear its lease. A worker frozen past the heartbeat timeout would otherwise hold the
-    mapping until it wakes, which without keepalives can be hours. Returns whether one was freed."""
+def end_job_sessions(conn: sa.Connection, mapping: str, job_id: int) -> int:
+    """End what an abandoned job's worker still holds in the store: on PostgreSQL every session
+    named after the job (its mapping-lock session, and a write transaction it froze in, whose row
+    locks would block the takeover and the redo); elsewhere clear its lease. A worker frozen past
+    the heartbeat timeout would otherwise hold them until it wakes, which without keepalives can
+    be hours. Returns how many it ended."""
     if conn.dialect.name == "postgresql":
-        return bool(conn.execute(sa.text(
-            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k AND a.application_name = :n"),
-            {"k": lock_key(mapping), "n": session_name(job_id)}).scalar())
-    return bool(conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == mapping,
-                                                            mapping_locks.c.owner.like(f"%:job {job_id}"))
-                             .values(owner=None, expires_at=None)).rowcount)
+        return int(conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = :n AND pid <> pg_backend_pid()"), {"n": session_name(job_id)}).scalar_one())
+    return int(conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == mapping,
+                                                           mapping_locks.c.owner.like(f"%:job {job_id}"))
+                            .values(owner=None, expires_at=None)).rowcount)
