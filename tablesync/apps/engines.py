@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from tablesync.apps.table import AppTable
 from tablesync.config.load import expand_env
 from tablesync.config.model import AppSpec, MappingSpec
-from tablesync.db.engine import create_engine, redact_url
+from tablesync.db.engine import create_engine, end_named_sessions, redact_url
 from tablesync.errors import AppError, AppUnavailable, ConfigError, JobRefused
 
 log = logging.getLogger("tablesync.apps")
@@ -80,9 +80,7 @@ def end_sessions(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str) -
             if engine.dialect.name != "postgresql":
                 continue
             with engine.connect() as conn:
-                ended += int(conn.execute(sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND application_name = :n AND pid <> pg_backend_pid()"), {"n": session}).scalar_one())
+                ended += end_named_sessions(conn, session)
         except (sa.exc.SQLAlchemyError, ConfigError, JobRefused, KeyError) as exc:
             log.warning("cannot end the sessions of %s in app %s: %s", session, name, exc)
     return ended

@@ -27,7 +27,8 @@ from tablesync.apps.values import canonical
 from tablesync.apps.writes import Failure, split_write
 from tablesync.config.model import SideSpec
 from tablesync.db import pg_bulk
-from tablesync.db.keys import decode_key, encode_key, key_batch, tuple_in
+from tablesync.db.engine import name_session
+from tablesync.db.keys import decode_key, key_batch, row_key, tuple_in
 from tablesync.db.keys import key_in as _key_in
 
 T = TypeVar("T")
@@ -73,8 +74,7 @@ class AppTable:
 
     def key_of(self, row: Mapping[str, Any]) -> str:
         """A row's record key as one string (`db.keys.encode_key`)."""
-        names = self.side.key_columns
-        return str(row[names[0]]) if len(names) == 1 else encode_key([row[n] for n in names])
+        return row_key(row, self.side.key_columns)
 
     def key_values(self, key: str) -> tuple[Any, ...]:
         """A record key's column values, each in its column's type (ValueError for a malformed key)."""
@@ -348,8 +348,8 @@ class AppTable:
         """Name this write transaction's session after the job, for its length only: if the job's
         worker freezes mid-transaction, the reaper ends this session, and the rows it holds locked
         stop blocking the redo (`apps.engines.end_sessions`)."""
-        if self.session is not None and self.engine.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT set_config('application_name', :n, true)"), {"n": self.session})
+        if self.session is not None:
+            name_session(conn, self.session)
 
     @translated
     def delete_keys(self, keys: Sequence[str]) -> None:

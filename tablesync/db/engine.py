@@ -88,5 +88,20 @@ def session_name(job_id: int | None) -> str:
     return f"tablesync job {job_id}"
 
 
+def name_session(conn: sa.Connection, name: str, transaction_only: bool = True) -> None:
+    """Set the PostgreSQL session's application_name (for this transaction only, by default), so
+    that `end_named_sessions` can find it; elsewhere nothing."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT set_config('application_name', :n, :local)"), {"n": name, "local": transaction_only})
+
+
+def end_named_sessions(conn: sa.Connection, name: str) -> int:
+    """End every other PostgreSQL session of this database named `name` (`name_session`): how
+    the reaper frees what a frozen worker holds. Returns how many it ended."""
+    return int(conn.execute(sa.text(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = :n AND pid <> pg_backend_pid()"), {"n": name}).scalar_one())
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

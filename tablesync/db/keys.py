@@ -11,7 +11,7 @@ database needs it; the engine and the store never look inside.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,11 @@ def encode_key(values: Sequence[Any]) -> str:
     if len(values) == 1:
         return str(values[0])
     return json.dumps([str(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+
+
+def row_key(row: Mapping[str, Any], names: Sequence[str]) -> str:
+    """A row's record key from its key columns `names`; a one-column key skips the list (a hot path)."""
+    return str(row[names[0]]) if len(names) == 1 else encode_key([row[n] for n in names])
 
 
 def decode_key(key: str, width: int) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from tablesync.db.engine import session_name, utcnow
+from tablesync.db.engine import name_session, session_name, utcnow
 from tablesync.errors import Fenced
 from tablesync.store.schema import job_errors, jobs
 
@@ -84,20 +84,19 @@ def _store_ago(conn: sa.Connection, seconds: float) -> Any:
     return utcnow() - timedelta(seconds=seconds)
 
 
-def name_session(conn: sa.Connection, job_id: int) -> None:
+def name_job_session(conn: sa.Connection, job_id: int) -> None:
     """Name this transaction's session after the job (PostgreSQL, for the transaction only): if
     the worker freezes inside it, the reaper ends it by that name (`locks.end_job_sessions`), and
     the locks it holds (the job row, couplings) stop blocking the takeover and the redo."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT set_config('application_name', :n, true)"), {"n": session_name(job_id)})
+    name_session(conn, session_name(job_id))
 
 
 def fence(conn: sa.Connection, job_id: int, epoch: int) -> None:
     """Refuse this transaction's writes unless the job is still running under `epoch`. On
     PostgreSQL the job row is share-locked until the transaction ends, so the reaper's abandon
     (an update of that row) waits for a write in flight, and a write after it sees the new epoch;
-    a transaction frozen with its worker is ended by the reaper (`name_session`)."""
-    name_session(conn, job_id)
+    a transaction frozen with its worker is ended by the reaper (`name_job_session`)."""
+    name_job_session(conn, job_id)
     q = sa.select(jobs.c.status, jobs.c.epoch).where(jobs.c.id == job_id)
     row = conn.execute(q.with_for_update(read=True) if conn.dialect.name == "postgresql" else q).first()
     if row is None or row.status != "running" or row.epoch != epoch:
@@ -108,7 +107,7 @@ def fence(conn: sa.Connection, job_id: int, epoch: int) -> None:
 def heartbeat(conn: sa.Connection, job_id: int, epoch: int | None = None) -> bool:
     """The job is alive, on the store's clock; False when it is no longer this worker's to beat for."""
     cond = [jobs.c.id == job_id, jobs.c.status == "running"] + ([jobs.c.epoch == epoch] if epoch is not None else [])
-    name_session(conn, job_id)
+    name_job_session(conn, job_id)
     return bool(conn.execute(sa.update(jobs).where(*cond).values(heartbeat_at=store_now(conn))).rowcount)
 
 

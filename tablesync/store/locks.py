@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from tablesync.db.engine import session_name, utcnow
+from tablesync.db.engine import end_named_sessions, name_session, session_name, utcnow
 from tablesync.store.schema import mapping_locks
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -38,7 +38,7 @@ class MappingLock:
     def acquire(self) -> bool:
         if self.store.dialect.name == "postgresql":
             conn = self.store.connect()
-            conn.execute(sa.text("SELECT set_config('application_name', :n, false)"), {"n": session_name(self.job_id)})
+            name_session(conn, session_name(self.job_id), transaction_only=False)
             got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.mapping)}).scalar()
             conn.commit()
             if got:
@@ -97,9 +97,7 @@ def end_job_sessions(conn: sa.Connection, mapping: str, job_id: int) -> int:
     the heartbeat timeout would otherwise hold them until it wakes, which without keepalives can
     be hours. Returns how many it ended."""
     if conn.dialect.name == "postgresql":
-        return int(conn.execute(sa.text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = :n AND pid <> pg_backend_pid()"), {"n": session_name(job_id)}).scalar_one())
+        return end_named_sessions(conn, session_name(job_id))
     return int(conn.execute(sa.update(mapping_locks).where(mapping_locks.c.mapping == mapping,
                                                            mapping_locks.c.owner.like(f"%:job {job_id}"))
                             .values(owner=None, expires_at=None)).rowcount)

@@ -82,7 +82,7 @@ def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page
             if any(v is None for v in parts):
                 page.refused.append(row)
                 continue
-            target_key = str(parts[0]) if len(parts) == 1 else encode_key(parts)
+            target_key = encode_key(parts)
         page.source_keys.append(plan.source_key(row))
         page.target_keys.append(target_key)
         page.values.append(mapped)

@@ -21,7 +21,7 @@ from tablesync.apps.schema import category, coerce
 from tablesync.apps.values import AS_IS, canonical
 from tablesync.config.model import MappingSpec, SideSpec, source_side, target_side
 from tablesync.config.transforms import get_transform
-from tablesync.db.keys import decode_key, encode_key
+from tablesync.db.keys import decode_key, encode_key, row_key
 from tablesync.errors import RecordError
 
 
@@ -101,8 +101,7 @@ class DirectionPlan:
 
     def source_key(self, row: Mapping[str, Any]) -> str:
         """A source row's record key as one string (`db.keys.encode_key`)."""
-        names = self.source_key_columns
-        return str(row[names[0]]) if len(names) == 1 else encode_key([row[n] for n in names])
+        return row_key(row, self.source_key_columns)
 
     def target_key(self, values: Mapping[str, Any]) -> str | None:
         """The target key that mapped values carry (None unless every key column is mapped and
