@@ -124,13 +124,21 @@ class AppTable:
     # -- reading -----------------------------------------------------------------------------
 
     @translated_pages
-    def pages(self, columns: Sequence[str], since: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
-        """Changed rows in keyset-paginated batches: by (modified, key…) past `since`, else by key."""
+    def pages(self, columns: Sequence[str], since: Any, batch_size: int,
+              low: str | None = None, high: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Changed rows in keyset-paginated batches: by (modified, key…) past `since`, else by key;
+        with `low`/`high` (record keys), only the keys above `low` up to `high` (a chunk's range)."""
         mod, names = self.modified, self.side.key_columns
-        last: tuple[Any, ...] | None = None
+        last: tuple[Any, ...] | None = (None, *self.key_values(low)) if low is not None and since is None else None
+        upto = self.key_values(high) if high is not None else None
         while True:
             def build(raw: bool, last: tuple[Any, ...] | None = last) -> sa.Select[Any]:
-                return self._page_query(columns, raw, since, last).limit(batch_size)
+                q = self._page_query(columns, raw, since, last)
+                if since is not None and low is not None:
+                    q = q.where(self._after(self.keys, self.key_values(low)))
+                if upto is not None:
+                    q = q.where(sa.not_(self._after(self.keys, upto)))
+                return q.limit(batch_size)
 
             with self.engine.connect() as conn:
                 rows = self._rows(conn, build)
@@ -166,6 +174,31 @@ class AppTable:
         # (a, b, c) > (x, y, z) spelled out: what MySQL/MariaDB and SQLite plan as index ranges
         return sa.or_(*(sa.and_(*(c == v for c, v in zip(cols[:i], values[:i])), cols[i] > values[i])
                         for i in range(len(cols))))
+
+    @translated
+    def key_boundaries(self, every: int) -> tuple[list[str], int]:
+        """Split the selected rows into key ranges of `every` rows by walking the key's index
+        (`key > :b ORDER BY key OFFSET every-1 LIMIT 1`, one index range scan per boundary), so
+        sparse or skewed keys split as evenly as dense ones. Returns each range's highest key but
+        the last's (whose range is open above) and the number of rows in that last range."""
+        highs: list[str] = []
+        with self.engine.connect() as conn:
+            while True:
+                q = self._live(self._filtered(sa.select(*self.keys)))
+                if highs:
+                    q = q.where(self._after(self.keys, self.key_values(highs[-1])))
+                row = conn.execute(q.order_by(*self.keys).offset(every - 1).limit(1)).first()
+                if row is None:
+                    break
+                highs.append(self.key_of(row._mapping))
+            tail = self._live(self._filtered(sa.select(sa.literal(1))))
+            if highs:
+                tail = tail.where(self._after(self.keys, self.key_values(highs[-1])))
+            rest = int(conn.execute(sa.select(sa.func.count()).select_from(tail.subquery())).scalar_one())
+        if highs and rest == 0:  # the walk ended exactly on the last row: that range is the last one
+            highs.pop()
+            rest = every
+        return highs, rest
 
     @translated
     def fetch(self, keys: Sequence[str], columns: Sequence[str], apply_filter: bool = True) -> dict[str, dict[str, Any]]:
@@ -290,6 +323,35 @@ class AppTable:
                 now = conn.execute(sa.text("SELECT NOW(6)")).scalar()
                 return _in_domain(min(start, now) if start else now, mod)
             return None
+
+    @translated
+    def start_mark(self) -> Any:
+        """Where a chunked run's finalisation reads again from: the horizon (no transaction still
+        open can write a modified-on below it), or, for a modified-on the horizon cannot express (a
+        number, or SQLite), the largest one now. None without a modified-on column."""
+        mod = self.modified
+        if mod is None:
+            return None
+        mark = self.horizon()
+        if mark is not None:
+            return mark
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(mod))).scalar()
+
+    def check_condition(self, condition: str) -> str | None:
+        """The database's own complaint about `condition` as a WHERE clause of this table (planned,
+        not run: no row is read), or None if it is valid. An app that cannot be reached raises
+        AppUnavailable."""
+        q = sa.select(sa.literal(1)).select_from(self.table).where(sa.text(f"({condition})")).limit(0)
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(q).all()
+        except sa.exc.DBAPIError as exc:
+            if is_connection_error(exc):
+                raise unavailable(self.label, exc) from exc
+            text = str(exc.orig).strip()
+            return text.splitlines()[0] if text else type(exc.orig).__name__
+        return None
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -28,6 +28,9 @@ class _Strict(BaseModel):
 
 class AppSpec(_Strict):
     url: str
+    # How many chunk workers of chunked runs may use the app at once, across every worker process
+    # and machine (each holds at most two connections to it: one reading, one writing). Unset: no cap.
+    max_connections: int | None = Field(None, ge=1)
 
 
 class SideSpec(_Strict):
@@ -103,6 +106,8 @@ class MappingSpec(_Strict):
     skip_after_failures: int = Field(3, ge=1)
     depends_on: list[str] = []
     batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    chunk_rows: int | None = Field(None, ge=1)  # unset: the TABLESYNC_CHUNK_ROWS setting (50,000)
+    max_parallel: int | None = Field(None, ge=1)  # chunks of one run worked at once; unset: every chunk
     deletion_scan: str = "every run"  # or an interval ("every 10m"): how often jobs scan coupled keys for deletions
     fields: list[FieldSpec] = Field(min_length=1)
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     web_session_hours: float = Field(12.0, gt=0, le=24 * 30)
     web_secure_cookies: bool = False  # true behind HTTPS: the session cookie is sent over HTTPS only
     batch_size: int = Field(5000, ge=1, le=1_000_000)
+    chunk_rows: int = Field(50_000, ge=1)  # a first run or full resync of more source rows is split into key ranges
     overlap_seconds: float = Field(5.0, ge=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     heartbeat_timeout_seconds: float = Field(60.0, gt=0)

@@ -229,27 +229,37 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--side says which side --record's key belongs to: give --record KEY too")
     if args.dry_run and args.wait:
         raise UsageError("--dry-run decides a run in this process and enqueues nothing: there is no job to --wait for")
+    if args.where is not None and args.record is not None:
+        raise UsageError("--where resyncs the records it selects, --record one record: give one of them")
     engine = store(settings)
     with engine.connect() as conn:
         stored = require_active(conn, args.mapping)
         if args.record is not None:  # a composite key as typed ([1, 23]) in the store's form
             args.record = views.record_key(conn, args.mapping, args.side or default_record_side(stored.spec.direction), args.record)
+    if args.where is not None:  # refused now, with the source's own words, rather than by the job
+        from tablesync.sync.run import check_range
+
+        try:
+            check_range(stored, args.where)
+        except (AppUnavailable, AppError, JobRefused) as exc:
+            raise UsageError(f"--where cannot be checked on mapping {args.mapping}'s source: {exc}") from None
     if args.dry_run:
-        return _dry_run(engine, settings, stored, args.json, full=args.full, record=args.record, side=args.side)
+        return _dry_run(engine, settings, stored, args.json, full=args.full or args.where is not None, record=args.record,
+                        side=args.side, where=args.where)
     broker = broker_for(settings)
     params = {"record": args.record, "side": args.side} if args.record is not None else None
-    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full, operator=operator(args, settings),
-                          params=params)
+    job_id = enqueue_sync(engine, broker, settings, args.mapping, full=args.full or args.where is not None,
+                          operator=operator(args, settings), params=params, where=args.where)
     return enqueued(engine, settings, [job_id], broker is not None, args.wait, args.timeout, args.json)
 
 
 def _dry_run(engine: sa.Engine, settings: Settings, stored: Any, as_json: bool, full: bool, record: str | None,
-             side: str | None) -> int:
+             side: str | None, where: str | None = None) -> int:
     """Decide a run of the mapping (or of one record) in this process and print what it would do; writes nothing."""
     from tablesync.sync.run import dry_run
 
     try:
-        report = dry_run(engine, settings, stored, full=full, record=record, side=side)
+        report = dry_run(engine, settings, stored, full=full, record=record, side=side, where=where)
     except (AppUnavailable, AppError, JobRefused, ActionRefused) as exc:
         print(f"tablesync: dry run of {stored.spec.name} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -281,9 +291,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.broker_url is None:
         raise UsageError("TABLESYNC_BROKER_URL is not set: workers need redis://… or amqp://… "
                          "(use `tablesync run` for the all-in-one process)")
+    from tablesync.worker.enqueue import queues
+
     store(settings)
     argv = [sys.executable, "-m", "tablesync.worker.dramatiq_main", "tablesync.worker.entry", "--processes", str(args.processes),
-            "--threads", str(args.threads), "--queues", settings.queue]
+            "--threads", str(args.threads), "--queues", *queues(settings).values()]
     # Dramatiq's exporter serves its metrics and ours (sync/metrics.py, worker/metrics.py) from one multiprocess
     # directory, emptied now so that files of processes from an earlier run never leak in.
     metrics_dir = Path(tempfile.gettempdir()) / f"tablesync-worker-metrics-{settings.worker_metrics_port}"
@@ -473,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("mapping")
     sp.add_argument("--full", action="store_true", help="ignore watermarks: compare every row")
     sp.add_argument("--record", metavar="KEY", help="sync only this record, now")
+    sp.add_argument("--where", "--range", metavar="CONDITION", help="resync only the source rows this SQL condition "
+                    "selects, e.g. \"id BETWEEN 100 AND 900\" (implies --full; checked on the source first)")
     sp.add_argument("--dry-run", action="store_true", help="print what a run would do (counts and samples); write nothing")
     sp.add_argument("--side", choices=["local", "integration"], help="the side --record's key belongs to (default: local, "
                     "or integration for from_integration mappings)")

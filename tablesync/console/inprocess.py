@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from tablesync.config.settings import Settings
 from tablesync.store.jobs import FINISHED, get_job
 from tablesync.worker.broker import setup_broker
+from tablesync.worker.enqueue import queues
 
 
 class InProcess:
@@ -27,7 +28,7 @@ class InProcess:
         self.broker = setup_broker(settings, in_process_ok=True)
         import tablesync.worker.actors  # noqa: F401  (declares the actors on the broker just installed)
 
-        self.worker = dramatiq.Worker(self.broker, worker_threads=threads, queues={settings.queue}, worker_timeout=100)
+        self.worker = dramatiq.Worker(self.broker, worker_threads=threads, queues=set(queues(settings).values()), worker_timeout=100)
         self._scheduler: threading.Thread | None = None
         self._stop = threading.Event()
 

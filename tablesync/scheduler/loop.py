@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from tablesync.config.schedule import parse_duration
 from tablesync.config.settings import Settings
 from tablesync.errors import BrokerUnavailable
-from tablesync.scheduler.reaper import reap, resend_after, resend_queued
+from tablesync.scheduler.reaper import reap, reap_chunks, resend_after, resend_queued
 from tablesync.scheduler.ticks import TickCache, enqueue_due
 from tablesync.store.retention import cleanup
-from tablesync.worker.enqueue import send_job, send_waiting
+from tablesync.worker.enqueue import CHUNK_ACTOR, send_job, send_stored, send_waiting
 from tablesync.worker.presence import Presence
 
 log = logging.getLogger("tablesync.scheduler")
@@ -27,7 +27,10 @@ CLEANUP_EVERY = 86_400.0  # retention runs at start and then daily
 def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings, stop: threading.Event,
                   role: str = "scheduler") -> None:
     def send(job_id: int) -> None:
-        send_job(broker, settings, job_id)
+        send_stored(store, broker, settings, job_id)
+
+    def send_chunk(job_id: int) -> None:
+        send_job(broker, settings, job_id, CHUNK_ACTOR)
 
     cache = TickCache()
     last_maintenance = 0.0
@@ -44,6 +47,7 @@ def run_scheduler(store: sa.Engine, broker: dramatiq.Broker, settings: Settings,
             if time.monotonic() - last_maintenance >= MAINTENANCE_EVERY:
                 last_maintenance = time.monotonic()
                 reap(store, send, settings.heartbeat_timeout_seconds)
+                reap_chunks(store, send_chunk, settings.heartbeat_timeout_seconds)
                 resend_queued(store, send, resend_after(settings))
             if last_cleanup is None or time.monotonic() - last_cleanup >= CLEANUP_EVERY:
                 last_cleanup = time.monotonic()

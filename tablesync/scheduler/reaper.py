@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from tablesync.apps.engines import end_sessions
 from tablesync.config.settings import Settings
-from tablesync.db.engine import session_name, utcnow
+from tablesync.db.engine import end_named_sessions, session_name, utcnow
+from tablesync.store import chunks as chunk_rows
 from tablesync.store.jobs import abandon, claim_resend, create_job, mark_sent, queued_since, stale_running
 from tablesync.store.locks import end_job_sessions
 from tablesync.store.mappings import get_mapping
@@ -54,6 +55,38 @@ def reap(store: sa.Engine, send: Callable[[int], None], timeout_seconds: float) 
         with store.begin() as conn:
             mark_sent(conn, [new_id])
     return replacements
+
+
+def reap_chunks(store: sa.Engine, send_chunk: Callable[[int], None], quiet_seconds: float) -> list[int]:
+    """Chunks whose lease expired are pending again and sent (their worker died or froze: the
+    store and app sessions named after the chunk are ended first, so the redo never waits on a
+    lock it holds); a chunked run with pending chunks, none running and nothing done for
+    `quiet_seconds` gets a message again (its messages were lost). Returns the runs sent."""
+    with store.connect() as conn:
+        expired = chunk_rows.expired(conn)
+    runs: list[int] = []
+    for chunk in expired:
+        name = chunk_rows.chunk_session(chunk.id)
+        with store.begin() as conn:
+            end_named_sessions(conn, name)
+        try:
+            with store.begin() as conn:
+                if not chunk_rows.take_back(conn, chunk.id, chunk.epoch):
+                    continue
+        except sa.exc.OperationalError as exc:
+            log.warning("chunk %s could not be taken back yet: %s", chunk.id, str(exc.orig).strip().splitlines()[0])
+            continue
+        with store.connect() as conn:
+            stored = get_mapping(conn, chunk.mapping)
+        ended = end_sessions(stored.spec, stored.apps, name) if stored is not None else 0
+        log.warning("chunk %s of job %s: worker %s let its lease expire; the chunk is redone%s", chunk.number, chunk.job_id,
+                    chunk.worker, f" ({ended} app session(s) it held were ended)" if ended else "")
+        runs.append(int(chunk.job_id))
+    with store.connect() as conn:
+        runs.extend(j for j in chunk_rows.idle_runs(conn, quiet_seconds) if j not in runs)
+    for job_id in runs:
+        send_chunk(job_id)
+    return runs
 
 
 def resend_queued(store: sa.Engine, send: Callable[[int], None], after_seconds: float) -> list[int]:

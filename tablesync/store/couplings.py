@@ -96,13 +96,17 @@ def has_couplings(conn: sa.Connection, mapping: str) -> bool:
     return conn.execute(sa.select(couplings.c.id).where(couplings.c.mapping == mapping).limit(1)).first() is not None
 
 
-def retry_keys(conn: sa.Connection, mapping: str, direction: str) -> list[str]:
-    """Source keys of couplings whose last attempt failed or never finished, and are not skipped."""
+def retry_keys(conn: sa.Connection, mapping: str, direction: str, failed_in: int | None = None) -> list[str]:
+    """Source keys of couplings whose last attempt failed or never finished, and are not skipped;
+    but those that failed in job `failed_in` (a chunked run's finalisation retries no record its
+    own chunks just failed)."""
     sides = Sides.of(direction)
     col = couplings.c[sides.source_key]
     q = sa.select(col).where(  # UNFINISHED is the predicate of a partial index: only those rows are read
         couplings.c.mapping == mapping, UNFINISHED, col.is_not(None), couplings.c.state != "uncoupled",
     ).order_by(col)
+    if failed_in is not None:
+        q = q.where(sa.not_(sa.and_(couplings.c.last_job_id == failed_in, couplings.c.last_result == "failure")))
     return [str(k) for k in conn.execute(q).scalars()]
 
 
@@ -145,6 +149,7 @@ def insert_intents(
 
 def stage_inserts(
     conn: sa.Connection, mapping: str, direction: str, items: Sequence[tuple[str, str]], job_id: int, ids: bool = True,
+    chunk_id: int | None = None,
 ) -> tuple[int, dict[str, int]]:
     """Insert intents of records whose target key is known before the write: one `insert_intents`
     row for the batch (PostgreSQL). `land_inserts`/`write_landed` then write each coupling once,
@@ -158,6 +163,7 @@ def stage_inserts(
     records = [[i, sk, tk] if local_first else [i, tk, sk] for i, (sk, tk) in zip(taken, items)]
     batch = conn.execute(sa.insert(staged_intents).values(
         mapping=mapping, origin=source_side(direction), records=records, job_id=job_id, created_at=utcnow(),
+        chunk_id=chunk_id,
     ).returning(staged_intents.c.id)).scalar_one()
     return int(batch), ({sk: int(i) for i, (sk, _) in zip(taken, items)} if ids else {})
 
@@ -216,14 +222,16 @@ def write_landed(conn: sa.Connection, mapping: str, direction: str, job_id: int,
 
 
 def promote_intents(conn: sa.Connection, mapping: str, batch: int | None = None, only: set[int] | None = None,
-                    drop: bool = False) -> int:
-    """Staged records (the mapping's, or one batch's `only` ids) become pending couplings, which
-    every path knows how to finish: after a crash, before the next job of the mapping reads
-    anything; and for a staged insert that failed. A batch's row stays unless `drop` (its
-    landing deletes it). Returns how many."""
+                    drop: bool = False, chunk: int | None = None) -> int:
+    """Staged records (the mapping's, one chunk's, or one batch's `only` ids) become pending
+    couplings, which every path knows how to finish: after a crash, before the next job (or the
+    redo of a chunk) reads anything; and for a staged insert that failed. A batch's row stays
+    unless `drop` (its landing deletes it). Returns how many."""
     cond = staged_intents.c.mapping == mapping
     if batch is not None:
         cond = sa.and_(cond, staged_intents.c.id == batch)
+    if chunk is not None:
+        cond = sa.and_(cond, staged_intents.c.chunk_id == chunk)
     rows = conn.execute(sa.select(staged_intents).where(cond)).all()
     pending = [
         {**({"id": i} if i is not None else {}), "mapping": mapping, "local_key": lk, "integration_key": ik,

@@ -41,6 +41,11 @@ class Counters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def is_urgent(kind: str, params: Mapping[str, Any] | None) -> bool:
+    """An operator's action or a single-record sync: someone is waiting for it (its own queue)."""
+    return kind not in SYNC_KINDS or (params or {}).get("record") is not None
+
+
 def create_job(
     conn: sa.Connection, mapping: str, kind: str, *, operator: str | None = None,
     params: Mapping[str, Any] | None = None, direction: str | None = None, status: str = "queued",
@@ -78,7 +83,7 @@ def store_now(conn: sa.Connection) -> Any:
     return sa.func.now() if conn.dialect.name == "postgresql" else utcnow()
 
 
-def _store_ago(conn: sa.Connection, seconds: float) -> Any:
+def store_ago(conn: sa.Connection, seconds: float) -> Any:
     if conn.dialect.name == "postgresql":
         return sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
     return utcnow() - timedelta(seconds=seconds)
@@ -152,9 +157,10 @@ def errors_of(conn: sa.Connection, job_id: int) -> list[sa.Row[Any]]:
 
 
 def stale_running(conn: sa.Connection, timeout: float) -> list[sa.Row[Any]]:
-    """Running jobs whose last heartbeat is older than `timeout`, by the store's clock."""
+    """Running jobs whose last heartbeat is older than `timeout`, by the store's clock. A chunked
+    run's liveness is its chunks' leases (`chunks.expired`), not the heartbeat of the job that planned it."""
     return conn.execute(sa.select(jobs).where(
-        jobs.c.status == "running", sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < _store_ago(conn, timeout),
+        jobs.c.status == "running", jobs.c.chunks.is_(None), sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < store_ago(conn, timeout),
     )).all()
 
 
@@ -270,7 +276,7 @@ def abandon(conn: sa.Connection, job: sa.Row[Any], timeout_seconds: float) -> bo
         conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
     return bool(conn.execute(sa.update(jobs).where(
         jobs.c.id == job.id, jobs.c.status == "running",
-        sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < _store_ago(conn, timeout_seconds),
+        sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at) < store_ago(conn, timeout_seconds),
     ).values(status="abandoned", finished_at=utcnow(), epoch=jobs.c.epoch + 1,
              message=f"abandoned: worker {job.worker} sent no heartbeat for {timeout_seconds:.0f}s")).rowcount)
 

@@ -93,6 +93,9 @@ insert_intents = sa.Table(
     sa.Column("records", sa.JSON, nullable=False),  # [[coupling id, local key, integration key], ...]
     sa.Column("job_id", BigId, nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    # The chunk of a chunked run that staged the batch: a redo of that chunk finishes them
+    # (`promote_intents`) while the run's other chunks go on staging their own.
+    sa.Column("chunk_id", BigId),
 )
 sa.Index("ix_insert_intents_mapping", insert_intents.c.mapping)
 
@@ -129,6 +132,9 @@ jobs = sa.Table(
     # When a broker last took the job's message. NULL: the job waits in the store (asked for by a
     # process without a broker, or refused by the broker) until a scheduler or `tablesync run` sends it.
     sa.Column("sent_at", TS),
+    # A chunked run's number of key-range chunks (NULL: the job runs in one piece). From the moment
+    # it is set, the run's liveness is its chunks' leases (`run_chunks`), not the job's heartbeat.
+    sa.Column("chunks", sa.Integer),
 )
 sa.Index("ix_jobs_mapping_status", jobs.c.mapping, jobs.c.status)
 sa.Index("ix_jobs_status_heartbeat", jobs.c.status, jobs.c.heartbeat_at)
@@ -222,6 +228,36 @@ mapping_pauses = sa.Table(
     sa.Column("paused_at", TS, nullable=False),
     sa.Column("reason", sa.Text),
 )
+
+# The key-range chunks of a chunked run (job `job_id`), each claimed by one worker at a time under
+# a lease and an epoch (its fencing token). Number 0 is the run's last step, the finalisation: it
+# waits until every range is done. Keys are record keys (`db.keys.encode_key`); a chunk holds the
+# keys above `low` (exclusive) up to `high` (inclusive), NULL meaning unbounded.
+run_chunks = sa.Table(
+    "run_chunks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("mapping", sa.String(100), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("low", sa.Text),
+    sa.Column("high", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),  # waiting | pending | running | done | failed
+    sa.Column("apps", sa.JSON, nullable=False),  # the apps the chunk's worker connects to (max_connections)
+    sa.Column("estimate", sa.BigInteger, nullable=False, default=0),  # source rows in the range when planned
+    sa.Column("rows", sa.BigInteger, nullable=False, default=0),  # source rows read so far (this attempt)
+    sa.Column("counters", sa.JSON),
+    sa.Column("state", sa.JSON),  # the finalisation's: the start watermark, --where, max_parallel
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("worker", sa.String(200)),
+    sa.Column("lease_until", TS),
+    sa.Column("started_at", TS),
+    sa.Column("finished_at", TS),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("job_id", "number"),
+)
+sa.Index("ix_run_chunks_status", run_chunks.c.status, run_chunks.c.lease_until)
 
 # Lease-based mapping lock for stores without advisory locks (SQLite).
 mapping_locks = sa.Table(

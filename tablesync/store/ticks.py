@@ -43,7 +43,7 @@ def _claim_all(store: sa.Engine, due: Sequence[tuple[str, datetime]], now: datet
         if not rows:
             return {}
         held = paused(conn, [r.mapping for r in rows])
-        busy = {r.mapping: r for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.id, jobs.c.status).where(
+        busy = {r.mapping: r for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.id, jobs.c.status, jobs.c.chunks).where(
             jobs.c.mapping.in_([r.mapping for r in rows]), jobs.c.status.in_(ACTIVE)))}
         for r in rows:
             if r.mapping in held:
@@ -81,6 +81,8 @@ def _claim(store: sa.Engine, mapping: str, tick: datetime, now: datetime) -> int
 
 
 def _busy_note(busy: Any) -> str:
+    if busy.chunks is not None:
+        return f"a chunked run is in progress (job {busy.id}, {busy.chunks} chunks)"
     return f"job {busy.id} is still {busy.status}"
 
 

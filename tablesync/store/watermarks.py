@@ -22,20 +22,20 @@ def get_watermark(conn: sa.Connection, mapping: str, side: str) -> Any:
     ).scalar()
     if isinstance(value, str):
         value = json.loads(value)
-    return _decode(value)
+    return decode(value)
 
 
 def set_watermark(conn: sa.Connection, mapping: str, side: str, value: Any) -> None:
     now = utcnow()
     updated = conn.execute(
         sa.update(watermarks).where(watermarks.c.mapping == mapping, watermarks.c.side == side)
-        .values(value=_encode(value), updated_at=now)
+        .values(value=encode(value), updated_at=now)
     ).rowcount
     if not updated:
-        conn.execute(sa.insert(watermarks).values(mapping=mapping, side=side, value=_encode(value), updated_at=now))
+        conn.execute(sa.insert(watermarks).values(mapping=mapping, side=side, value=encode(value), updated_at=now))
 
 
-def _encode(value: Any) -> dict[str, Any]:
+def encode(value: Any) -> dict[str, Any]:
     if isinstance(value, dt.datetime):
         return {"type": "datetime", "value": value.isoformat()}
     if isinstance(value, dt.date):
@@ -43,7 +43,7 @@ def _encode(value: Any) -> dict[str, Any]:
     return {"type": "number", "value": value if isinstance(value, (int, float)) else str(value)}
 
 
-def _decode(stored: Any) -> Any:
+def decode(stored: Any) -> Any:
     if not stored:
         return None
     kind, value = stored.get("type"), stored.get("value")

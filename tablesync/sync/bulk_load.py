@@ -117,7 +117,7 @@ def insert_page(ctx: RunContext, plan: DirectionPlan, target: AppTable, page: Pa
                             else target.new_uuid_keys(len(keys)))
                 with ctx.write() as store:  # committed before the rows are
                     batch, _ = cs.stage_inserts(store, plan.mapping, plan.direction, list(zip(page.source_keys, keys)),
-                                                ctx.job_id, ids=False)
+                                                ctx.job_id, ids=False, chunk_id=ctx.chunk_id)
                 columns = [target.key.name, *plan.target_fields] if not plan.key_from_source else list(plan.target_fields)
                 tuples = ((k, *v) for k, v in zip(keys, page.values)) if not plan.key_from_source else page.values
                 if pg_bulk.usable(conn):

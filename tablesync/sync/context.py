@@ -69,6 +69,13 @@ class RunContext:
     # fencing check, which raises once the job was taken over (its epoch moved on). The engine
     # knows only that it must ask; what is checked is the runtime's.
     fence: Callable[[sa.Connection], None] = lambda conn: None
+    # A chunked run's range (`chunked`): the chunk its staged inserts belong to, the progress each
+    # recorded batch adds to it, and, set for the range's last batch only, the done transition
+    # that commits with that batch's couplings (`record` calls it once, then clears it).
+    chunk_id: int | None = None
+    on_record: Callable[[sa.Connection, Counters], None] = lambda conn, counters: None
+    closing: Callable[[sa.Connection], None] | None = None
+    scoped: bool = False  # a range resync (`--where`): it moves no watermark and scans no deletions
     handled: set[int] = field(default_factory=set)  # couplings decided in this job (bidirectional: decide once)
     # (direction, source key) of bulk inserts this job rolled back: a target row found under such a
     # record's key was there before, so finishing its insert couples it rather than inserts it

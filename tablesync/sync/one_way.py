@@ -34,15 +34,23 @@ from tablesync.sync.select import advance_watermark, page_top, parent_refs
 BULK_PAGES = 4  # an initial load moves pages of this many batches: measured 10 % faster than one, at 2× the memory
 
 
-def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable) -> Counters:
-    """Sync every change of `source` (beyond its watermark) and every unfinished coupling onto `target`."""
+STORED: Any = object()  # run_direction's default watermark: the side's, as the store has it
+
+
+def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, watermark: Any = STORED,
+                  reread: bool = True) -> Counters:
+    """Sync every change of `source` (beyond its watermark) and every unfinished coupling onto
+    `target`. A chunked run's finalisation passes its start `watermark` (or, for a source with no
+    modified-on column, `reread=False`: its ranges read every row already)."""
     total = Counters()
     side = plan.source_side()
     columns = plan.source_columns
-    total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict, every_seconds=plan.deletion_scan_seconds))
+    if not ctx.scoped:
+        total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict, every_seconds=plan.deletion_scan_seconds))
     with ctx.store.connect() as conn:
-        watermark = None if ctx.full else get_watermark(conn, plan.mapping, side)
-        retry = cs.retry_keys(conn, plan.mapping, plan.direction)
+        if watermark is STORED:
+            watermark = None if ctx.full else get_watermark(conn, plan.mapping, side)
+        retry = [] if ctx.scoped else cs.retry_keys(conn, plan.mapping, plan.direction, failed_in=ctx.job_id or None)
     horizon = source.horizon()
     since = minus_overlap(watermark, ctx.overlap_seconds)
 
@@ -67,14 +75,15 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     # Pages by key never repeat a key, so one batch can be written while the next is read and
     # decided; pages by modified-on can (a row changed meanwhile), and match_on claims target
     # records across batches: those go one batch at a time.
+    pages = source.pages(columns, since, ctx.batch_size * (BULK_PAGES if bulk else 1)) if reread else iter(())
     with Pipeline(enabled=(since is None or source.modified is None) and not plan.match_columns, stages=2) as pipe:
-        for page in source.pages(columns, since, ctx.batch_size * (BULK_PAGES if bulk else 1)):
+        for page in pages:
             max_seen = page_top(source, page, max_seen)
             rows = [r for r in page if source.key_of(r) not in retried]
             if bulk:
                 with ctx.store.connect() as conn:
                     page = bulk_load.map_page(plan, rows, parent_refs(conn, plan, rows))
-                pipe.submit(lambda page=page: _counted(add, *bulk_load.insert_page(
+                pipe.submit(lambda page=page: counted(add, *bulk_load.insert_page(
                     ctx, plan, target, page, lambda rows: process_rows(ctx, plan, source, target, rows))),
                     lambda written: add(bulk_load.land_page(ctx, plan, written)))
             else:
@@ -82,7 +91,8 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
                 if decided is not None:
                     pipe.submit(lambda decided=decided: add(apply_decided(ctx, plan, source, target, *decided)))
             ctx.beat()
-    advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon)
+    if not ctx.scoped:  # a range resync read part of the table: how far it read says nothing of the rest
+        advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon if reread else None)
     if bulk:
         bulk_load.finish(ctx, total)
     return total
@@ -129,7 +139,7 @@ class Pipeline:
                 pool.shutdown(wait=True)
 
 
-def _counted(add: Callable[[Counters], None], result: Any, counters: Counters) -> Any:
+def counted(add: Callable[[Counters], None], result: Any, counters: Counters) -> Any:
     add(counters)
     return result
 

@@ -123,6 +123,10 @@ def record(ctx: RunContext, batch: Batch) -> dict[str, int]:
             cs.reopen(conn, [i for i, l, o in batch.reopened if (l, o) == (lost, origin)], lost, origin)
         write_events(conn, events)
         add_counters(conn, batch.job_id, batch.counters)
+        ctx.on_record(conn, batch.counters)
+        if ctx.closing is not None:
+            closing, ctx.closing = ctx.closing, None
+            closing(conn)
     for direction, counters in batch.counted if batch.counted is not None else [(batch.direction, batch.counters)]:
         metrics.records(batch.mapping, direction, counters)
     for direction, modified, source in batch.lag:

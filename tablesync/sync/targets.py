@@ -62,7 +62,8 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
     with ctx.write() as conn:
         new = [d for d in todo if d.coupling is None]
         staged = {d.source_key: d.target_key for d in new if d.target_key is not None} if pg_bulk.usable(conn) else {}
-        batch, ids = cs.stage_inserts(conn, plan.mapping, plan.direction, list(staged.items()), ctx.job_id)
+        batch, ids = cs.stage_inserts(conn, plan.mapping, plan.direction, list(staged.items()), ctx.job_id,
+                                      chunk_id=ctx.chunk_id)
         ids.update(cs.insert_intents(conn, plan.mapping, plan.direction,
                                      [(d.source_key, d.target_key) for d in new if d.source_key not in ids], ctx.job_id))
         cs.set_target_keys(conn, plan.direction, [(d.coupling.id, d.target_key) for d in todo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -10,6 +11,8 @@ from dramatiq.middleware import CurrentMessage
 from tablesync.config.settings import get_settings
 from tablesync.errors import RetryLater
 from tablesync.worker.broker import installed_broker
+from tablesync.worker.chunks import run_chunks
+from tablesync.worker.enqueue import CHUNK_ACTOR, SYNC_ACTOR, URGENT_ACTOR, queues, send_job
 from tablesync.worker.runner import Delivery, run_job
 from tablesync.worker.store_engine import store_engine
 
@@ -30,20 +33,50 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     return isinstance(exc, (RetryLater, dramatiq.Retry))
 
 
-@dramatiq.actor(queue_name=_settings.queue, max_retries=_settings.max_retries, min_backoff=5_000,
-                max_backoff=300_000, retry_when=_retry_when, time_limit=24 * 3600 * 1000)
-def sync_job(job_id: int) -> None:
-    """Run job `job_id`: a sync, or an operator's action (the job row says which)."""
+_QUEUES = queues(_settings)
+_OPTIONS: dict[str, Any] = dict(max_retries=_settings.max_retries, min_backoff=5_000, max_backoff=300_000,
+                                retry_when=_retry_when, time_limit=24 * 3600 * 1000)
+
+
+def _retries() -> int:
     message = CurrentMessage.get_current_message()
-    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
+def _send_chunk(job_id: int) -> None:
+    send_job(installed_broker(), _settings, job_id, CHUNK_ACTOR)
+
+
+def _job(job_id: int, again: dramatiq.Actor[[int], None]) -> None:
     try:
-        delivery = run_job(store_engine(), _settings, int(job_id), retries=retries)
+        delivery = run_job(store_engine(), _settings, int(job_id), retries=_retries(), send_chunk=_send_chunk)
     except RetryLater as exc:
         # the runner logged why, in one line: Dramatiq's Retry is retried without another (a traceback)
         raise dramatiq.Retry(str(exc)) from exc
     if delivery is Delivery.DEFERRED:
         # A parent mapping has not synced yet: look again shortly. The job stays queued meanwhile.
-        sync_job.send_with_options(args=(int(job_id),), delay=DEFER_MS)
+        again.send_with_options(args=(int(job_id),), delay=DEFER_MS)
+
+
+@dramatiq.actor(queue_name=_QUEUES[SYNC_ACTOR], priority=50, **_OPTIONS)
+def sync_job(job_id: int) -> None:
+    """Run job `job_id`: a sync of a mapping (the job row says which)."""
+    _job(job_id, sync_job)
+
+
+@dramatiq.actor(queue_name=_QUEUES[URGENT_ACTOR], priority=0, **_OPTIONS)
+def urgent_job(job_id: int) -> None:
+    """Run job `job_id`: an operator's action or a single-record sync, ahead of any sync or chunk."""
+    _job(job_id, urgent_job)
+
+
+@dramatiq.actor(queue_name=_QUEUES[CHUNK_ACTOR], priority=100, **_OPTIONS)
+def sync_chunk(job_id: int) -> None:
+    """Claim and sync one chunk of the chunked run of job `job_id` (`worker.chunks`)."""
+    try:
+        run_chunks(store_engine(), _settings, int(job_id), _retries(), _send_chunk)
+    except RetryLater as exc:
+        raise dramatiq.Retry(str(exc)) from exc
 
 
 DEFER_MS = 1000

@@ -21,9 +21,27 @@ import sqlalchemy as sa
 from tablesync.config.settings import Settings
 from tablesync.db.engine import redact_url, utcnow
 from tablesync.errors import BrokerUnavailable
-from tablesync.store.jobs import claim_waiting, create_job, fail_unsent, mark_sent, unclaim, waiting_jobs
+from tablesync.store.jobs import (
+    claim_waiting,
+    create_job,
+    fail_unsent,
+    get_job,
+    is_urgent,
+    mark_sent,
+    unclaim,
+    waiting_jobs,
+)
 
 SYNC_ACTOR = "sync_job"
+URGENT_ACTOR = "urgent_job"  # operator actions and single-record syncs: a queue and a priority of their own
+CHUNK_ACTOR = "sync_chunk"  # one chunk of a chunked run
+
+
+def queues(settings: Settings) -> dict[str, str]:
+    """Each actor's queue. Actions have their own, so a backlog of chunk messages never sits in
+    front of them in the broker; in a worker, Dramatiq runs what it fetched by actor priority
+    (urgent 0, syncs 50, chunks 100)."""
+    return {SYNC_ACTOR: settings.queue, URGENT_ACTOR: f"{settings.queue}.urgent", CHUNK_ACTOR: f"{settings.queue}.chunks"}
 # what a broker that is down or unreachable raises: Redis' and pika's own errors, Dramatiq's, sockets'
 _OUTAGES = (OSError, dramatiq.errors.BrokerError, redis.exceptions.RedisError, pika.exceptions.AMQPError)
 log = logging.getLogger("tablesync.enqueue")
@@ -38,12 +56,22 @@ def broker_label(settings: Settings) -> str:
 
 
 def send_job(broker: dramatiq.Broker, settings: Settings, job_id: int, actor: str = SYNC_ACTOR) -> None:
-    """Hand job `job_id` to the broker; a broker that cannot take it raises `BrokerUnavailable`."""
+    """Hand job `job_id` to the broker (to `actor`'s queue); a broker that cannot take it raises
+    `BrokerUnavailable`."""
     try:
-        broker.enqueue(dramatiq.Message(queue_name=settings.queue, actor_name=actor, args=(job_id,), kwargs={}, options={}))
+        broker.enqueue(dramatiq.Message(queue_name=queues(settings)[actor], actor_name=actor, args=(job_id,), kwargs={},
+                                        options={}))
     except _OUTAGES as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BrokerUnavailable(f"the broker {broker_label(settings)} did not take job {job_id}: {redact_url(reason)}") from None
+
+
+def send_stored(store: sa.Engine, broker: dramatiq.Broker, settings: Settings, job_id: int) -> None:
+    """Send a job to the actor its kind calls for (`is_urgent`)."""
+    with store.connect() as conn:
+        job = get_job(conn, job_id)
+    urgent = job is not None and is_urgent(job.kind, job.params)
+    send_job(broker, settings, job_id, URGENT_ACTOR if urgent else SYNC_ACTOR)
 
 
 def dispatch(store: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, job_id: int) -> bool:
@@ -53,7 +81,7 @@ def dispatch(store: sa.Engine, broker: dramatiq.Broker | None, settings: Setting
     if broker is None:
         return False
     try:
-        send_job(broker, settings, job_id)
+        send_stored(store, broker, settings, job_id)
     except BrokerUnavailable as exc:
         with store.begin() as conn:
             fail_unsent(conn, job_id, f"not sent, nothing ran: {exc}")
@@ -65,11 +93,11 @@ def dispatch(store: sa.Engine, broker: dramatiq.Broker | None, settings: Setting
 
 def enqueue_sync(
     store: sa.Engine, broker: dramatiq.Broker | None, settings: Settings, mapping: str, *, full: bool = False,
-    operator: str | None = None, params: dict[str, Any] | None = None,
+    operator: str | None = None, params: dict[str, Any] | None = None, where: str | None = None,
 ) -> int:
     with store.begin() as conn:
         job_id = create_job(conn, mapping, "full_sync" if full else "sync", operator=operator,
-                            params={**(params or {}), "full": full})
+                            params={**(params or {}), "full": full, **({"where": where} if where is not None else {})})
     dispatch(store, broker, settings, job_id)
     return job_id
 

@@ -24,13 +24,14 @@ from tablesync.config.logs import job_fields
 from tablesync.config.settings import Settings
 from tablesync.db.engine import utcnow
 from tablesync.errors import ActionRefused, AppUnavailable, Fenced, JobRefused, RetryLater, StoreUnavailable, TerminalError
+from tablesync.store import chunks as chunk_rows
 from tablesync.store import jobs as job_rows
 from tablesync.store.jobs import COUNTERS, SYNC_KINDS, Counters, fence, finish_job, get_job, heartbeat
 from tablesync.store.locks import MappingLock
 from tablesync.store.mappings import get_mapping
 from tablesync.sync import run as engine
 from tablesync.sync.actions import ACTION_KINDS
-from tablesync.worker import metrics
+from tablesync.worker import chunks, metrics
 
 log = logging.getLogger("tablesync.worker")
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -43,6 +44,7 @@ class Delivery(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     DEFERRED = "deferred"  # its depends_on mappings must sync first: send it again later
+    CHUNKED = "chunked"  # planned as a chunked run: its chunks go on, and its finalisation ends the job
     DROPPED = "dropped"  # a duplicate, a job of another store, or its mapping is running in another job
 
 
@@ -113,12 +115,13 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0) -> Delivery:
+def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0,
+            send_chunk: chunks.Send | None = None) -> Delivery:
     """Run job `job_id` if this delivery should. A store that cannot be reached, at any step, is a
     transient failure: one log line and a Dramatiq retry with backoff; the retry is a redo that
     repairs the job's state once the store is back (no waiting for the reaper)."""
     try:
-        return _run_job(store, settings, job_id, retries)
+        return _run_job(store, settings, job_id, retries, send_chunk)
     except (sa.exc.DBAPIError, StoreUnavailable) as exc:
         if isinstance(exc, sa.exc.DBAPIError) and not is_connection_error(exc):
             raise
@@ -128,7 +131,7 @@ def run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int = 0)
         raise RetryLater(f"store unavailable: {reason}") from exc
 
 
-def _run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int) -> Delivery:
+def _run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int, send_chunk: chunks.Send | None) -> Delivery:
     with store.connect() as conn:
         job = get_job(conn, job_id)
     if job is None:
@@ -159,6 +162,16 @@ def _run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int) ->
             raise RetryLater(f"mapping {job.mapping} is still locked by a job that no longer runs; job {job_id} will be retried")
     beat: Heartbeat | None = None
     try:
+        with store.connect() as conn:
+            chunked = chunk_rows.in_progress(conn, job.mapping)
+        if chunked is not None and chunked != job_id:  # the mapping's one job is that run, worked in chunks
+            if job.kind in SYNC_KINDS and (job.params or {}).get("record") is None:
+                with store.begin() as conn:
+                    job_rows.drop_job(conn, job_id, f"dropped: mapping {job.mapping} is running in chunks in job {chunked}")
+                metrics.job_ended(job.mapping, job.kind, "dropped", None)
+                log.info("job %s (%s): a chunked run (job %s) is in progress; delivery dropped", job_id, job.mapping, chunked)
+                return Delivery.DROPPED
+            raise RetryLater(f"mapping {job.mapping} is running in chunks in job {chunked}; job {job_id} will be retried")
         with store.begin() as conn:
             job = get_job(conn, job_id)
             assert job is not None
@@ -172,7 +185,10 @@ def _run_job(store: sa.Engine, settings: Settings, job_id: int, retries: int) ->
         log.info("job %s started: mapping=%s kind=%s attempt=%s", job_id, job.mapping, job.kind, retries + 1,
                  extra=job_fields(job, event="job_started", attempt=retries + 1, worker=WORKER_NAME))
         try:
-            counters, summary = _run(store, settings, job, beat)
+            result = _run(store, settings, job, beat, send_chunk)
+            if result is None:
+                return Delivery.CHUNKED
+            counters, summary = result
         except Fenced as exc:
             metrics.job_ended(job.mapping, job.kind, "abandoned", time.monotonic() - started)
             log.warning("job %s: %s", job_id, exc, extra=job_fields(job, event="job_fenced"))
@@ -243,7 +259,10 @@ def _dependencies_active(conn: sa.Connection, job: sa.Row[Any]) -> list[str]:
 
 
 def _deliverable(job: sa.Row[Any], retries: int) -> bool:
-    """New work (queued), a redo after a crash (running), or a genuine Dramatiq retry of a failure."""
+    """New work (queued), a redo after a crash (running), or a genuine Dramatiq retry of a failure;
+    never a job whose run went on in chunks (its chunks are redone, not the job)."""
+    if job.chunks is not None:
+        return False
     return job.status in ("queued", "running") or (job.status == "failed" and job.attempts <= retries)
 
 
@@ -274,7 +293,9 @@ def _await_lock(lock: MappingLock, timeout: float) -> bool:
     return True
 
 
-def _run(store: sa.Engine, settings: Settings, job: sa.Row[Any], beat: Heartbeat) -> tuple[Counters, str | None]:
+def _run(store: sa.Engine, settings: Settings, job: sa.Row[Any], beat: Heartbeat,
+         send_chunk: chunks.Send | None) -> tuple[Counters, str | None] | None:
+    """The job's work; None when it goes on as a chunked run."""
     if job.kind not in SYNC_KINDS and job.kind not in ACTION_KINDS:
         raise JobRefused(f"job kind {job.kind!r} is not supported by this worker")
     with store.connect() as conn:
@@ -293,4 +314,11 @@ def _run(store: sa.Engine, settings: Settings, job: sa.Row[Any], beat: Heartbeat
         return engine.sync_one(store, settings, stored, job.id, str(params["record"]), params.get("side"), beat=beat.beat,
                                fence=beat.fence), None
     full = job.kind == "full_sync" or bool(params.get("full"))
-    return engine.sync_mapping(store, settings, stored, job.id, full=full, beat=beat.beat, fence=beat.fence), None
+    where = params.get("where")
+    if send_chunk is not None:
+        plan = engine.plan_chunks(store, settings, stored, job.id, full, where, beat=beat.beat, fence=beat.fence)
+        if plan is not None:
+            chunks.start_run(store, job, stored, plan, beat.fence, send_chunk)
+            return None
+    return engine.sync_mapping(store, settings, stored, job.id, full=full, beat=beat.beat, fence=beat.fence,
+                               where=where), None

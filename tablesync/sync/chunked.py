@@ -1,0 +1,156 @@
+"""Chunked runs, the engine's half: planning the key ranges, syncing one range, finalising.
+
+A first run or a full resync of a large one-way mapping is split into key ranges so that workers
+on many machines share it. The worker runtime stores the plan and hands out the ranges
+(`worker.chunks`); here is only what a run does with them:
+
+1. plan (`plan_ranges`): the start watermark first, then the ranges, by walking the source's key
+   index (`AppTable.key_boundaries`), so sparse or skewed keys split evenly;
+2. sync a range (`sync_range`): the same stages and crash-idempotent writes as an unchunked run
+   (a first run's bulk path with its staged intents; otherwise the general path, which reads the
+   couplings); the range's done transition commits with its last batch's couplings;
+3. finalise (`finalise`): once every range is done, what changed since the start watermark is read
+   again, unfinished couplings are retried, the deletion scan runs, and the watermark moves on.
+
+A range redone after a crash takes the general path: what its first attempt wrote is found
+coupled (or pending, and finished), so redoing a range twice is harmless.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.apps.table import AppTable
+from tablesync.config.model import MappingSpec, source_side
+from tablesync.db import pg_bulk
+from tablesync.errors import UsageError
+from tablesync.store import couplings as cs
+from tablesync.store.chunks import Range
+from tablesync.store.jobs import Counters
+from tablesync.store.watermarks import decode, encode, get_watermark
+from tablesync.sync import bulk_load
+from tablesync.sync.context import RunContext
+from tablesync.sync.one_way import BULK_PAGES, Pipeline, apply_decided, counted, decide_rows, run_direction
+from tablesync.sync.plan import DirectionPlan
+from tablesync.sync.select import parent_refs
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """A run to be chunked: its ranges, and what every chunk and the finalisation need."""
+
+    ranges: list[Range]
+    state: dict[str, Any]  # start watermark (tagged), bulk, scoped (--where), max_parallel
+
+
+def chunkable(spec: MappingSpec, store: sa.Engine) -> bool:
+    """Only one-way runs on a PostgreSQL store are chunked: claims need `SKIP LOCKED`, and a
+    two-way merge decides pairs across both sides' changes at once."""
+    return spec.direction != "bidirectional" and pg_bulk.usable(store)
+
+
+def plan_ranges(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, chunk_rows: int,
+                max_parallel: int | None, where: str | None) -> RangePlan | None:
+    """The ranges of a run, or None when it runs in one piece: an incremental run, or a source
+    with no more than `chunk_rows` rows (selected by its filter and `where`)."""
+    with ctx.store.connect() as conn:
+        mark = get_watermark(conn, plan.mapping, plan.source_side())
+        coupled = cs.has_couplings(conn, plan.mapping)
+    first = mark is None and not coupled
+    if not (first or ctx.full or where):
+        return None
+    start = source.start_mark()  # before the first range is read: what changes after it, finalise reads again
+    highs, tail = source.key_boundaries(chunk_rows)
+    if not highs:
+        return None
+    lows: list[str | None] = [None, *highs]
+    ranges = [Range(low, high, chunk_rows) for low, high in zip(lows, highs)] + [Range(highs[-1], None, tail)]
+    return RangePlan(ranges, {
+        "start": encode(start) if start is not None else None, "reread": source.modified is not None,
+        "bulk": first and not where and bulk_load.usable(plan, target, ctx.store), "scoped": bool(where),
+        "where": where, "max_parallel": max_parallel or len(ranges),
+    })
+
+
+def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, low: str | None,
+               high: str | None, bulk: bool, done: Callable[[sa.Connection], None]) -> Counters:
+    """Sync the source rows of one key range. `done` runs in the store transaction of the range's
+    last batch (or in one of its own, should that batch record nothing)."""
+    total = Counters()
+    adding = threading.Lock()
+    handed = False  # was `done` handed to the last batch's record stage?
+
+    def add(counters: Counters) -> None:  # from the pipeline's threads
+        with adding:
+            total.add(counters)
+
+    def recorded(stage: Callable[[], Counters], final: bool) -> None:
+        """The record stage of a batch: the last one carries the done transition."""
+        if final:
+            ctx.closing = done
+        add(stage())
+
+    def general(rows: list[dict[str, Any]]) -> Counters:
+        decided = decide_rows(ctx, plan, source, target, rows)
+        return Counters() if decided is None else apply_decided(ctx, plan, source, target, *decided)
+
+    pages = source.pages(plan.source_columns, None, ctx.batch_size * (BULK_PAGES if bulk else 1), low, high)
+    page = next(pages, None)
+    with Pipeline(enabled=True, stages=2) as pipe:
+        while page is not None:
+            following = next(pages, None)  # read ahead: the range's last batch must know it is the last
+            final = following is None
+            handed = handed or final
+            if bulk:
+                with ctx.store.connect() as conn:
+                    mapped = bulk_load.map_page(plan, page, parent_refs(conn, plan, page))
+                pipe.submit(lambda mapped=mapped: counted(add, *bulk_load.insert_page(ctx, plan, target, mapped, general)),
+                            lambda written, final=final: recorded(lambda: bulk_load.land_page(ctx, plan, written), final))
+            else:
+                decided = decide_rows(ctx, plan, source, target, page)
+                assert decided is not None  # a page is never empty
+                pipe.submit(lambda decided=decided, final=final: recorded(
+                    lambda: apply_decided(ctx, plan, source, target, *decided), final))
+            ctx.beat()
+            page = following
+    if not handed or ctx.closing is not None:  # an empty range, or a last batch that recorded nothing
+        ctx.closing = None
+        with ctx.write() as conn:
+            done(conn)
+    return total
+
+
+def finalise(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, state: dict[str, Any]) -> Counters:
+    """After the last range: read again what changed since the start watermark (the ranges may have
+    missed it), retry unfinished couplings, scan for deletions, and move the watermark on. A range
+    resync (`--where`) has nothing to add."""
+    if state.get("scoped"):
+        return Counters()
+    start = decode(state["start"]) if state.get("start") is not None else None
+    return run_direction(ctx, plan, source, target, watermark=start, reread=bool(state.get("reread")))
+
+
+def check_where(source: AppTable, where: str) -> None:
+    """Refuse a `--where` expression the source cannot evaluate (UsageError naming it and the
+    database's own message), or one that is more than an expression."""
+    text = where.strip()
+    if not text:
+        raise UsageError("--where is empty: give a condition on the source table, such as \"id BETWEEN 100 AND 900\"")
+    if ";" in text or "--" in text or "/*" in text:
+        raise UsageError(f"--where {where!r}: give one condition, without ';' or comments")
+    problem = source.check_condition(text)
+    if problem is not None:
+        raise UsageError(f"--where {where!r} is not a valid condition on {source.label}: {problem}")
+
+
+def scoped_side(spec: MappingSpec, where: str) -> MappingSpec:
+    """The mapping with `where` added to its source side's filter (a range resync)."""
+    side = source_side(spec.direction)
+    current = spec.side(side)
+    combined = f"({current.filter}) AND ({where})" if current.filter else where
+    return spec.model_copy(update={side: current.model_copy(update={"filter": combined})})

@@ -1,0 +1,212 @@
+"""Running a chunked run's chunks: the claim, the lease, the done transition, failures and the end.
+
+A run's job plans the ranges (`sync.chunked`), stores them (`store.chunks.create_run`) and sends
+up to `max_parallel` chunk messages; its own delivery then ends, and the job stays `running`
+until its finalisation ends it. Each chunk message claims one chunk of the run (any worker, any
+machine), syncs it under a lease that a thread renews, and, when done, sends one more message if
+chunks are left to claim: at most `max_parallel` are worked at once, and a worker thread is free
+again after each chunk, so a waiting operator action never queues behind a whole run. The done
+transition that leaves no range unfinished releases the finalisation, which the same worker
+claims at once.
+
+Failures: a chunk whose worker dies or freezes is taken back by the reaper when its lease
+expires and redone (its epoch fences the old worker out); an app or the store away gives the chunk
+back and retries the message with backoff; anything else fails the run, with the chunk named.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from tablesync.apps.failures import is_connection_error
+from tablesync.config.settings import Settings
+from tablesync.errors import AppUnavailable, BrokerUnavailable, Fenced, JobRefused, RetryLater, StoreUnavailable, TerminalError
+from tablesync.store import chunks as chunk_rows
+from tablesync.store.chunks import FINAL, Chunk
+from tablesync.store.jobs import Counters, finish_job, get_job
+from tablesync.store.locks import OWNER
+from tablesync.store.mappings import StoredMapping, get_mapping
+from tablesync.sync import run as engine
+from tablesync.sync.chunked import RangePlan
+from tablesync.worker import metrics
+
+log = logging.getLogger("tablesync.worker")
+Send = Callable[[int], None]  # sends one chunk message for a run (its job id)
+
+
+def start_run(store: sa.Engine, job: sa.Row[Any], stored: StoredMapping, plan: RangePlan,
+              fence: Callable[[sa.Connection], None], send: Send) -> None:
+    """Store the run's ranges (fenced by the planning job's epoch) and send its first messages.
+    A message the broker does not take is not lost work: the reaper sends one for a quiet run."""
+    apps = {stored.spec.side(side).app: stored.apps[stored.spec.side(side).app].max_connections
+            for side in ("local", "integration")}
+    with store.begin() as conn:
+        fence(conn)
+        chunk_rows.create_run(conn, job.id, job.mapping, plan.ranges, apps, plan.state)
+    for _ in range(min(int(plan.state["max_parallel"]), len(plan.ranges))):
+        try:
+            send(job.id)
+        except BrokerUnavailable as exc:
+            log.warning("job %s: a chunk message was not sent (%s); the scheduler sends it again", job.id, exc)
+            break
+    log.info("job %s (%s) runs in %d chunks of about %d rows, %s at once", job.id, job.mapping, len(plan.ranges),
+             plan.ranges[0].estimate, plan.state["max_parallel"])
+
+
+@dataclass
+class Lease:
+    """A chunk's lease, renewed from a thread of its own; once another worker took the chunk over,
+    the next `beat` (between batches) raises Fenced, and `fence` refuses the next store write."""
+
+    store: sa.Engine
+    chunk: Chunk
+    seconds: float
+    fenced: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{self.chunk.id}", daemon=True)
+        self._thread.start()
+
+    def beat(self) -> None:
+        if self.fenced:
+            raise Fenced(f"{self.chunk.label} was taken over: this worker stops")
+
+    def fence(self, conn: sa.Connection) -> None:
+        try:
+            chunk_rows.fence(conn, self.chunk.id, self.chunk.epoch)
+        except Fenced:
+            self.fenced = True
+            raise
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                with self.store.begin() as conn:
+                    if not chunk_rows.renew(conn, self.chunk.id, self.chunk.epoch, self.seconds):
+                        self.fenced = True
+                        return
+            except Exception:  # a missed renewal is retried; the lease outlasts two of them
+                log.warning("the lease of %s was not renewed", self.chunk.label, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_chunks(store: sa.Engine, settings: Settings, job_id: int, retries: int, send: Send) -> str:
+    """One chunk message: claim a chunk of run `job_id` and sync it; then the finalisation if this
+    chunk released it. Returns what happened ("none": nothing to claim, "done", "failed", "fenced")."""
+    with store.begin() as conn:
+        chunk = chunk_rows.claim(conn, job_id, OWNER, settings.heartbeat_timeout_seconds)
+    if chunk is None:
+        return "none"
+    outcome = _run_one(store, settings, chunk, retries)
+    if outcome == "released":
+        with store.begin() as conn:
+            chunk = chunk_rows.claim(conn, job_id, OWNER, settings.heartbeat_timeout_seconds)
+        return _run_one(store, settings, chunk, retries) if chunk is not None else "done"
+    if outcome == "done":
+        try:
+            with store.connect() as conn:
+                left = chunk_rows.progress(conn, job_id)
+            if left is not None and left.done + left.running + left.failed < left.total:
+                send(job_id)  # the next chunk of the run, as a message of its own (see the module's docstring)
+        except BrokerUnavailable as exc:
+            log.warning("job %s: the next chunk message was not sent (%s); the scheduler sends it again", job_id, exc)
+    return outcome
+
+
+def _run_one(store: sa.Engine, settings: Settings, chunk: Chunk, retries: int) -> str:
+    with store.connect() as conn:
+        stored = get_mapping(conn, chunk.mapping)
+    lease = Lease(store, chunk, settings.heartbeat_timeout_seconds)
+    started = time.monotonic()
+    released: list[bool] = []
+
+    def progress(conn: sa.Connection, delta: Counters) -> None:
+        chunk_rows.add_progress(conn, chunk.id, delta)
+
+    def done(conn: sa.Connection) -> None:
+        released.append(chunk_rows.finish(conn, chunk))
+
+    try:
+        if stored is None:
+            raise JobRefused(f"mapping {chunk.mapping} is no longer configured")
+        if chunk.number == FINAL:
+            engine.finish_chunks(store, settings, stored, chunk.job_id, chunk.state, progress, beat=lease.beat,
+                                 fence=lease.fence)
+            return _end_run(store, chunk, lease, started)
+        counters = engine.sync_chunk(store, settings, stored, chunk.job_id, chunk.id, chunk.low, chunk.high, chunk.state,
+                                     chunk.attempts == 1, progress, done, beat=lease.beat, fence=lease.fence)
+        log.info("%s done in %.2fs: %s", chunk.label, time.monotonic() - started,
+                 " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v) or "no rows")
+        return "released" if any(released) else "done"
+    except Fenced as exc:
+        log.warning("%s", exc)
+        return "fenced"
+    except (AppUnavailable, StoreUnavailable, RetryLater, sa.exc.DBAPIError) as exc:
+        if isinstance(exc, sa.exc.DBAPIError) and not is_connection_error(exc):
+            return _fail_run(store, chunk, f"internal error: {type(exc).__name__}: {exc}")
+        if chunk.attempts > settings.max_retries:
+            return _fail_run(store, chunk, f"{exc} (after {chunk.attempts} attempts)")
+        try:
+            with store.begin() as conn:
+                chunk_rows.give_back(conn, chunk, str(exc))
+        except sa.exc.DBAPIError:
+            pass  # the store is away: the lease expires, and the reaper gives the chunk back
+        log.warning("%s: %s; it is retried with backoff", chunk.label, exc)
+        raise RetryLater(f"{chunk.label}: {exc}") from exc
+    except Exception as exc:  # a terminal error (an app refusing the job, an internal error) fails the run
+        if not isinstance(exc, TerminalError):
+            log.exception("%s failed with an internal error", chunk.label)
+        message = str(exc) if isinstance(exc, TerminalError) else f"internal error: {type(exc).__name__}: {exc}"
+        return _fail_run(store, chunk, message)
+    finally:
+        lease.stop()
+
+
+def _end_run(store: sa.Engine, chunk: Chunk, lease: Lease, started: float) -> str:
+    """The finalisation is done: it and the job end in one transaction."""
+    with store.begin() as conn:
+        lease.fence(conn)
+        chunk_rows.finish(conn, chunk)
+        job = get_job(conn, chunk.job_id)
+        assert job is not None
+        message = (f"{job.failed} record(s) failed; see the job's errors" if job.failed
+                   else f"ran in {chunk.total} chunks")
+        finish_job(conn, job.id, "succeeded", message, epoch=job.epoch)
+    seconds = _job_seconds(store, job.id)
+    metrics.job_ended(job.mapping, job.kind, "succeeded", seconds)
+    log.info("job %s succeeded in %.2fs: mapping=%s kind=%s (%s; finalised in %.2fs)", job.id, seconds or 0.0, job.mapping,
+             job.kind, message, time.monotonic() - started)
+    return "done"
+
+
+def _job_seconds(store: sa.Engine, job_id: int) -> float | None:
+    with store.connect() as conn:
+        job = get_job(conn, job_id)
+    if job is None or job.started_at is None or job.finished_at is None:
+        return None
+    return (job.finished_at - job.started_at).total_seconds()
+
+
+def _fail_run(store: sa.Engine, chunk: Chunk, error: str) -> str:
+    """One chunk failed for good: the run and its job fail, naming the chunk."""
+    message = f"{chunk.label} failed: {error}"[:2000]
+    with store.begin() as conn:
+        if not chunk_rows.fail_run(conn, chunk, error):
+            return "fenced"
+        job = get_job(conn, chunk.job_id)
+        assert job is not None
+        finish_job(conn, job.id, "failed", message, epoch=job.epoch)
+    metrics.job_ended(job.mapping, job.kind, "failed", _job_seconds(store, job.id))
+    log.warning("job %s failed: %s", job.id, message)
+    return "failed"
