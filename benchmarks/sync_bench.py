@@ -139,18 +139,20 @@ def dlt_run(src: str, dst: str, backend: str, run: int = 0) -> float | None:
 class Tablesync:
     """One worker process and the CLI, against a store of their own."""
 
-    def __init__(self, urls: dict[str, str], tmp: Path, config: str | None = None) -> None:
+    def __init__(self, urls: dict[str, str], tmp: Path, config: str | None = None, processes: int = 1,
+                 env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         ns = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = {**os.environ, "TABLESYNC_STORE_URL": urls["store"], "TABLESYNC_BROKER_URL": REDIS,
                     "TABLESYNC_BROKER_NAMESPACE": ns, "TABLESYNC_QUEUE": ns, "TABLESYNC_CONFIG": str(tmp / "t.yaml"),
-                    "PYTHONPATH": str(ROOT)}
+                    "PYTHONPATH": str(ROOT), **(env or {})}
         (tmp / "t.yaml").write_text(config or CONFIG.format(src=urls["src"], dst=urls["dst"], direction="to_integration") + FIELDS)
         self.store = sa.create_engine(urls["store"], poolclass=sa.pool.NullPool)
         self.cli("db", "upgrade")
         self.cli("config", "apply")
         log = open(tmp / "worker.log", "w")
-        self.worker = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "worker", "--processes", "1", "--threads", "1"],
+        self.worker = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "worker", "--processes", str(processes),
+                                        "--threads", "1"],
                                        env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.peak_rss_mb = 0.0
 

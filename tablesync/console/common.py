@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.config.settings import Settings
-from tablesync.console.render import console, jobs_table, print_json, table
+from tablesync.console.render import console, jobs_table, print_json, progress_line, table
 from tablesync.console.waiting import senders_alive, wait_for_job
 from tablesync.db.engine import create_engine
 from tablesync.errors import UsageError
@@ -76,6 +76,14 @@ def wait_and_print(engine: sa.Engine, settings: Settings, job_id: int, timeout: 
 def print_job(obj: dict[str, Any]) -> None:
     out = console()
     out.print(jobs_table([obj], title=f"Job {obj['id']}"))
+    progress = obj.get("progress")
+    if progress:
+        out.print(progress_line(obj))
+        out.print(table(f"Chunks ({progress['chunks']} and the finalisation)",
+                        ["chunk", "keys above", "up to", "status", "rows", "attempts", "worker", "error"],
+                        [[str(c["number"] or "final"), c["low"] or "—", c["high"] or "—", c["status"],
+                          f"{c['rows']:,}" + (f" / {c['rows_estimated']:,}" if c["number"] else ""), str(c["attempts"]),
+                          c["worker"] or "—", c["error"] or ""] for c in progress["items"]]))
     if obj["errors"]:
         out.print(table(f"Errors ({len(obj['errors'])})", ["direction", "source key", "destination key", "message"],
                         [[e["direction"], e["source_key"], e["destination_key"], e["message"]] for e in obj["errors"]]))

@@ -137,3 +137,20 @@ def errors_table(errors: list[dict[str, Any]]) -> Table:
                  ["coupling", "mapping", "local key", "exists", "integration key", "exists", "reason", "failed", "message"],
                  [[e["coupling_id"], e["mapping"], e["local_key"], yes(e["local_exists"]), e["integration_key"],
                    yes(e["integration_exists"]), e["reason"], ago(parse_iso(e["failed_on"])), e["message"]] for e in errors])
+
+
+def progress_line(obj: dict[str, Any]) -> str:
+    """One line on a chunked run: chunks, rows, the share done and the time left at its pace."""
+    p = obj["progress"]
+    eta = p["eta_seconds"]
+    left = "" if eta is None else f", about {_duration(eta)} left"
+    running = f", {p['chunks_running']} running" if p["chunks_running"] else ""
+    return (f"job {obj['id']} ({obj['mapping']}): {p['chunks_done']} of {p['chunks']} chunks done{running}; "
+            f"{p['rows']:,} of about {p['rows_estimated']:,} rows ({p['ratio'] * 100:.1f} %){left}; "
+            f"finalisation {p['finalisation']}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else \
+        f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"

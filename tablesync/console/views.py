@@ -14,6 +14,7 @@ from tablesync.console.render import error_object, iso, job_object
 from tablesync.db.engine import utcnow
 from tablesync.db.keys import normalize_key
 from tablesync.errors import UnknownMapping, UsageError
+from tablesync.store import chunks as chunk_rows
 from tablesync.store.coupling_queries import (
     count_couplings,
     couplings_by_id,
@@ -79,7 +80,30 @@ def job_detail(engine: sa.Engine, job_id: int) -> dict[str, Any] | None:
             return None
         obj = job_object(row)
         obj["errors"] = [error_object(e) for e in errors_of(conn, job_id)]
+        obj["progress"] = progress_object(conn, row)
     return obj
+
+
+def progress_object(conn: sa.Connection, job: Any) -> dict[str, Any] | None:
+    """A chunked run's progress: chunks done of total, rows so far of the planned estimate, the
+    ratio and an ETA at the pace so far, and each chunk (None for a job that ran in one piece)."""
+    if job.chunks is None:
+        return None
+    now = utcnow()
+    progress = chunk_rows.progress(conn, job.id)
+    if progress is None:
+        return None
+    eta = progress.eta_seconds(now) if job.status == "running" else None
+    return {
+        "chunks": progress.total, "chunks_done": progress.done, "chunks_running": progress.running,
+        "chunks_failed": progress.failed, "rows": progress.rows, "rows_estimated": progress.estimate,
+        "ratio": round(progress.ratio, 4), "eta_seconds": None if eta is None else round(eta, 1),
+        "finalisation": progress.final,
+        "items": [{"number": c.number, "low": c.low, "high": c.high, "status": c.status, "rows": c.rows,
+                   "rows_estimated": c.estimate, "attempts": c.attempts, "worker": c.worker,
+                   "started_at": iso(c.started_at), "finished_at": iso(c.finished_at), "error": c.error}
+                  for c in chunk_rows.chunks_of(conn, job.id)],
+    }
 
 
 def error_objects(engine: sa.Engine, mapping: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:

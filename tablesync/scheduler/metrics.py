@@ -13,10 +13,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tablesync.config.settings import Settings
+from tablesync.store.chunks import running_runs
 from tablesync.store.coupling_queries import skipped_counts
 from tablesync.store.jobs import last_successes
 from tablesync.store.mappings import active_heads, active_mappings
 from tablesync.store.pauses import paused
+from tablesync.worker.enqueue import queues
 
 log = logging.getLogger("tablesync.scheduler")
 ENQUEUED = Counter("tablesync_scheduler_enqueued", "Scheduled sync jobs this scheduler enqueued.", ["mapping"])
@@ -45,6 +47,10 @@ class StoreCollector(Collector):
                                   "staleness counts from until its first success.", labels=["mapping"]),
                 GaugeMetricFamily("tablesync_mapping_paused",
                                   "1 while an operator has paused the active mapping's schedule (`tablesync pause`), else 0.",
+                                  labels=["mapping"]),
+                GaugeMetricFamily("tablesync_run_progress_ratio",
+                                  "Share of a chunked run in progress that is done (rows so far of the planned "
+                                  "estimate), from 0 to 1; absent when no chunked run of the mapping is in progress.",
                                   labels=["mapping"]))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
@@ -64,7 +70,7 @@ class StoreCollector(Collector):
                 interval.add_metric([name], self._periods[name][1])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        skipped, last, interval, applied, held = self._families()
+        skipped, last, interval, applied, held, progress = self._families()
         try:
             with self.store.connect() as conn:
                 for mapping, reason, n in skipped_counts(conn):
@@ -72,13 +78,15 @@ class StoreCollector(Collector):
                 for mapping, at in last_successes(conn).items():
                     last.add_metric([mapping], at.timestamp())
                 self._heads(conn, interval, applied, held)
+                for mapping, run in running_runs(conn).items():
+                    progress.add_metric([mapping], run.ratio)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", str(exc.orig).strip().splitlines()[0])
             return
         except Exception:  # nor for any other reason: the scrape goes on without these figures
             log.exception("metrics: reading the store's figures failed")
             return
-        yield from (skipped, last, interval, applied, held)
+        yield from (skipped, last, interval, applied, held, progress)
 
 
 class QueueCollector(Collector):
@@ -96,17 +104,18 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
-        queue, url = self.settings.queue, self.settings.broker_url
-        try:
-            if url is None:
-                return
-            counts = _redis_counts(url, self.settings.broker_namespace, queue) if url.startswith(("redis://", "rediss://")) \
-                else _rabbitmq_counts(url, queue)
-        except Exception as exc:  # the broker away must not fail the scrape
-            log.warning("metrics: broker unavailable: %s", exc)
+        url = self.settings.broker_url
+        if url is None:
             return
-        for state, n in counts.items():
-            family.add_metric([queue, state], n)
+        for queue in queues(self.settings).values():  # syncs, urgent jobs, chunks
+            try:
+                counts = _redis_counts(url, self.settings.broker_namespace, queue) \
+                    if url.startswith(("redis://", "rediss://")) else _rabbitmq_counts(url, queue)
+            except Exception as exc:  # the broker away (or a queue no worker declared yet) must not fail the scrape
+                log.warning("metrics: queue %s of the broker unavailable: %s", queue, exc)
+                continue
+            for state, n in counts.items():
+                family.add_metric([queue, state], n)
         yield family
 
 

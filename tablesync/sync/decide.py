@@ -53,15 +53,18 @@ def decide(
     targets: Mapping[str, Mapping[str, Any]],
     refs: Refs | None = None,
     prepared: Mapping[str, Prepared] | None = None,
+    verify: bool = False,
 ) -> list[Decision]:
     """One decision per source row, in input order.
 
     `couplings` is keyed by source key, `targets` by target key (rows of the coupled targets only),
     `refs` translates parent fields' keys, `prepared` (by source key, from `prepare`) saves
-    canonicalising and hashing the source rows twice.
+    canonicalising and hashing the source rows twice. With `verify` (a full resync), a record
+    whose source is unchanged since its last sync is still compared with its target row, so a
+    target changed behind tablesync's back is put right.
     """
     prepared = prepared if prepared is not None else prepare(plan, rows)
-    return [_decide_one(plan, row, couplings, targets, refs, prepared[plan.source_key(row)]) for row in rows]
+    return [_decide_one(plan, row, couplings, targets, refs, prepared[plan.source_key(row)], verify) for row in rows]
 
 
 Prepared = tuple[list[Any], str]  # a source row's canonical values (source_columns order) and their hash
@@ -91,6 +94,7 @@ def _decide_one(
     targets: Mapping[str, Mapping[str, Any]],
     refs: Refs | None,
     prepared: Prepared,
+    verify: bool = False,
 ) -> Decision:
     key = plan.source_key(row)
     coupling = couplings.get(key)
@@ -99,7 +103,7 @@ def _decide_one(
     if coupling is not None and coupling.state == "uncoupled":  # an operator or strategy removed the pair
         return Decision(IGNORE, key, coupling)
     source_canon, source_hash = prepared
-    if settled(coupling, source_hash):  # the common case of an incremental run: decided by one hash
+    if not verify and settled(coupling, source_hash):  # the common case of an incremental run: decided by one hash
         assert coupling is not None
         return Decision(UNCHANGED, key, coupling, target_key=coupling.target_key, source_hash=source_hash,
                         target_hash=coupling.target_hash)
@@ -137,7 +141,7 @@ def _decide_one(
         return Decision(
             FAIL, target_key=target_key, message=f"the coupled {plan.target_side()} record {target_key} no longer exists", **base
         )
-    if base["source_hash"] == coupling.source_hash and coupling.last_result == "success":
+    if not verify and base["source_hash"] == coupling.source_hash and coupling.last_result == "success":
         return Decision(UNCHANGED, target_key=target_key, **base)
     return _compare(plan, current, target_canon, base, target_key)
 

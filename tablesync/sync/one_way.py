@@ -163,10 +163,10 @@ def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
         refs = parent_refs(conn, plan, rows)
     couplings = _recover_unkeyed(ctx, plan, target, rows, couplings, refs)
     prepared = prepare(plan, rows)
-    wanted = [c.target_key for k, c in couplings.items()
-              if c.target_key is not None and not c.skipped and not settled(c, prepared[k][1] if k in prepared else "")]
+    wanted = [c.target_key for k, c in couplings.items() if c.target_key is not None and not c.skipped
+              and (ctx.full or not settled(c, prepared[k][1] if k in prepared else ""))]
     targets = target.fetch(wanted, plan.target_fields, apply_filter=False)
-    decisions = decide(plan, rows, couplings, targets, refs, prepared)
+    decisions = decide(plan, rows, couplings, targets, refs, prepared, verify=ctx.full)
     match_decisions(ctx.store, plan, source, target, decisions)
     modified_of = {source.key_of(r): r.get(source.side.modified) if source.side.modified else None for r in rows}
     return decisions, modified_of

@@ -94,8 +94,36 @@ class JobErrorOut(BaseModel):
     created_at: str | None
 
 
+class ChunkOut(BaseModel):
+    number: int  # 0: the finalisation
+    low: str | None
+    high: str | None
+    status: str
+    rows: int
+    rows_estimated: int
+    attempts: int
+    worker: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+
+
+class ProgressOut(BaseModel):
+    chunks: int
+    chunks_done: int
+    chunks_running: int
+    chunks_failed: int
+    rows: int
+    rows_estimated: int
+    ratio: float
+    eta_seconds: float | None
+    finalisation: str
+    items: list[ChunkOut]
+
+
 class JobDetailOut(JobOut):
     errors: list[JobErrorOut]
+    progress: ProgressOut | None = None  # a chunked run's
 
 
 class JobPage(BaseModel):
