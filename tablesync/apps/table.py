@@ -191,7 +191,7 @@ class AppTable:
                 if row is None:
                     break
                 highs.append(self.key_of(row._mapping))
-            tail = self._live(self._filtered(sa.select(sa.literal(1))))
+            tail = self._live(self._filtered(sa.select(sa.literal(1)).select_from(self.table)))
             if highs:
                 tail = tail.where(self._after(self.keys, self.key_values(highs[-1])))
             rest = int(conn.execute(sa.select(sa.func.count()).select_from(tail.subquery())).scalar_one())

@@ -9,9 +9,11 @@ import os
 import signal
 
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from tests.conftest import wait_for
 from tests.integration.helpers import count, customer_rows, setup_customer_sync, slow_inserts, sync
+from tests.integration.web_helpers import bearer, logged_in, make_app
 
 CHUNKS = {"TABLESYNC_CHUNK_ROWS": "1000"}
 
@@ -212,6 +214,11 @@ def test_progress_ratio_metric_of_a_chunked_run_in_progress(env) -> None:  # typ
     families = {f.name: f for f in StoreCollector(store).collect()}
     samples = families["tablesync_run_progress_ratio"].samples
     assert [(s.labels, s.value) for s in samples] == [({"mapping": "CUSTOMER"}, 0.25)]
+    app = make_app(env)  # the web job page and the API say the same
+    page = logged_in(app).get(f"/jobs/{job_id}").text
+    assert "1 of 2 chunks done" in page and "100 of about 400 rows (25.0 %)" in page and "finalisation" in page, page
+    api = TestClient(app).get(f"/api/jobs/{job_id}", headers=bearer(app)).json()
+    assert api["progress"]["ratio"] == 0.25 and [c["status"] for c in api["progress"]["items"]] == ["done", "pending", "waiting"]
     with store.begin() as conn:
         last = chunks.claim(conn, job_id, "test", 60)
         assert last is not None and last.number == 2
