@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from tablesync.apps.table import AppTable
 from tablesync.config.model import MappingSpec, source_side
 from tablesync.db import pg_bulk
+from tablesync.db.engine import utcnow
 from tablesync.errors import UsageError
 from tablesync.store import couplings as cs
 from tablesync.store.chunks import Range
@@ -35,6 +36,7 @@ from tablesync.store.jobs import Counters
 from tablesync.store.watermarks import decode, encode, get_watermark
 from tablesync.sync import bulk_load
 from tablesync.sync.context import RunContext
+from tablesync.sync.deletions import mark_scanned
 from tablesync.sync.one_way import BULK_PAGES, Pipeline, apply_decided, counted, decide_rows, run_direction
 from tablesync.sync.plan import DirectionPlan
 from tablesync.sync.select import parent_refs
@@ -71,7 +73,7 @@ def plan_ranges(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     lows: list[str | None] = [None, *highs]
     ranges = [Range(low, high, chunk_rows) for low, high in zip(lows, highs)] + [Range(highs[-1], None, tail)]
     return RangePlan(ranges, {
-        "start": encode(start) if start is not None else None, "reread": source.modified is not None,
+        "start": encode(start) if start is not None else None, "planned_at": encode(utcnow()), "reread": source.modified is not None,
         "bulk": first and not where and bulk_load.usable(plan, target, ctx.store), "scoped": bool(where),
         "where": where, "max_parallel": max_parallel or len(ranges),
     })
@@ -99,12 +101,12 @@ def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: A
         decided = decide_rows(ctx, plan, source, target, rows)
         return Counters() if decided is None else apply_decided(ctx, plan, source, target, *decided)
 
-    pages = source.pages(plan.source_columns, None, ctx.batch_size * (BULK_PAGES if bulk else 1), low, high)
-    page = next(pages, None)
+    size = ctx.batch_size * (BULK_PAGES if bulk else 1)
     with Pipeline(enabled=True, stages=2) as pipe:
-        while page is not None:
-            following = next(pages, None)  # read ahead: the range's last batch must know it is the last
-            final = following is None
+        for page in source.pages(plan.source_columns, None, size, low, high):
+            # A short page is the range's last (`AppTable.pages` stops after it): its batch carries
+            # the done transition. A range ending on a full page finds out one empty read later.
+            final = len(page) < size
             handed = handed or final
             if bulk:
                 with ctx.store.connect() as conn:
@@ -117,7 +119,6 @@ def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: A
                 pipe.submit(lambda decided=decided, final=final: recorded(
                     lambda: apply_decided(ctx, plan, source, target, *decided), final))
             ctx.beat()
-            page = following
     if not handed or ctx.closing is not None:  # an empty range, or a last batch that recorded nothing
         ctx.closing = None
         with ctx.write() as conn:
@@ -132,7 +133,16 @@ def finalise(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: App
     if state.get("scoped"):
         return Counters()
     start = decode(state["start"]) if state.get("start") is not None else None
-    return run_direction(ctx, plan, source, target, watermark=start, reread=bool(state.get("reread")))
+    first = bool(state.get("bulk"))
+    if first:
+        # As after an unchunked bulk load: the planner's statistics of a table just grown by COPY,
+        # and the deletion scan counted as done at the start, when nothing was coupled yet (a
+        # scan of every key just inserted would find none gone, and cost the finalisation
+        # as much as four chunks per million rows).
+        with ctx.write() as conn:
+            cs.analyze(conn)
+        mark_scanned(ctx, plan, decode(state["planned_at"]))
+    return run_direction(ctx, plan, source, target, watermark=start, reread=bool(state.get("reread")), scan=not first)
 
 
 def check_where(source: AppTable, where: str) -> None:

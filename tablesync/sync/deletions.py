@@ -79,6 +79,11 @@ def scan_deletions(ctx: RunContext, plan: DirectionPlan, source: AppTable, targe
         ctx.beat()
 
 
+def mark_scanned(ctx: RunContext, plan: DirectionPlan, at: Any) -> None:
+    """Count the deletion scan as done at `at` (a first run's, when nothing was coupled yet)."""
+    ctx.sink.set_watermark(ctx, plan.mapping, SCAN_MARK, at)
+
+
 def settle(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, gone: list[Gone], strategy: str,
            two_way: bool) -> Counters:
     """Carry out `strategy` for these deleted records and record the batch: a real run's

@@ -38,14 +38,15 @@ STORED: Any = object()  # run_direction's default watermark: the side's, as the 
 
 
 def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, watermark: Any = STORED,
-                  reread: bool = True) -> Counters:
+                  reread: bool = True, scan: bool = True) -> Counters:
     """Sync every change of `source` (beyond its watermark) and every unfinished coupling onto
     `target`. A chunked run's finalisation passes its start `watermark` (or, for a source with no
-    modified-on column, `reread=False`: its ranges read every row already)."""
+    modified-on column, `reread=False`: its ranges read every row already), and after a first
+    run `scan=False` (what it just inserted cannot have been coupled before)."""
     total = Counters()
     side = plan.source_side()
     columns = plan.source_columns
-    if not ctx.scoped:
+    if not ctx.scoped and scan:
         total.add(scan_deletions(ctx, plan, source, target, plan.on_deletion_conflict, every_seconds=plan.deletion_scan_seconds))
     with ctx.store.connect() as conn:
         if watermark is STORED:
