@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,17 +79,47 @@ def plan_ranges(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     })
 
 
+@dataclass
+class RangeRun:
+    """A range whose batches went into a pipeline that the worker shares with its next ranges, so
+    that the next range is read while this one's last writes drain: what `end_range` needs once
+    the pipeline is drained. A failure is kept here, never raised into the shared pipeline."""
+
+    ctx: RunContext
+    done: Callable[[sa.Connection], None]
+    total: Counters = field(default_factory=Counters)
+    handed: bool = False  # was `done` handed to the last batch's record stage?
+    error: BaseException | None = None
+
+
+def range_pipeline() -> Pipeline:
+    """The pipeline a worker's consecutive ranges share (`sync_range`)."""
+    return Pipeline(enabled=True, stages=2)
+
+
 def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, low: str | None,
-               high: str | None, bulk: bool, done: Callable[[sa.Connection], None]) -> Counters:
-    """Sync the source rows of one key range. `done` runs in the store transaction of the range's
-    last batch (or in one of its own, should that batch record nothing)."""
-    total = Counters()
+               high: str | None, bulk: bool, done: Callable[[sa.Connection], None], pipe: Pipeline) -> RangeRun:
+    """Read and decide the source rows of one key range, and hand their writes to `pipe`. `done`
+    runs in the store transaction of the range's last batch (or, see `end_range`, in one of its
+    own, should that batch record nothing)."""
+    run = RangeRun(ctx, done)
     adding = threading.Lock()
-    handed = False  # was `done` handed to the last batch's record stage?
+
+    def guarded(stage: Callable[..., Any]) -> Callable[..., Any]:
+        """A stage of this range: skipped once the range failed, its failure kept in `run`."""
+        def call(*args: Any) -> Any:
+            if run.error is not None:
+                return None
+            try:
+                return stage(*args)
+            except BaseException as exc:  # noqa: BLE001 - kept for end_range, which raises it
+                run.error = exc
+                return None
+        return call
 
     def add(counters: Counters) -> None:  # from the pipeline's threads
         with adding:
-            total.add(counters)
+            run.total.add(counters)
 
     def recorded(stage: Callable[[], Counters], final: bool) -> None:
         """The record stage of a batch: the last one carries the done transition."""
@@ -102,28 +132,42 @@ def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: A
         return Counters() if decided is None else apply_decided(ctx, plan, source, target, *decided)
 
     size = ctx.batch_size * (BULK_PAGES if bulk else 1)
-    with Pipeline(enabled=True, stages=2) as pipe:
+    try:
         for page in source.pages(plan.source_columns, None, size, low, high):
+            if run.error is not None:
+                break
             # A short page is the range's last (`AppTable.pages` stops after it): its batch carries
             # the done transition. A range ending on a full page finds out one empty read later.
             final = len(page) < size
-            handed = handed or final
+            run.handed = run.handed or final
             if bulk:
                 with ctx.store.connect() as conn:
                     mapped = bulk_load.map_page(plan, page, parent_refs(conn, plan, page))
-                pipe.submit(lambda mapped=mapped: counted(add, *bulk_load.insert_page(ctx, plan, target, mapped, general)),
-                            lambda written, final=final: recorded(lambda: bulk_load.land_page(ctx, plan, written), final))
+                pipe.submit(guarded(lambda mapped=mapped: counted(add, *bulk_load.insert_page(ctx, plan, target, mapped,
+                                                                                              general))),
+                            guarded(lambda written, final=final: recorded(lambda: bulk_load.land_page(ctx, plan, written),
+                                                                          final)))
             else:
                 decided = decide_rows(ctx, plan, source, target, page)
                 assert decided is not None  # a page is never empty
-                pipe.submit(lambda decided=decided, final=final: recorded(
-                    lambda: apply_decided(ctx, plan, source, target, *decided), final))
+                pipe.submit(guarded(lambda decided=decided, final=final: recorded(
+                    lambda: apply_decided(ctx, plan, source, target, *decided), final)))
             ctx.beat()
-    if not handed or ctx.closing is not None:  # an empty range, or a last batch that recorded nothing
-        ctx.closing = None
-        with ctx.write() as conn:
-            done(conn)
-    return total
+    except BaseException as exc:  # noqa: BLE001 - a read, a decision, or the lease lost: end_range raises it
+        run.error = run.error or exc
+    return run
+
+
+def end_range(run: RangeRun) -> Counters:
+    """After the pipeline drained: the range's failure, raised; or its done transition, if no
+    batch of the range carried it; and the range's counters."""
+    if run.error is not None:
+        raise run.error
+    if not run.handed or run.ctx.closing is not None:  # an empty range, or a last batch that recorded nothing
+        run.ctx.closing = None
+        with run.ctx.write() as conn:
+            run.done(conn)
+    return run.total
 
 
 def finalise(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, state: dict[str, Any]) -> Counters:

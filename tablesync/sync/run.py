@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.apps.engines import open_tables
+from tablesync.apps.table import AppTable
 from tablesync.config.model import MappingSpec, source_side, target_side
 from tablesync.config.settings import Settings
 from tablesync.db.engine import session_name
@@ -21,11 +22,22 @@ from tablesync.store.chunks import chunk_session
 from tablesync.store.jobs import Counters
 from tablesync.store.mappings import StoredMapping
 from tablesync.sync.actions import Action, record_source, run_action, sync_record
-from tablesync.sync.chunked import RangePlan, check_where, chunkable, finalise, plan_ranges, scoped_side, sync_range
+from tablesync.sync.chunked import (
+    RangePlan,
+    RangeRun,
+    check_where,
+    chunkable,
+    end_range,
+    finalise,
+    plan_ranges,
+    range_pipeline,
+    scoped_side,
+    sync_range,
+)
 from tablesync.sync.context import RunContext, Sink
 from tablesync.sync.dry_run import DryReport
-from tablesync.sync.one_way import run_direction
-from tablesync.sync.plan import compile_one_way
+from tablesync.sync.one_way import Pipeline, run_direction
+from tablesync.sync.plan import DirectionPlan, compile_one_way
 from tablesync.sync.two_way import run_bidirectional
 from tablesync.sync.write import Writer
 
@@ -86,46 +98,52 @@ def plan_chunks(store: sa.Engine, settings: Settings, stored: StoredMapping, job
         return None
     if where is not None:
         check_range(stored, where)
-    tables = open_tables(spec, stored.apps, session_name(job_id))
-    ctx = run_context(store, settings, stored, job_id, full, beat, fence=fence, where=where)
-    plan = compile_one_way(spec, tables["local"].table, tables["integration"].table)
-    return plan_ranges(ctx, plan, tables[source_side(spec.direction)], tables[target_side(spec.direction)],
-                       spec.chunk_rows or settings.chunk_rows, spec.max_parallel, where)
+    ctx, plan, source, target = _one_way(store, settings, stored, job_id, where, full, session_name(job_id), beat, fence)
+    return plan_ranges(ctx, plan, source, target, spec.chunk_rows or settings.chunk_rows, spec.max_parallel, where)
 
 
 def sync_chunk(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, chunk_id: int,
                low: str | None, high: str | None, state: Mapping[str, Any], first_attempt: bool,
                progress: Callable[[sa.Connection, Counters], None], done: Callable[[sa.Connection], None],
-               beat: Beat | None = None, fence: Fence | None = None) -> Counters:
-    """One key range of a chunked run. Its first attempt at a first run takes the bulk path; a
+               pipe: Pipeline, beat: Beat | None = None, fence: Fence | None = None) -> RangeRun:
+    """One key range of a chunked run, its writes handed to `pipe` (`chunked.sync_range`; once
+    the pipeline is drained, `end_range`). Its first attempt at a first run takes the bulk path; a
     redo finishes what an earlier attempt staged, then takes the general path, which finds what
     that attempt wrote. `progress` runs in each batch's store transaction, `done` in the last's."""
-    where = state.get("where")
-    spec = scoped(stored.spec, where)
-    tables = open_tables(spec, stored.apps, chunk_session(chunk_id))  # what the reaper ends if the lease expires
-    ctx = run_context(store, settings, stored, job_id, True, beat, fence=fence, where=where)
+    ctx, plan, source, target = _one_way(store, settings, stored, job_id, state.get("where"), True,
+                                         chunk_session(chunk_id), beat, fence)
     ctx.chunk_id, ctx.on_record = chunk_id, progress
     if not first_attempt:
         with ctx.write() as conn:
-            cs.promote_intents(conn, spec.name, chunk=chunk_id)
-    plan = compile_one_way(spec, tables["local"].table, tables["integration"].table)
-    return sync_range(ctx, plan, tables[source_side(spec.direction)], tables[target_side(spec.direction)], low, high,
-                      bool(state.get("bulk")) and first_attempt, done)
+            cs.promote_intents(conn, plan.mapping, chunk=chunk_id)
+    return sync_range(ctx, plan, source, target, low, high, bool(state.get("bulk")) and first_attempt, done, pipe)
 
 
-def finish_chunks(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, state: Mapping[str, Any],
-                  progress: Callable[[sa.Connection, Counters], None], beat: Beat | None = None,
-                  fence: Fence | None = None) -> Counters:
+chunk_pipeline = range_pipeline
+end_chunk = end_range
+
+
+def finish_chunks(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, chunk_id: int,
+                  state: Mapping[str, Any], progress: Callable[[sa.Connection, Counters], None],
+                  beat: Beat | None = None, fence: Fence | None = None) -> Counters:
     """A chunked run's finalisation, once every range is done (`chunked.finalise`)."""
-    where = state.get("where")
-    spec = scoped(stored.spec, where)
-    tables = open_tables(spec, stored.apps, session_name(job_id))
-    ctx = run_context(store, settings, stored, job_id, False, beat, fence=fence, where=where)
+    ctx, plan, source, target = _one_way(store, settings, stored, job_id, state.get("where"), False,
+                                         chunk_session(chunk_id), beat, fence)
     ctx.on_record = progress
     with ctx.write() as conn:  # a finalisation redone after a crash: what it staged becomes pending
-        cs.promote_intents(conn, spec.name)
+        cs.promote_intents(conn, plan.mapping)
+    return finalise(ctx, plan, source, target, dict(state))
+
+
+def _one_way(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, where: str | None, full: bool,
+             session: str, beat: Beat | None, fence: Fence | None) -> tuple[RunContext, DirectionPlan, AppTable, AppTable]:
+    """What each step of a chunked run works with: its context, the compiled plan, the source and
+    target tables (write transactions named `session`, which the reaper ends if it must)."""
+    spec = scoped(stored.spec, where)
+    tables = open_tables(spec, stored.apps, session)
+    ctx = run_context(store, settings, stored, job_id, full, beat, fence=fence, where=where)
     plan = compile_one_way(spec, tables["local"].table, tables["integration"].table)
-    return finalise(ctx, plan, tables[source_side(spec.direction)], tables[target_side(spec.direction)], dict(state))
+    return ctx, plan, tables[source_side(spec.direction)], tables[target_side(spec.direction)]
 
 
 def sync_one(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, key: str, side: str | None,

@@ -101,58 +101,147 @@ class Lease:
         self._thread.join(timeout=5)
 
 
+STREAK_SECONDS = 10.0  # how long one message goes on claiming ranges (see `run_chunks`)
+
+
+@dataclass
+class Working:
+    """A range this worker claimed and handed to its pipeline."""
+
+    chunk: Chunk
+    lease: Lease
+    started: float
+    run: engine.RangeRun | None = None
+    error: BaseException | None = None  # a failure before its batches reached the pipeline
+    released: list[bool] = field(default_factory=list)
+
+
 def run_chunks(store: sa.Engine, settings: Settings, job_id: int, retries: int, send: Send) -> str:
-    """One chunk message: claim a chunk of run `job_id` and sync it; then the finalisation if this
-    chunk released it. Returns what happened ("none": nothing to claim, "done", "failed", "fenced")."""
-    with store.begin() as conn:
-        chunk = chunk_rows.claim(conn, job_id, OWNER, settings.heartbeat_timeout_seconds)
-    if chunk is None:
-        return "none"
-    outcome = _run_one(store, settings, chunk, retries)
-    if outcome == "released":
+    """One chunk message: claim ranges of run `job_id` one after another for `STREAK_SECONDS`,
+    through one pipeline, so that the next range is read while the last one's writes drain (one
+    range per message cost a fifth of the throughput in pipeline fill and drain); then end each,
+    and run the finalisation if one of them released it. A worker thread is thus free again
+    within seconds: an urgent job waits for that, never for the whole run. Returns what happened
+    ("none": nothing to claim, "done", "failed", "fenced")."""
+    working: list[Working] = []
+    final: Chunk | None = None
+    deadline = time.monotonic() + STREAK_SECONDS
+    away: sa.exc.DBAPIError | None = None
+    with engine.chunk_pipeline() as pipe:
+        while True:
+            try:
+                with store.begin() as conn:
+                    chunk = chunk_rows.claim(conn, job_id, OWNER, settings.heartbeat_timeout_seconds)
+            except sa.exc.DBAPIError as exc:  # the ranges already claimed are ended first
+                away = exc
+                break
+            if chunk is None:
+                break
+            if chunk.number == FINAL:
+                final = chunk
+                break
+            working.append(_start(store, settings, chunk, pipe))
+            if working[-1].error is not None or time.monotonic() > deadline:
+                break
+    outcomes: list[str] = []
+    retry: RetryLater | None = None
+    for w in working:
+        try:
+            outcomes.append(_end(store, settings, w))
+        except RetryLater as exc:
+            retry = retry or exc
+    if final is None and "released" in outcomes:
         with store.begin() as conn:
-            chunk = chunk_rows.claim(conn, job_id, OWNER, settings.heartbeat_timeout_seconds)
-        return _run_one(store, settings, chunk, retries) if chunk is not None else "done"
-    if outcome == "done":
+            final = chunk_rows.claim(conn, job_id, OWNER, settings.heartbeat_timeout_seconds)
+    if final is not None:
+        outcomes.append(_finalise(store, settings, final))
+    if retry is not None:
+        raise retry
+    if away is not None:
+        if not is_connection_error(away):
+            raise away
+        raise RetryLater(f"job {job_id}: the store is unavailable to claim a chunk: "
+                         f"{(str(away.orig).strip().splitlines() or [type(away.orig).__name__])[0]}")
+    if outcomes and all(o in ("done", "released") for o in outcomes) and final is None:
         try:
             with store.connect() as conn:
                 left = chunk_rows.progress(conn, job_id)
             if left is not None and left.done + left.running + left.failed < left.total:
-                send(job_id)  # the next chunk of the run, as a message of its own (see the module's docstring)
+                send(job_id)  # the run's next ranges, in a message of their own (see the docstring)
         except BrokerUnavailable as exc:
             log.warning("job %s: the next chunk message was not sent (%s); the scheduler sends it again", job_id, exc)
-    return outcome
+    return "none" if not outcomes else "done" if outcomes[-1] == "released" else outcomes[-1]
 
 
-def _run_one(store: sa.Engine, settings: Settings, chunk: Chunk, retries: int) -> str:
-    with store.connect() as conn:
-        stored = get_mapping(conn, chunk.mapping)
-    lease = Lease(store, chunk, settings.heartbeat_timeout_seconds)
-    started = time.monotonic()
-    released: list[bool] = []
+def _start(store: sa.Engine, settings: Settings, chunk: Chunk, pipe: Any) -> Working:
+    """Claimed: start its lease, read and decide its rows, hand its writes to `pipe`."""
+    w = Working(chunk, Lease(store, chunk, settings.heartbeat_timeout_seconds), time.monotonic())
 
     def progress(conn: sa.Connection, delta: Counters) -> None:
         chunk_rows.add_progress(conn, chunk.id, delta)
 
     def done(conn: sa.Connection) -> None:
-        released.append(chunk_rows.finish(conn, chunk))
+        w.released.append(chunk_rows.finish(conn, chunk))
 
     try:
-        if stored is None:
-            raise JobRefused(f"mapping {chunk.mapping} is no longer configured")
-        if chunk.number == FINAL:
-            engine.finish_chunks(store, settings, stored, chunk.job_id, chunk.state, progress, beat=lease.beat,
-                                 fence=lease.fence)
-            return _end_run(store, chunk, lease, started)
-        counters = engine.sync_chunk(store, settings, stored, chunk.job_id, chunk.id, chunk.low, chunk.high, chunk.state,
-                                     chunk.attempts == 1, progress, done, beat=lease.beat, fence=lease.fence)
-        log.info("%s done in %.2fs: %s", chunk.label, time.monotonic() - started,
+        stored = _mapping(store, chunk)
+        w.run = engine.sync_chunk(store, settings, stored, chunk.job_id, chunk.id, chunk.low, chunk.high, chunk.state,
+                                  chunk.attempts == 1, progress, done, pipe, beat=w.lease.beat, fence=w.lease.fence)
+        w.error = w.run.error
+    except Exception as exc:  # opening the tables, say: _end handles it as any failure of the range
+        w.error = exc
+    return w
+
+
+def _end(store: sa.Engine, settings: Settings, w: Working) -> str:
+    """After the pipeline drained: the range's done transition (if its last batch did not carry
+    it), or its failure handled (`_failed`)."""
+    try:
+        if w.error is not None:
+            raise w.error
+        assert w.run is not None
+        counters = engine.end_chunk(w.run)
+        log.info("%s done in %.2fs: %s", w.chunk.label, time.monotonic() - w.started,
                  " ".join(f"{k}={v}" for k, v in counters.as_dict().items() if v) or "no rows")
-        return "released" if any(released) else "done"
-    except Fenced as exc:
+        return "released" if any(w.released) else "done"
+    except Exception as exc:
+        return _failed(store, settings, w.chunk, exc)
+    finally:
+        w.lease.stop()
+
+
+def _finalise(store: sa.Engine, settings: Settings, chunk: Chunk) -> str:
+    lease = Lease(store, chunk, settings.heartbeat_timeout_seconds)
+    started = time.monotonic()
+
+    def progress(conn: sa.Connection, delta: Counters) -> None:
+        chunk_rows.add_progress(conn, chunk.id, delta)
+
+    try:
+        engine.finish_chunks(store, settings, _mapping(store, chunk), chunk.job_id, chunk.id, chunk.state, progress,
+                             beat=lease.beat, fence=lease.fence)
+        return _end_run(store, chunk, lease, started)
+    except Exception as exc:
+        return _failed(store, settings, chunk, exc)
+    finally:
+        lease.stop()
+
+
+def _mapping(store: sa.Engine, chunk: Chunk) -> StoredMapping:
+    with store.connect() as conn:
+        stored = get_mapping(conn, chunk.mapping)
+    if stored is None:
+        raise JobRefused(f"mapping {chunk.mapping} is no longer configured")
+    return stored
+
+
+def _failed(store: sa.Engine, settings: Settings, chunk: Chunk, exc: BaseException) -> str:
+    """A chunk that failed: taken over (nothing to do), away (given back, and the message retried
+    with backoff: raises RetryLater), or for good (the run fails)."""
+    if isinstance(exc, Fenced):
         log.warning("%s", exc)
         return "fenced"
-    except (AppUnavailable, StoreUnavailable, RetryLater, sa.exc.DBAPIError) as exc:
+    if isinstance(exc, (AppUnavailable, StoreUnavailable, RetryLater, sa.exc.DBAPIError)):
         if isinstance(exc, sa.exc.DBAPIError) and not is_connection_error(exc):
             return _fail_run(store, chunk, f"internal error: {type(exc).__name__}: {exc}")
         if chunk.attempts > settings.max_retries:
@@ -164,13 +253,10 @@ def _run_one(store: sa.Engine, settings: Settings, chunk: Chunk, retries: int) -
             pass  # the store is away: the lease expires, and the reaper gives the chunk back
         log.warning("%s: %s; it is retried with backoff", chunk.label, exc)
         raise RetryLater(f"{chunk.label}: {exc}") from exc
-    except Exception as exc:  # a terminal error (an app refusing the job, an internal error) fails the run
-        if not isinstance(exc, TerminalError):
-            log.exception("%s failed with an internal error", chunk.label)
-        message = str(exc) if isinstance(exc, TerminalError) else f"internal error: {type(exc).__name__}: {exc}"
-        return _fail_run(store, chunk, message)
-    finally:
-        lease.stop()
+    if not isinstance(exc, TerminalError):  # a terminal error (an app refusing the job) or an internal one fails the run
+        log.error("%s failed with an internal error", chunk.label, exc_info=exc)
+    message = str(exc) if isinstance(exc, TerminalError) else f"internal error: {type(exc).__name__}: {exc}"
+    return _fail_run(store, chunk, message)
 
 
 def _end_run(store: sa.Engine, chunk: Chunk, lease: Lease, started: float) -> str:
