@@ -2,12 +2,13 @@
 
 A run's job plans the ranges (`sync.chunked`), stores them (`store.chunks.create_run`) and sends
 up to `max_parallel` chunk messages; its own delivery then ends, and the job stays `running`
-until its finalisation ends it. Each chunk message claims one chunk of the run (any worker, any
-machine), syncs it under a lease that a thread renews, and, when done, sends one more message if
-chunks are left to claim: at most `max_parallel` are worked at once, and a worker thread is free
-again after each chunk, so a waiting operator action never queues behind a whole run. The done
-transition that leaves no range unfinished releases the finalisation, which the same worker
-claims at once.
+until its finalisation ends it. Each chunk message claims ranges of the run (any worker, any
+machine) one after another for up to `STREAK_SECONDS`, each under a lease that a thread renews,
+through one pipeline, so the next range is read while the last one's writes drain; then it sends
+one more message if ranges are left to claim. At most `max_parallel` ranges are worked at once,
+and a worker thread is free again within seconds, so a waiting operator action never queues
+behind a whole run. The done transition that leaves no range unfinished releases the
+finalisation, which the same worker claims at once.
 
 Failures: a chunk whose worker dies or freezes is taken back by the reaper when its lease
 expires and redone (its epoch fences the old worker out); an app or the store away gives the chunk
