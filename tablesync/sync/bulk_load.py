@@ -22,13 +22,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.apps.table import AppTable
+from tablesync.apps.values import content_hash
 from tablesync.db import pg_bulk
 from tablesync.db.keys import encode_key
 from tablesync.errors import RecordError
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
 from tablesync.sync.context import RunContext
-from tablesync.sync.plan import DirectionPlan, copied_tuple, target_values
+from tablesync.sync.plan import DirectionPlan, canonical_values, copied_tuple, target_values
 from tablesync.sync.record import Batch, Landing, record
 
 
@@ -40,6 +41,8 @@ class Page:
     source_keys: list[str]
     target_keys: list[str | None]
     values: list[tuple[Any, ...]]  # in plan.target_fields order
+    source_hashes: list[str]
+    target_hashes: list[str]
     modified: list[str | None]
     refused: list[dict[str, Any]]  # rows whose values cannot be mapped: the general path reports them
 
@@ -53,27 +56,25 @@ def usable(plan: DirectionPlan, target: AppTable, store: sa.Engine) -> bool:
 
 
 def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page:
-    """The Python half of a page: the target values and keys of every row.
-
-    No content hash is computed here: the couplings land without one, and the first run that
-    reads a record again (it changed, or a full resync) compares it with its target row and
-    records its hashes then. That run would have read the target anyway for a changed record, so
-    incremental runs cost the same, and the first run saves canonicalising and hashing every
-    value (half of this function's time, measured)."""
+    """The Python half of a page: canonical values, hashes and target values of every row."""
     mod_col, fields = plan.source.modified, plan.target_fields
-    page = Page(rows, [], [], [], [], [])
+    page = Page(rows, [], [], [], [], [], [], [])
     from_source = plan.key_from_source
     key_index = [fields.index(c) for c in plan.target_key_columns] if from_source else []
     for row in rows:
+        canon = canonical_values(row, plan.source_columns)
+        source_hash = content_hash(canon)
         copied = copied_tuple(plan, row)
         if copied is not None:
-            mapped = copied
+            mapped, target_hash = copied, source_hash
         else:
             try:
                 values = target_values(plan, row, refs)
             except RecordError:
                 page.refused.append(row)
                 continue
+            hash_canon = canonical_values(values, plan.target_hash_columns)
+            target_hash = source_hash if hash_canon == canon else content_hash(hash_canon)
             mapped = tuple(map(values.get, fields))
         target_key = None
         if from_source:
@@ -85,6 +86,8 @@ def map_page(plan: DirectionPlan, rows: list[dict[str, Any]], refs: Any) -> Page
         page.source_keys.append(plan.source_key(row))
         page.target_keys.append(target_key)
         page.values.append(mapped)
+        page.source_hashes.append(source_hash)
+        page.target_hashes.append(target_hash)
         page.modified.append(cs.modified_text(row.get(mod_col)) if mod_col else None)
     return page
 
@@ -143,7 +146,8 @@ def land_page(ctx: RunContext, plan: DirectionPlan, written: Written | None) -> 
     page = written.page
     batch = Batch(ctx.job_id, plan.mapping, plan.direction, counters=Counters(inserted=len(page.source_keys)))
     batch.landings.append(Landing(written.batch, (
-        (None, sk, tk, None, None, None, sm) for sk, tk, sm in zip(page.source_keys, written.target_keys, page.modified))))
+        (None, sk, tk, sh, th, None, sm) for sk, tk, sh, th, sm
+        in zip(page.source_keys, written.target_keys, page.source_hashes, page.target_hashes, page.modified))))
     record(ctx, batch)
     return batch.counters
 
