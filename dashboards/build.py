@@ -118,7 +118,7 @@ def panels() -> list[dict[str, Any]]:
                [target(f"sum by (mapping) (increase(tablesync_scheduler_enqueued_total{{{M}}}[{RATE}]))", "{{mapping}}")],
                (12, 36, 12, 8), bars=True),
         bars("Chunked runs in progress", "Per mapping, the share of its chunked first run or full resync done "
-             "(rows so far of the planned estimate); absent when none runs.",
+             "(rows so far of the planned estimate); 1 when none is in progress.",
              f"max by (mapping) (tablesync_run_progress_ratio{{{M}}})", "{{mapping}}", (0, 44, 24, 6), "percentunit",
              [(None, "blue")]),
     ]

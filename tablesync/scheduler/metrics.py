@@ -49,8 +49,8 @@ class StoreCollector(Collector):
                                   "1 while an operator has paused the active mapping's schedule (`tablesync pause`), else 0.",
                                   labels=["mapping"]),
                 GaugeMetricFamily("tablesync_run_progress_ratio",
-                                  "Share of a chunked run in progress that is done (rows so far of the planned "
-                                  "estimate), from 0 to 1; absent when no chunked run of the mapping is in progress.",
+                                  "Share of the active mapping's chunked run in progress that is done (rows so far "
+                                  "of the planned estimate), from 0 to 1; 1 when no chunked run is in progress.",
                                   labels=["mapping"]))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
@@ -78,8 +78,9 @@ class StoreCollector(Collector):
                 for mapping, at in last_successes(conn).items():
                     last.add_metric([mapping], at.timestamp())
                 self._heads(conn, interval, applied, held)
-                for mapping, run in running_runs(conn).items():
-                    progress.add_metric([mapping], run.ratio)
+                runs = running_runs(conn)
+                for mapping in sorted(set(active_heads(conn)) | set(runs)):  # 1: no chunked run left to do
+                    progress.add_metric([mapping], runs[mapping].ratio if mapping in runs else 1.0)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", str(exc.orig).strip().splitlines()[0])
             return
