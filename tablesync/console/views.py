@@ -89,11 +89,11 @@ def progress_object(conn: sa.Connection, job: Any) -> dict[str, Any] | None:
     ratio and an ETA at the pace so far, and each chunk (None for a job that ran in one piece)."""
     if job.chunks is None:
         return None
-    now = utcnow()
-    progress = chunk_rows.progress(conn, job.id)
+    chunks = chunk_rows.chunks_of(conn, job.id)
+    progress = chunk_rows.progress_of(chunks)
     if progress is None:
         return None
-    eta = progress.eta_seconds(now) if job.status == "running" else None
+    eta = progress.eta_seconds(utcnow()) if job.status == "running" else None
     return {
         "chunks": progress.total, "chunks_done": progress.done, "chunks_running": progress.running,
         "chunks_failed": progress.failed, "rows": progress.rows, "rows_estimated": progress.estimate,
@@ -102,7 +102,7 @@ def progress_object(conn: sa.Connection, job: Any) -> dict[str, Any] | None:
         "items": [{"number": c.number, "low": c.low, "high": c.high, "status": c.status, "rows": c.rows,
                    "rows_estimated": c.estimate, "attempts": c.attempts, "worker": c.worker,
                    "started_at": iso(c.started_at), "finished_at": iso(c.finished_at), "error": c.error}
-                  for c in chunk_rows.chunks_of(conn, job.id)],
+                  for c in chunks],
     }
 
 

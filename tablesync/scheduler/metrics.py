@@ -58,7 +58,8 @@ class StoreCollector(Collector):
         yield from self._families()
 
     def _heads(self, conn: sa.Connection, interval: GaugeMetricFamily, applied: GaugeMetricFamily,
-               held: GaugeMetricFamily) -> None:
+               held: GaugeMetricFamily) -> list[str]:
+        """The active mappings' figures; returns their names."""
         heads = active_heads(conn)
         if any(self._periods.get(name, (None,))[0] != v for name, (v, _) in heads.items()):
             self._periods = {m.spec.name: (m.version, m.spec.parsed_schedule().period_seconds) for m in active_mappings(conn)}
@@ -68,6 +69,7 @@ class StoreCollector(Collector):
             held.add_metric([name], 1.0 if name in pauses else 0.0)
             if name in self._periods:
                 interval.add_metric([name], self._periods[name][1])
+        return list(heads)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         skipped, last, interval, applied, held, progress = self._families()
@@ -77,9 +79,9 @@ class StoreCollector(Collector):
                     skipped.add_metric([mapping, reason or "unknown"], n)
                 for mapping, at in last_successes(conn).items():
                     last.add_metric([mapping], at.timestamp())
-                self._heads(conn, interval, applied, held)
+                active = self._heads(conn, interval, applied, held)
                 runs = running_runs(conn)
-                for mapping in sorted(set(active_heads(conn)) | set(runs)):  # 1: no chunked run left to do
+                for mapping in sorted(set(active) | set(runs)):  # 1: no chunked run left to do
                     progress.add_metric([mapping], runs[mapping].ratio if mapping in runs else 1.0)
         except sa.exc.DBAPIError as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", str(exc.orig).strip().splitlines()[0])

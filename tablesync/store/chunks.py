@@ -10,10 +10,9 @@ then claims like a range (a barrier would expire or hang when a message fails).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 from tablesync.db.engine import name_session, utcnow
 from tablesync.errors import Fenced
 from tablesync.store.jobs import Counters, store_ago, store_now
+from tablesync.store.locks import lock_key
 from tablesync.store.schema import jobs, run_chunks
 
 ChunkStatus = Literal["waiting", "pending", "running", "done", "failed"]
@@ -97,17 +97,13 @@ def create_run(conn: sa.Connection, job_id: int, mapping: str, ranges: Sequence[
                apps: Mapping[str, int | None], state: Mapping[str, Any]) -> None:
     """The run's ranges (numbered from 1, pending) and its finalisation (0, waiting), and the
     job's chunk count: from this commit on the run belongs to its chunks."""
-    now = utcnow()
-    rows = [dict(job_id=job_id, mapping=mapping, number=n, low=r.low, high=r.high, status="pending",
-                 estimate=r.estimate, **_fresh(apps, state, now)) for n, r in enumerate(ranges, 1)]
-    rows.append(dict(job_id=job_id, mapping=mapping, number=FINAL, low=None, high=None, status="waiting",
-                     estimate=0, **_fresh(apps, state, now)))
+    common = dict(job_id=job_id, mapping=mapping, apps=dict(apps), state=dict(state), rows=0, counters={}, attempts=0,
+                  epoch=0)
+    rows = [dict(common, number=n, low=r.low, high=r.high, status="pending", estimate=r.estimate)
+            for n, r in enumerate(ranges, 1)]
+    rows.append(dict(common, number=FINAL, low=None, high=None, status="waiting", estimate=0))
     conn.execute(sa.insert(run_chunks), rows)
     conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(chunks=len(ranges)))
-
-
-def _fresh(apps: Mapping[str, int | None], state: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    return dict(apps=dict(apps), state=dict(state), rows=0, counters={}, attempts=0, epoch=0, started_at=None)
 
 
 def claim(conn: sa.Connection, job_id: int, worker: str, lease_seconds: float) -> Chunk | None:
@@ -122,7 +118,7 @@ def claim(conn: sa.Connection, job_id: int, worker: str, lease_seconds: float) -
     caps = {app: int(cap) for app, cap in (first.apps or {}).items() if cap}
     if conn.dialect.name == "postgresql":
         for app in sorted(caps):
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _app_lock(app)})
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(f"app:{app}")})
     live = conn.execute(sa.select(run_chunks.c.job_id, run_chunks.c.apps).where(
         run_chunks.c.status == "running", run_chunks.c.lease_until > store_now(conn))).all()
     parallel = (first.state or {}).get("max_parallel")
@@ -140,23 +136,12 @@ def claim(conn: sa.Connection, job_id: int, worker: str, lease_seconds: float) -
     now = store_now(conn)
     row = conn.execute(sa.update(run_chunks).where(run_chunks.c.id == chunk_id).values(
         status="running", worker=worker, epoch=run_chunks.c.epoch + 1, attempts=run_chunks.c.attempts + 1, rows=0,
-        lease_until=_lease_end(conn, lease_seconds),
+        lease_until=store_ago(conn, -lease_seconds),
         started_at=sa.func.coalesce(run_chunks.c.started_at, now), error=None,
     ).returning(run_chunks)).one()
     total = int(conn.execute(sa.select(jobs.c.chunks).where(jobs.c.id == job_id)).scalar() or 0)
     return Chunk(row.id, row.job_id, row.mapping, row.number, row.low, row.high, row.epoch, row.attempts,
                  row.state or {}, total)
-
-
-def _lease_end(conn: sa.Connection, seconds: float) -> Any:
-    """Now plus `seconds` on the store's clock (as `store_now`)."""
-    if conn.dialect.name == "postgresql":
-        return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
-    return utcnow() + timedelta(seconds=seconds)
-
-
-def _app_lock(app: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"tablesync app:{app}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def fence(conn: sa.Connection, chunk_id: int, epoch: int) -> None:
@@ -177,7 +162,7 @@ def renew(conn: sa.Connection, chunk_id: int, epoch: int, lease_seconds: float) 
     """Extend the lease; False once the chunk is no longer this worker's."""
     return bool(conn.execute(sa.update(run_chunks).where(
         run_chunks.c.id == chunk_id, run_chunks.c.epoch == epoch, run_chunks.c.status == "running",
-    ).values(lease_until=_lease_end(conn, lease_seconds))).rowcount)
+    ).values(lease_until=store_ago(conn, -lease_seconds))).rowcount)
 
 
 def add_progress(conn: sa.Connection, chunk_id: int, delta: Counters) -> None:
@@ -195,9 +180,8 @@ def finish(conn: sa.Connection, chunk: Chunk) -> bool:
     """Mark the range done, in the transaction of its last couplings. Finishers of one run are
     serialised on the finalisation's row, so exactly one of them sees no range left: that one
     releases the finalisation (waiting → pending) and gets True."""
-    conn.execute(sa.select(run_chunks.c.id).where(run_chunks.c.job_id == chunk.job_id, run_chunks.c.number == FINAL)
-                 .with_for_update() if conn.dialect.name == "postgresql" else
-                 sa.select(run_chunks.c.id).where(run_chunks.c.job_id == chunk.job_id, run_chunks.c.number == FINAL))
+    final = sa.select(run_chunks.c.id).where(run_chunks.c.job_id == chunk.job_id, run_chunks.c.number == FINAL)
+    conn.execute(final.with_for_update() if conn.dialect.name == "postgresql" else final)
     conn.execute(sa.update(run_chunks).where(run_chunks.c.id == chunk.id).values(
         status="done", finished_at=utcnow(), lease_until=None))
     if chunk.number == FINAL:
@@ -281,8 +265,11 @@ def idle_runs(conn: sa.Connection, quiet_seconds: float) -> list[int]:
 
 def progress(conn: sa.Connection, job_id: int) -> Progress | None:
     """Where the chunked run of job `job_id` stands (None: the job did not run in chunks)."""
-    rows = conn.execute(sa.select(run_chunks.c.number, run_chunks.c.status, run_chunks.c.rows, run_chunks.c.estimate,
-                                  run_chunks.c.started_at).where(run_chunks.c.job_id == job_id)).all()
+    return progress_of(chunks_of(conn, job_id))
+
+
+def progress_of(rows: Sequence[Any]) -> Progress | None:
+    """`progress` from a run's chunk rows already read (`chunks_of`)."""
     if not rows:
         return None
     ranges = [r for r in rows if r.number != FINAL]

@@ -84,6 +84,7 @@ def store_now(conn: sa.Connection) -> Any:
 
 
 def store_ago(conn: sa.Connection, seconds: float) -> Any:
+    """Now minus `seconds` on the store's clock (`store_now`); a negative `seconds` is a time to come (a lease's end)."""
     if conn.dialect.name == "postgresql":
         return sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
     return utcnow() - timedelta(seconds=seconds)

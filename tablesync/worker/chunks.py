@@ -178,16 +178,13 @@ def _start(store: sa.Engine, settings: Settings, chunk: Chunk, pipe: Any) -> Wor
     """Claimed: start its lease, read and decide its rows, hand its writes to `pipe`."""
     w = Working(chunk, Lease(store, chunk, settings.heartbeat_timeout_seconds), time.monotonic())
 
-    def progress(conn: sa.Connection, delta: Counters) -> None:
-        chunk_rows.add_progress(conn, chunk.id, delta)
-
     def done(conn: sa.Connection) -> None:
         w.released.append(chunk_rows.finish(conn, chunk))
 
     try:
         stored = _mapping(store, chunk)
         w.run = engine.sync_chunk(store, settings, stored, chunk.job_id, chunk.id, chunk.low, chunk.high, chunk.state,
-                                  chunk.attempts == 1, progress, done, pipe, beat=w.lease.beat, fence=w.lease.fence)
+                                  chunk.attempts == 1, _progress(chunk), done, pipe, beat=w.lease.beat, fence=w.lease.fence)
         w.error = w.run.error
     except Exception as exc:  # opening the tables, say: _end handles it as any failure of the range
         w.error = exc
@@ -214,18 +211,19 @@ def _end(store: sa.Engine, settings: Settings, w: Working) -> str:
 def _finalise(store: sa.Engine, settings: Settings, chunk: Chunk) -> str:
     lease = Lease(store, chunk, settings.heartbeat_timeout_seconds)
     started = time.monotonic()
-
-    def progress(conn: sa.Connection, delta: Counters) -> None:
-        chunk_rows.add_progress(conn, chunk.id, delta)
-
     try:
-        engine.finish_chunks(store, settings, _mapping(store, chunk), chunk.job_id, chunk.id, chunk.state, progress,
+        engine.finish_chunks(store, settings, _mapping(store, chunk), chunk.job_id, chunk.id, chunk.state, _progress(chunk),
                              beat=lease.beat, fence=lease.fence)
         return _end_run(store, chunk, lease, started)
     except Exception as exc:
         return _failed(store, settings, chunk, exc)
     finally:
         lease.stop()
+
+
+def _progress(chunk: Chunk) -> Callable[[sa.Connection, Counters], None]:
+    """What each recorded batch of the chunk adds to its row, in the batch's transaction."""
+    return lambda conn, delta: chunk_rows.add_progress(conn, chunk.id, delta)
 
 
 def _mapping(store: sa.Engine, chunk: Chunk) -> StoredMapping:
