@@ -139,6 +139,24 @@ _WIDENING = {
 }
 
 
+_SAME_TEXT = ("string", "integer", "numeric")  # categories whose text form any column of the same one reads alike
+
+
+def same_text_form(source: sa.Column[Any], target: sa.Column[Any], dialect: sa.Dialect) -> bool:
+    """Does PostgreSQL's text form of a `source` value load into `target` as the value the
+    general path would write? True for columns of one type (money aside: its text depends on the
+    locale), and within text, integers or decimals (a value the target cannot hold fails there
+    as it would anyway). A first run then moves the rows as text (`AppTable.copy_pages`)."""
+    first, second = category(source.type), category(target.type)
+    if first == second and first in _SAME_TEXT and not isinstance(target.type, sa.Enum):
+        return True
+    try:
+        name = source.type.compile(dialect=dialect).upper()
+        return name == target.type.compile(dialect=dialect).upper() and name != "MONEY"
+    except sa.exc.CompileError:  # a type SQLAlchemy does not know: nothing to compare
+        return False
+
+
 def compatible(source: str, target: str) -> bool:
     """Can values of category `source` be stored in a `target` column without loss or guessing?
     (Text into JSON is parsed, and a value that is not JSON fails its record.) A duration has no

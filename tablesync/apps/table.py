@@ -175,6 +175,32 @@ class AppTable:
         return sa.or_(*(sa.and_(*(c == v for c, v in zip(cols[:i], values[:i])), cols[i] > values[i])
                         for i in range(len(cols))))
 
+    @translated_pages
+    def copy_pages(self, columns: Sequence[str], batch_size: int, low: str | None = None,
+                   high: str | None = None) -> Iterator[list[bytes]]:
+        """`pages` by key (a first run's), as lines of PostgreSQL's COPY text format: the key's
+        fields, then `columns` in that order (a column may come twice). No value becomes a Python
+        object; the next page starts after the last line's key fields."""
+        width = len(self.keys)
+        last = self.key_values(low) if low is not None else None
+        upto = self.key_values(high) if high is not None else None
+        select = [*self.keys, *(self.table.c[c].label(f"_ts_{i}") for i, c in enumerate(columns))]
+        while True:
+            q = self._live(self._filtered(sa.select(*select)))
+            if last is not None:
+                q = q.where(self._after(self.keys, last))
+            if upto is not None:
+                q = q.where(sa.not_(self._after(self.keys, upto)))
+            with self.engine.connect() as conn:
+                lines = pg_bulk.copy_out(conn, q.order_by(*self.keys).limit(batch_size))
+            if not lines:
+                return
+            yield lines
+            if len(lines) < batch_size:
+                return
+            parts = [pg_bulk.unescape(f) for f in lines[-1].split(b"\t", width)[:width]]
+            last = tuple(key_to_db(str(p), c) for p, c in zip(parts, self.keys))
+
     @translated
     def key_boundaries(self, every: int) -> tuple[list[str], int]:
         """Split the selected rows into key ranges of `every` rows by walking the key's index
@@ -326,17 +352,19 @@ class AppTable:
 
     @translated
     def start_mark(self) -> Any:
-        """Where a chunked run's finalisation reads again from: the horizon (no transaction still
-        open can write a modified-on below it), or, for a modified-on the horizon cannot express (a
-        number, or SQLite), the largest one now. None without a modified-on column."""
+        """Where a first run's next read starts, taken before it reads anything (a chunked run's
+        finalisation reads again from it): the largest modified-on now, the watermark an
+        unchunked run would reach by reading every row, but never past the horizon (no
+        transaction still open can write a modified-on below it). An app that stamps a change
+        with a time older than now (sakila's fixed dates do) is read from its data, not the
+        clock. None without a modified-on column."""
         mod = self.modified
         if mod is None:
             return None
-        mark = self.horizon()
-        if mark is not None:
-            return mark
+        horizon = self.horizon()
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(mod))).scalar()
+            largest = conn.execute(self._live(self._filtered(sa.select(sa.func.max(mod))))).scalar()
+        return horizon if largest is None or (horizon is not None and horizon < largest) else largest
 
     def check_condition(self, condition: str) -> str | None:
         """The database's own complaint about `condition` as a WHERE clause of this table (planned,
@@ -483,6 +511,10 @@ class AppTable:
         if any(procs):
             rows = (tuple(v if p is None or v is None else p(v) for v, p in zip(r, procs)) for r in rows)
         pg_bulk.copy_rows(conn, self._qualified(), columns, rows)
+
+    def copy_text(self, conn: sa.Connection, columns: Sequence[str], data: bytes) -> None:
+        """COPY lines of PostgreSQL's text format (`copy_pages`'s form) into the table."""
+        pg_bulk.copy_text(conn, self._qualified(), columns, data)
 
     def update_many(self, conn: sa.Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         """One statement for rows that change the same columns; rows carry `_key` plus the columns.

@@ -10,6 +10,7 @@ of the statement it replaces.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -102,3 +103,63 @@ def staging(conn: sa.Connection, name: str, columns: Sequence[tuple[str, str]], 
     # Without statistics the planner guesses the staging table's size and may hash the whole
     # (growing) target table to join a few thousand rows; ANALYZE of a temp table costs ~1 ms.
     conn.execute(sa.text(f"ANALYZE {name}"))
+
+
+# -- COPY text, passed through ---------------------------------------------------------------------
+# A first run whose mapping copies each column into a column of the same type moves its rows as
+# COPY's text form, never as Python values: read by `COPY (SELECT …) TO STDOUT`, written by `COPY
+# … FROM STDIN`, and only the key fields looked at (measured: 13 µs of Python per record down to 3).
+
+_UNESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"v": b"\v"}  # and any other: itself
+_UNESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+NULL = b"\\N"
+
+
+def copy_out(conn: sa.Connection, query: sa.Select[Any]) -> list[bytes]:
+    """The rows of `query` as lines of COPY's text format (tab-separated fields, escaped, `\\N` for
+    NULL), without their line ends. Its parameters are bound client-side: COPY takes none."""
+    compiled = query.compile(dialect=conn.dialect)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    statement = f"COPY ({compiled}) TO STDOUT"
+    data = bytearray()
+    try:
+        with raw.cursor() as cur, cur.copy(statement, compiled.params) as copy:
+            for block in copy:
+                data += block
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+    lines = bytes(data).split(b"\n")
+    lines.pop()  # after the last line end
+    return lines
+
+
+def copy_text(conn: sa.Connection, table: str, columns: Sequence[str], data: bytes) -> None:
+    """COPY lines of text format (`data`, each ending in a line end) into `table` (quoted)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    statement = f"COPY {table} ({', '.join(conn.dialect.identifier_preparer.quote(c) for c in columns)}) FROM STDIN"
+    try:
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            copy.write(data)
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+def unescape(field: bytes) -> str | None:
+    """A field of COPY's text format as the string it stands for (None for NULL)."""
+    if field == NULL:
+        return None
+    if b"\\" not in field:
+        return field.decode()
+    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), field).decode()
+
+
+def escape(value: str | None) -> bytes:
+    """A string as a field of COPY's text format."""
+    if value is None:
+        return NULL
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:  # rare: four scans cost less than translate
+        value = value.translate(_ESCAPES)
+    return value.encode()

@@ -19,7 +19,7 @@ coupled (or pending, and finished), so redoing a range twice is harmless.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +37,8 @@ from tablesync.store.watermarks import decode, encode, get_watermark
 from tablesync.sync import bulk_load
 from tablesync.sync.context import RunContext
 from tablesync.sync.deletions import mark_scanned
-from tablesync.sync.one_way import BULK_PAGES, Pipeline, apply_decided, counted, decide_rows, run_direction
+from tablesync.sync.one_way import BULK_PAGES, Pipeline, apply_decided, counted, decide_rows, process_rows, run_direction
 from tablesync.sync.plan import DirectionPlan
-from tablesync.sync.select import parent_refs
 
 
 @dataclass(frozen=True)
@@ -128,30 +127,28 @@ def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: A
         add(stage())
 
     def general(rows: list[dict[str, Any]]) -> Counters:
-        decided = decide_rows(ctx, plan, source, target, rows)
-        return Counters() if decided is None else apply_decided(ctx, plan, source, target, *decided)
+        return process_rows(ctx, plan, source, target, rows)
+
+    def decided_pages(size: int) -> Iterator[bulk_load.Stages]:
+        """The general path's pages in the bulk path's form: its one stage, writing and recording, second."""
+        for page in source.pages(plan.source_columns, None, size, low, high):
+            decided = decide_rows(ctx, plan, source, target, page)
+            assert decided is not None  # a page is never empty
+            yield len(page), lambda decided=decided: (decided, Counters()), lambda decided: apply_decided(
+                ctx, plan, source, target, *decided)
 
     size = ctx.batch_size * (BULK_PAGES if bulk else 1)
     try:
-        for page in source.pages(plan.source_columns, None, size, low, high):
+        pages = bulk_load.page_stages(ctx, plan, source, target, size, general, low, high) if bulk else decided_pages(size)
+        for count, write, land in pages:
             if run.error is not None:
                 break
-            # A short page is the range's last (`AppTable.pages` stops after it): its batch carries
-            # the done transition. A range ending on a full page finds out one empty read later.
-            final = len(page) < size
+            # A short page is the range's last (the reads stop after it): its batch carries the
+            # done transition. A range ending on a full page finds out one empty read later.
+            final = count < size
             run.handed = run.handed or final
-            if bulk:
-                with ctx.store.connect() as conn:
-                    mapped = bulk_load.map_page(plan, page, parent_refs(conn, plan, page))
-                pipe.submit(guarded(lambda mapped=mapped: counted(add, *bulk_load.insert_page(ctx, plan, target, mapped,
-                                                                                              general))),
-                            guarded(lambda written, final=final: recorded(lambda: bulk_load.land_page(ctx, plan, written),
-                                                                          final)))
-            else:
-                decided = decide_rows(ctx, plan, source, target, page)
-                assert decided is not None  # a page is never empty
-                pipe.submit(guarded(lambda decided=decided, final=final: recorded(
-                    lambda: apply_decided(ctx, plan, source, target, *decided), final)))
+            pipe.submit(guarded(lambda write=write: counted(add, *write())),
+                        guarded(lambda written, land=land, final=final: recorded(lambda: land(written), final)))
             ctx.beat()
     except BaseException as exc:  # noqa: BLE001 - a read, a decision, or the lease lost: end_range raises it
         run.error = run.error or exc

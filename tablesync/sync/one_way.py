@@ -76,21 +76,19 @@ def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     # Pages by key never repeat a key, so one batch can be written while the next is read and
     # decided; pages by modified-on can (a row changed meanwhile), and match_on claims target
     # records across batches: those go one batch at a time.
-    pages = source.pages(columns, since, ctx.batch_size * (BULK_PAGES if bulk else 1)) if reread else iter(())
+    general = (lambda rows: process_rows(ctx, plan, source, target, rows))  # what the bulk path cannot take
     with Pipeline(enabled=(since is None or source.modified is None) and not plan.match_columns, stages=2) as pipe:
-        for page in pages:
+        if bulk and reread:  # the first run reads every row, by key: what changes meanwhile, the next run reads again
+            max_seen = source.start_mark()
+            for _, write, land in bulk_load.page_stages(ctx, plan, source, target, ctx.batch_size * BULK_PAGES, general):
+                pipe.submit(lambda write=write: counted(add, *write()), lambda written, land=land: add(land(written)))
+                ctx.beat()
+        for page in source.pages(columns, since, ctx.batch_size) if reread and not bulk else ():
             max_seen = page_top(source, page, max_seen)
             rows = [r for r in page if source.key_of(r) not in retried]
-            if bulk:
-                with ctx.store.connect() as conn:
-                    page = bulk_load.map_page(plan, rows, parent_refs(conn, plan, rows))
-                pipe.submit(lambda page=page: counted(add, *bulk_load.insert_page(
-                    ctx, plan, target, page, lambda rows: process_rows(ctx, plan, source, target, rows))),
-                    lambda written: add(bulk_load.land_page(ctx, plan, written)))
-            else:
-                decided = decide_rows(ctx, plan, source, target, rows, couplings={} if first else None)
-                if decided is not None:
-                    pipe.submit(lambda decided=decided: add(apply_decided(ctx, plan, source, target, *decided)))
+            decided = decide_rows(ctx, plan, source, target, rows, couplings={} if first else None)
+            if decided is not None:
+                pipe.submit(lambda decided=decided: add(apply_decided(ctx, plan, source, target, *decided)))
             ctx.beat()
     if not ctx.scoped:  # a range resync read part of the table: how far it read says nothing of the rest
         advance_watermark(ctx, plan.mapping, side, watermark, max_seen, horizon if reread else None)

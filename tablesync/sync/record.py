@@ -51,6 +51,7 @@ class Landing:
     batch: int
     rows: Iterable[cs.LandedRow]
     failed: Sequence[int] = ()
+    keys: tuple[Sequence[bytes], Sequence[bytes]] | None = None  # instead of rows: (source, target) keys as COPY fields
 
 
 @dataclass
@@ -90,7 +91,11 @@ def record(ctx: RunContext, batch: Batch) -> dict[str, int]:
     intents: dict[str, int] = {}
     with ctx.write() as conn:
         for landing in batch.landings:
-            cs.land_inserts(conn, batch.mapping, batch.direction, batch.job_id, landing.batch, landing.rows, landing.failed)
+            if landing.keys is not None:
+                cs.write_landed_keys(conn, batch.mapping, batch.direction, batch.job_id, landing.batch, *landing.keys)
+            else:
+                cs.land_inserts(conn, batch.mapping, batch.direction, batch.job_id, landing.batch, landing.rows,
+                                landing.failed)
         failures = batch.failures
         untracked = [f for f in failures if f.ref.coupling_id is None]
         if untracked:

@@ -30,9 +30,7 @@ def build_broker(settings: Settings, in_process_ok: bool = False) -> dramatiq.Br
             )
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
     elif url.startswith(("redis://", "rediss://")):
-        from dramatiq.brokers.redis import RedisBroker
-
-        broker = RedisBroker(url=url, namespace=settings.broker_namespace, middleware=middleware,
+        broker = _prompt_redis()(url=url, namespace=settings.broker_namespace, middleware=middleware,
                              heartbeat_timeout=int(settings.heartbeat_timeout_seconds * 1000))
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -40,6 +38,25 @@ def build_broker(settings: Settings, in_process_ok: bool = False) -> dramatiq.Br
         broker = RabbitmqBroker(url=url, middleware=middleware)
     broker.add_middleware(CurrentMessage())
     return broker
+
+
+IDLE_POLL_MS = 100
+"""The longest an idle worker waits between two looks at a Redis queue. Dramatiq's default (1 s,
+not settable from its CLI) made every message that found its queue idle wait up to a second: a
+chunked run's first chunk, each job of a mapping synced every few seconds. Measured cost of
+the shorter wait: see docs/performance.md."""
+
+
+def _prompt_redis() -> type[dramatiq.Broker]:
+    from dramatiq.brokers.redis import RedisBroker
+
+    class PromptRedisBroker(RedisBroker):  # type: ignore[misc]
+        """Dramatiq's Redis broker, its consumers polling an idle queue at most `IDLE_POLL_MS` apart."""
+
+        def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> object:
+            return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
+
+    return PromptRedisBroker
 
 
 def setup_broker(settings: Settings, in_process_ok: bool = False) -> dramatiq.Broker:

@@ -113,6 +113,9 @@ class Sakila:
         with app.connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), params)]
 
+    def store_rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        return self.rows(self.store, sql, **params)
+
     def execute(self, app: sa.Engine, sql: str, **params: Any) -> None:
         with app.begin() as conn:
             conn.execute(sa.text(sql), params)
