@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from tablesync.config.settings import Settings
 from tablesync.store.jobs import FINISHED, get_job
-from tablesync.worker.broker import setup_broker
+from tablesync.worker import gc_policy
+from tablesync.worker.broker import IDLE_POLL_MS, setup_broker
 from tablesync.worker.enqueue import queues
 
 
@@ -25,10 +26,11 @@ class InProcess:
     def __init__(self, store: sa.Engine, settings: Settings, threads: int = 2):
         self.store = store
         self.settings = settings
+        gc_policy.tune()  # this process runs jobs
         self.broker = setup_broker(settings, in_process_ok=True)
         import tablesync.worker.actors  # noqa: F401  (declares the actors on the broker just installed)
 
-        self.worker = dramatiq.Worker(self.broker, worker_threads=threads, queues=set(queues(settings).values()), worker_timeout=100)
+        self.worker = dramatiq.Worker(self.broker, worker_threads=threads, queues=set(queues(settings).values()), worker_timeout=IDLE_POLL_MS)
         self._scheduler: threading.Thread | None = None
         self._stop = threading.Event()
 

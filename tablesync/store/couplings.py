@@ -222,22 +222,19 @@ def write_landed(conn: sa.Connection, mapping: str, direction: str, job_id: int,
 
 
 def write_landed_keys(conn: sa.Connection, mapping: str, direction: str, job_id: int, batch: int,
-                      source_keys: Sequence[bytes], target_keys: Sequence[bytes]) -> None:
+                      source_keys: Sequence[str], target_keys: Sequence[str]) -> None:
     """`write_landed` for a first run that passed its rows through (`bulk_load.TextPage`): only
-    the key pairs, as fields of COPY's text format, with no hash yet (the first run that reads a
-    record again compares it with its target and records them). In target key order: a random
-    key (a uuid) then lands in its index page by page, measured 10 % cheaper for the store."""
-    sides = Sides.of(direction)
-    now, job = pg_bulk.escape(utcnow().isoformat()), str(job_id).encode()
-    tail = b"\t" + b"\t".join([b"synced", pg_bulk.escape(source_side(direction)), b"success", b"0", b"f", job, now, now,
-                               job]) + b"\n"
-    head = pg_bulk.escape(mapping) + b"\t"
-    local_first = sides.source_key == "local_key"
-    data = b"".join([head + (sk + b"\t" + tk if local_first else tk + b"\t" + sk) + tail
-                     for tk, sk in sorted(zip(target_keys, source_keys))])
-    pg_bulk.copy_text(conn, "couplings", ["mapping", "local_key", "integration_key", "state", "origin", "last_result",
-                                          "failures", "skipped", "last_job_id", "last_synced_at", "created_at",
-                                          "inserted_by_job"], data)
+    the key pairs, with no hash yet (the first run that reads a record again compares it with its
+    target and records them). In target key order: a random key (a uuid) then lands in its index
+    page after page, measured 10 % less of the store's CPU."""
+    now, origin = utcnow(), source_side(direction)
+    local_first = origin == "local"
+    pg_bulk.copy_rows(conn, "couplings", [
+        "mapping", "local_key", "integration_key", "state", "origin", "last_result", "failures", "skipped", "last_job_id",
+        "last_synced_at", "created_at", "inserted_by_job"], (
+        (mapping, *((sk, tk) if local_first else (tk, sk)), "synced", origin, "success", 0, False, job_id, now, now, job_id)
+        for tk, sk in sorted(zip(target_keys, source_keys))),
+        ["text", "text", "text", "text", "text", "text", "int4", "bool", "int8", "timestamptz", "timestamptz", "int8"])
     conn.execute(sa.delete(staged_intents).where(staged_intents.c.id == batch))
 
 

@@ -203,12 +203,11 @@ def passes_through(plan: DirectionPlan, source: AppTable, target: AppTable) -> b
 
 @dataclass
 class TextPage:
-    """One page as COPY text: per record, the target fields' part of its line, its source key as
-    a string and as a COPY field, and its target key's field when the source writes it."""
+    """One page as COPY text: per record, the target fields' part of its line, its source key,
+    and, when the source writes the target key, that key's field."""
 
     lines: list[bytes]
     source_keys: list[str]
-    source_fields: list[bytes]
     target_fields: list[bytes] | None
 
 
@@ -218,27 +217,25 @@ def split_text(plan: DirectionPlan, lines: list[bytes]) -> TextPage:
     width = len(plan.source_key_columns)
     if width == 1:
         heads, rests = zip(*(line.split(b"\t", 1) for line in lines))
-        fields = list(heads)
-        keys = [f.decode() if b"\\" not in f else str(pg_bulk.unescape(f)) for f in fields]
+        keys = [f.decode() if b"\\" not in f else str(pg_bulk.unescape(f)) for f in heads]
     else:
         cut = [line.split(b"\t", width) for line in lines]
         rests = tuple(c[width] for c in cut)
         keys = [encode_key([pg_bulk.unescape(f) for f in c[:width]]) for c in cut]
-        fields = [pg_bulk.escape(k) for k in keys]
     target_fields = None
     if plan.key_from_source:
         at = plan.target_fields.index(plan.target_key_columns[0])
         target_fields = [rest.split(b"\t", at + 1)[at] for rest in rests]
-    return TextPage(list(rests), keys, fields, target_fields)
+    return TextPage(list(rests), keys, target_fields)
 
 
 @dataclass
 class WrittenText:
-    """A text page whose target rows are in: its couplings' key pairs, as COPY fields."""
+    """A text page whose target rows are in: its couplings' key pairs."""
 
     batch: int
-    source_fields: list[bytes]
-    target_fields: list[bytes]
+    source_keys: list[str]
+    target_keys: list[str]
 
 
 def insert_text(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, page: TextPage,
@@ -246,33 +243,28 @@ def insert_text(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     """`insert_page` for a text page: the target rows go as the COPY text they came as, each
     prefixed with its new key unless the source writes it. A page the target refuses is read
     again as rows, for the general path."""
-    from_source = page.target_fields is not None
-    columns = list(plan.target_fields) if from_source else [target.key.name, *plan.target_fields]
-    keyed: list[bytes] = []
+    fields = page.target_fields
+    columns = list(plan.target_fields) if fields is not None else [target.key.name, *plan.target_fields]
 
     def write(conn: sa.Connection, keys: list[str | None]) -> None:
-        if from_source:
-            keyed.extend(page.target_fields or ())
-            data = b"\n".join(page.lines) + b"\n"
-        else:
-            keyed.extend(pg_bulk.escape(k) for k in keys)
-            data = b"".join([k + b"\t" + line + b"\n" for k, line in zip(keyed, page.lines)])
+        data = (b"\n".join(page.lines) + b"\n" if fields is not None
+                else b"".join([pg_bulk.escape(k) + b"\t" + line + b"\n" for k, line in zip(keys, page.lines)]))
         target.copy_text(conn, columns, data)
 
-    target_keys = ([pg_bulk.unescape(f) for f in page.target_fields] if page.target_fields is not None
-                   else [None] * len(page.lines))
-    staged = _staged(ctx, plan, target, page.source_keys, target_keys, write)
+    keys = [pg_bulk.unescape(f) for f in fields] if fields is not None else [None] * len(page.lines)
+    staged = _staged(ctx, plan, target, page.source_keys, keys, write)
     if staged is None:
         return None, general(list(source.fetch(page.source_keys, plan.source_columns).values()))
-    return WrittenText(staged[0], page.source_fields, keyed), Counters()
+    batch, made = staged
+    return WrittenText(batch, page.source_keys, [str(k) for k in made]), Counters()
 
 
 def land_text(ctx: RunContext, plan: DirectionPlan, written: WrittenText | None) -> Counters:
     """`land_page` for a text page: its key pairs, and its count, in one store transaction."""
     if written is None:
         return Counters()
-    batch = Batch(ctx.job_id, plan.mapping, plan.direction, counters=Counters(inserted=len(written.source_fields)))
-    batch.landings.append(Landing(written.batch, (), keys=(written.source_fields, written.target_fields)))
+    batch = Batch(ctx.job_id, plan.mapping, plan.direction, counters=Counters(inserted=len(written.source_keys)))
+    batch.landings.append(Landing(written.batch, (), keys=(written.source_keys, written.target_keys)))
     record(ctx, batch)
     return batch.counters
 

@@ -51,7 +51,7 @@ class Landing:
     batch: int
     rows: Iterable[cs.LandedRow]
     failed: Sequence[int] = ()
-    keys: tuple[Sequence[bytes], Sequence[bytes]] | None = None  # instead of rows: (source, target) keys as COPY fields
+    keys: tuple[Sequence[str], Sequence[str]] | None = None  # instead of rows: (source keys, target keys), no hashes
 
 
 @dataclass

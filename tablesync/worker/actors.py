@@ -9,7 +9,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from tablesync.config.settings import get_settings
-from tablesync.errors import RetryLater
+from tablesync.errors import BrokerUnavailable, RetryLater
 from tablesync.worker.broker import installed_broker
 from tablesync.worker.chunks import run_chunks
 from tablesync.worker.enqueue import CHUNK_ACTOR, SYNC_ACTOR, URGENT_ACTOR, queues, send_job
@@ -53,6 +53,14 @@ def _job(job_id: int, again: dramatiq.Actor[[int], None]) -> None:
     except RetryLater as exc:
         # the runner logged why, in one line: Dramatiq's Retry is retried without another (a traceback)
         raise dramatiq.Retry(str(exc)) from exc
+    if delivery is Delivery.CHUNKED:  # planned: this worker works the run's first streak of ranges itself
+        try:
+            run_chunks(store_engine(), _settings, int(job_id), 0, _send_chunk)
+        except RetryLater:  # logged; the streak is a chunk message's to retry, not this job's
+            try:
+                _send_chunk(int(job_id))
+            except BrokerUnavailable:
+                pass  # the scheduler sends a quiet run's message again
     if delivery is Delivery.DEFERRED:
         # A parent mapping has not synced yet: look again shortly. The job stays queued meanwhile.
         again.send_with_options(args=(int(job_id),), delay=DEFER_MS)

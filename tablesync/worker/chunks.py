@@ -44,14 +44,17 @@ Send = Callable[[int], None]  # sends one chunk message for a run (its job id)
 
 def start_run(store: sa.Engine, job: sa.Row[Any], stored: StoredMapping, plan: RangePlan,
               fence: Callable[[sa.Connection], None], send: Send) -> None:
-    """Store the run's ranges (fenced by the planning job's epoch) and send its first messages.
-    A message the broker does not take is not lost work: the reaper sends one for a quiet run."""
+    """Store the run's ranges (fenced by the planning job's epoch) and send its first messages,
+    one fewer than may run at once: the planning worker goes on with a streak of ranges itself
+    (`run_chunks`), without waiting for a queue to hand it a message (an idle Redis queue is
+    polled once a second). A message the broker does not take is not lost work: the reaper
+    sends one for a quiet run."""
     apps = {stored.spec.side(side).app: stored.apps[stored.spec.side(side).app].max_connections
             for side in ("local", "integration")}
     with store.begin() as conn:
         fence(conn)
         chunk_rows.create_run(conn, job.id, job.mapping, plan.ranges, apps, plan.state)
-    for _ in range(min(int(plan.state["max_parallel"]), len(plan.ranges))):
+    for _ in range(min(int(plan.state["max_parallel"]), len(plan.ranges)) - 1):  # the planning worker works one streak
         try:
             send(job.id)
         except BrokerUnavailable as exc:
