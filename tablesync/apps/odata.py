@@ -1,0 +1,343 @@
+"""An OData v4 service as an app (`apps.connector`): an entity set is a table, its key property
+the key, a property such as `modifiedAt` or `modifiedon` the modified-on, the `@odata.etag` of a
+record its version. Reached over HTTP with httpx, the way Dataverse and most SaaS CRMs are.
+
+- `ODataService` reads the service's `$metadata` (entity sets, keys, properties with their Edm
+  types and nullability, the properties whose value is the record's ETag) and opens tables.
+- `ODataTable.read_changes` filters on modified ≥ watermark, orders by modified then key and
+  follows `@odata.nextLink`: the server decides the page size, as OData asks clients to let it.
+- Writes are one request per record (POST, PATCH with `If-Match`, DELETE), each with its own
+  result: 412 Precondition Failed is a conflict (the record changed since it was read), any other
+  refusal an error carrying the service's own message. A service that cannot be reached, or
+  answers 5xx without an OData error body, raises AppUnavailable (the job is retried).
+
+Not yet here (issue 18): `$batch`, throttling (429/503 with Retry-After, a rate shared through
+Redis), OAuth2 client credentials, and the engine's use of this contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, urlencode
+from xml.etree import ElementTree
+
+import httpx
+
+from tablesync.apps.connector import Capabilities, ChangePage, KeyRange, Outcome, Record, Update, WriteResult
+from tablesync.errors import AppError, AppUnavailable
+
+EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
+EDMX = "{http://docs.oasis-open.org/odata/ns/edmx}"
+CONCURRENCY = "Core.OptimisticConcurrency"
+QUERY_SAFE = "$,()'"  # left as they are in a query string: OData's own syntax
+WRITE_HEADERS = {"Content-Type": "application/json;IEEE754Compatible=true", "Prefer": "return=representation"}
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    edm_type: str  # Edm.String, Edm.Int32, Edm.Decimal, Edm.DateTimeOffset, …
+    nullable: bool = True
+    max_length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+
+
+@dataclass(frozen=True)
+class EntitySet:
+    name: str
+    key: tuple[str, ...]
+    properties: dict[str, Property]
+    versioned: bool = False  # Core.OptimisticConcurrency: records carry an ETag, and writes may be conditional
+
+    def property(self, name: str) -> Property:
+        try:
+            return self.properties[name]
+        except KeyError:
+            raise AppError(f"entity set {self.name} has no property {name!r}; it has: "
+                           f"{', '.join(sorted(self.properties))}") from None
+
+
+@dataclass
+class Metadata:
+    """What `$metadata` says of the service's entity sets."""
+
+    entity_sets: dict[str, EntitySet] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, xml: bytes | str) -> "Metadata":
+        root = ElementTree.fromstring(xml)
+        types: dict[str, tuple[tuple[str, ...], dict[str, Property]]] = {}
+        sets: list[tuple[str, str]] = []
+        versioned: set[str] = set()
+        for schema in root.iter(f"{EDM}Schema"):
+            namespace = schema.get("Namespace", "")
+            for et in schema.findall(f"{EDM}EntityType"):
+                key = tuple(str(k.get("Name")) for k in et.findall(f"{EDM}Key/{EDM}PropertyRef"))
+                props = {str(p.get("Name")): Property(
+                    str(p.get("Name")), str(p.get("Type")), p.get("Nullable", "true") != "false",
+                    _int(p.get("MaxLength")), _int(p.get("Precision")), _int(p.get("Scale")))
+                    for p in et.findall(f"{EDM}Property")}
+                types[f"{namespace}.{et.get('Name')}"] = (key, props)
+            for container in schema.findall(f"{EDM}EntityContainer"):
+                sets.extend((str(s.get("Name")), str(s.get("EntityType"))) for s in container.findall(f"{EDM}EntitySet"))
+            for group in schema.findall(f"{EDM}Annotations"):  # Target="Namespace.Container/Set"
+                target = str(group.get("Target", ""))
+                for note in group.findall(f"{EDM}Annotation"):
+                    if note.get("Term") == CONCURRENCY:
+                        versioned.add(target.rsplit("/", 1)[-1])
+        out = cls()
+        for name, type_name in sets:
+            if type_name in types:
+                key, props = types[type_name]
+                out.entity_sets[name] = EntitySet(name, key, props, name in versioned)
+        return out
+
+    def entity_set(self, name: str) -> EntitySet:
+        try:
+            return self.entity_sets[name]
+        except KeyError:
+            raise AppError(f"the OData service has no entity set {name!r}; it has: "
+                           f"{', '.join(sorted(self.entity_sets)) or 'none'}") from None
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+def from_json(edm_type: str, value: Any) -> Any:
+    """A property's JSON value as the Python value the engine compares and writes elsewhere."""
+    if value is None:
+        return None
+    if edm_type == "Edm.DateTimeOffset":
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if edm_type == "Edm.Date":
+        return dt.date.fromisoformat(str(value))
+    if edm_type == "Edm.TimeOfDay":
+        return dt.time.fromisoformat(str(value))
+    if edm_type == "Edm.Decimal":
+        return Decimal(str(value))
+    return value
+
+
+def to_json(edm_type: str, value: Any) -> Any:
+    """A Python value as the property's JSON value."""
+    if value is None:
+        return None
+    if edm_type == "Edm.DateTimeOffset" and isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+        return aware.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):  # as a string: writes say IEEE754Compatible=true, so no digit is lost to a float
+        return float(value) if edm_type in ("Edm.Double", "Edm.Single") else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def literal(edm_type: str, value: Any) -> str:
+    """A value as a URL literal of its Edm type (a key predicate, a `$filter` operand)."""
+    if edm_type in ("Edm.String",):
+        return "'" + str(value).replace("'", "''") + "'"
+    if edm_type == "Edm.DateTimeOffset" and isinstance(value, dt.datetime):
+        return str(to_json(edm_type, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# -- the service ----------------------------------------------------------------------------------
+
+class ODataService:
+    """One OData v4 service root (`apps: crm: {odata: URL}`): its metadata, read once, and its tables."""
+
+    def __init__(self, url: str, auth: httpx.Auth | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                 timeout: float = 30.0, label: str = "the OData service") -> None:
+        self.url = url.rstrip("/") + "/"
+        self.label = label
+        self.client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={
+            "Accept": "application/json;IEEE754Compatible=true", "OData-Version": "4.0", **(headers or {})})
+        self._metadata: Metadata | None = None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; AppUnavailable when the service cannot be reached or fails as a server."""
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise AppUnavailable(f"{self.label} at {self.url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500 and _message(response) is None:
+            raise AppUnavailable(f"{self.label} at {self.url}: HTTP {response.status_code} on {method} {path}")
+        return response
+
+    def metadata(self) -> Metadata:
+        if self._metadata is None:
+            response = self.request("GET", "$metadata", headers={"Accept": "application/xml"})
+            if response.status_code != 200:
+                raise AppError(f"{self.label}: $metadata answered HTTP {response.status_code}: {_message(response) or response.text[:200]}")
+            self._metadata = Metadata.parse(response.content)
+        return self._metadata
+
+    def table(self, entity_set: str, modified: str | None = None, batch_size: int = 100) -> "ODataTable":
+        found = self.metadata().entity_set(entity_set)
+        if modified is not None:
+            found.property(modified)
+        return ODataTable(self, found, modified, batch_size)
+
+
+class ODataTable:
+    """One entity set through the connector contract."""
+
+    def __init__(self, service: ODataService, entity_set: EntitySet, modified: str | None, batch_size: int) -> None:
+        self.service = service
+        self.entity_set = entity_set
+        self.modified = modified
+        self.capabilities = Capabilities(versions=entity_set.versioned, batch_size=batch_size)
+        if len(entity_set.key) != 1:
+            raise AppError(f"entity set {entity_set.name} has a key of {len(entity_set.key)} properties; "
+                           "tablesync reaches OData entity sets with a one-property key")
+        self.key = entity_set.key[0]
+        self.key_type = entity_set.property(self.key).edm_type
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _record(self, row: Mapping[str, Any], columns: Sequence[str]) -> Record:
+        props = self.entity_set.properties
+        values = {c: from_json(props[c].edm_type, row.get(c)) for c in columns if c in props}
+        return Record(str(row[self.key]), values, row.get("@odata.etag"))
+
+    def _select(self, columns: Sequence[str]) -> str:
+        for c in columns:
+            self.entity_set.property(c)
+        return ",".join(dict.fromkeys([self.key, *([self.modified] if self.modified else []), *columns]))
+
+    def _pages(self, params: dict[str, str]) -> Iterator[list[dict[str, Any]]]:
+        """Every page of a query, following `@odata.nextLink`."""
+        # spaces as %20: httpx's form encoding writes '+', which OData services read as a plus
+        path: str | None = self.entity_set.name + "?" + urlencode(params, quote_via=quote, safe=QUERY_SAFE)
+        while path is not None:
+            response = self.service.request("GET", path)
+            if response.status_code != 200:
+                raise AppError(f"{self.service.label}: reading {self.entity_set.name} answered HTTP {response.status_code}: "
+                               f"{_message(response) or response.text[:200]}")
+            body = response.json()
+            yield list(body.get("value", []))
+            path = body.get("@odata.nextLink")
+
+    def read_changes(self, columns: Sequence[str], watermark: Any) -> Iterator[ChangePage]:
+        """By modified then key, from `watermark` (a modified-on, inclusive: the engine subtracts
+        its overlap before); without a modified-on property, every record by key."""
+        params = {"$select": self._select(columns)}
+        if self.modified is None:
+            params["$orderby"] = self.key
+            mark = None
+        else:
+            params["$orderby"] = f"{self.modified},{self.key}"
+            mod_type = self.entity_set.property(self.modified).edm_type
+            if watermark is not None:
+                params["$filter"] = f"{self.modified} ge {literal(mod_type, watermark)}"
+            mark = watermark
+        for rows in self._pages(params):
+            records = [self._record(r, columns) for r in rows]
+            if self.modified is not None:
+                seen = [r.values.get(self.modified) or from_json(mod_type, row.get(self.modified))
+                        for r, row in zip(records, rows)]
+                top = max((s for s in seen if s is not None), default=None)
+                mark = top if mark is None or (top is not None and top > mark) else mark
+            yield ChangePage(records, mark)
+
+    def read_by_keys(self, keys: Sequence[str], columns: Sequence[str]) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        wanted = list(dict.fromkeys(keys))
+        for i in range(0, len(wanted), self.capabilities.batch_size):
+            part = wanted[i:i + self.capabilities.batch_size]
+            params = {"$select": self._select(columns),
+                      "$filter": f"{self.key} in ({','.join(literal(self.key_type, k) for k in part)})"}
+            for rows in self._pages(params):
+                for row in rows:
+                    record = self._record(row, columns)
+                    out[record.key] = record
+        return out
+
+    def list_keys(self, key_range: KeyRange) -> Iterator[list[str]]:
+        conditions = [f"{self.key} gt {literal(self.key_type, key_range.low)}"] if key_range.low is not None else []
+        if key_range.high is not None:
+            conditions.append(f"{self.key} le {literal(self.key_type, key_range.high)}")
+        params = {"$select": self.key, "$orderby": self.key, **({"$filter": " and ".join(conditions)} if conditions else {})}
+        for rows in self._pages(params):
+            yield [str(r[self.key]) for r in rows]
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _body(self, values: Mapping[str, Any]) -> bytes:
+        """A write's JSON body; decimals and 64-bit integers go as strings (IEEE754Compatible)."""
+        return json.dumps({name: to_json(self.entity_set.property(name).edm_type, v) for name, v in values.items()}).encode()
+
+    def _path(self, key: str) -> str:
+        return f"{self.entity_set.name}({literal(self.key_type, key)})"
+
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> list[WriteResult]:
+        results = []
+        for row in rows:
+            response = self.service.request("POST", self.entity_set.name, content=self._body(row), headers=WRITE_HEADERS)
+            if response.status_code in (200, 201):
+                body = response.json()
+                results.append(WriteResult(Outcome.OK, str(body.get(self.key, row.get(self.key))),
+                                           body.get("@odata.etag") or response.headers.get("ETag"), status=response.status_code))
+            else:
+                results.append(_refused(response))
+        return results
+
+    def update(self, updates: Sequence[Update]) -> list[WriteResult]:
+        results = []
+        for u in updates:
+            # `*` without a version read: the record must exist (a PATCH to a missing key must not create one)
+            headers = {**WRITE_HEADERS, "If-Match": u.version or "*"}
+            response = self.service.request("PATCH", self._path(u.key), content=self._body(u.values), headers=headers)
+            if response.status_code in (200, 204):
+                version = (response.json().get("@odata.etag") if response.status_code == 200 else None) or response.headers.get("ETag")
+                results.append(WriteResult(Outcome.OK, u.key, version, status=response.status_code))
+            else:
+                results.append(_refused(response, u.key))
+        return results
+
+    def delete(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> list[WriteResult]:
+        results = []
+        for key in keys:
+            version = (versions or {}).get(key)
+            response = self.service.request("DELETE", self._path(key), headers={"If-Match": version or "*"})
+            if response.status_code in (200, 204, 404) or (response.status_code == 412 and not version):
+                # 404 (or, with `*`, 412): already gone, which is what was asked
+                results.append(WriteResult(Outcome.OK, key, status=response.status_code))
+            else:
+                results.append(_refused(response, key))
+        return results
+
+
+def _message(response: httpx.Response) -> str | None:
+    """The OData error body's message, if the response carries one."""
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        return None
+    if not isinstance(error, dict):
+        return None
+    return str(error.get("message") or error.get("code") or "") or None
+
+
+def _refused(response: httpx.Response, key: str | None = None) -> WriteResult:
+    """A write the service did not make: a conflict on a version mismatch, else an error."""
+    message = _message(response) or response.text[:500] or f"HTTP {response.status_code}"
+    outcome = Outcome.CONFLICT if response.status_code == 412 else Outcome.ERROR
+    return WriteResult(outcome, key, message=f"HTTP {response.status_code}: {message}", status=response.status_code)

@@ -1,0 +1,92 @@
+"""The OData v4 connector (`apps.odata`) against a real OData service (SAP CAP, `odata_crm`):
+its metadata, changes read by modified-on across server-driven pages, key lookups, and writes whose
+results say, per record, ok, conflict (a stale ETag: HTTP 412) or error (the service's message)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tablesync.apps.connector import KeyRange, Outcome, Update
+from tablesync.apps.odata import ODataService
+from tablesync.errors import AppError, AppUnavailable
+from tests.integration.odata_server import ODataCrm, odata_crm  # noqa: F401  (the fixture)
+
+COLUMNS = ["accountnumber", "name", "emailaddress1", "creditlimit"]
+
+
+def accounts(crm: ODataCrm):  # type: ignore[no-untyped-def]
+    return ODataService(crm.url, label="app crm").table("Accounts", modified="modifiedAt", batch_size=7)
+
+
+def test_metadata_names_sets_keys_types_and_versions(odata_crm: ODataCrm) -> None:  # noqa: F811
+    service = ODataService(odata_crm.url)
+    meta = service.metadata()
+    assert set(meta.entity_sets) == {"Accounts", "Contacts"}
+    acc = meta.entity_set("Accounts")
+    assert acc.key == ("ID",) and acc.versioned
+    assert acc.property("ID").edm_type == "Edm.Guid"
+    name = acc.property("name")
+    assert (name.edm_type, name.nullable, name.max_length) == ("Edm.String", False, 100)
+    limit = acc.property("creditlimit")
+    assert (limit.edm_type, limit.precision, limit.scale) == ("Edm.Decimal", 12, 2)
+    assert acc.property("modifiedAt").edm_type == "Edm.DateTimeOffset"
+    with pytest.raises(AppError, match="no entity set 'Acounts'; it has: Accounts, Contacts"):
+        meta.entity_set("Acounts")
+    with pytest.raises(AppError, match="Accounts has no property 'modifiedon'"):
+        service.table("Accounts", modified="modifiedon")
+
+
+def test_inserts_are_read_back_as_changes_page_by_page_and_by_key(odata_crm: ODataCrm) -> None:  # noqa: F811
+    table = accounts(odata_crm)
+    rows = [{"accountnumber": f"C{i:03}", "name": f"Customer {i}", "creditlimit": Decimal("1234567890.25") + i}
+            for i in range(25)]
+    results = table.insert(rows)
+    assert [r.outcome for r in results] == [Outcome.OK] * 25 and all(r.version for r in results)
+    keys = [str(r.key) for r in results]
+    pages = list(table.read_changes(COLUMNS, None))
+    records = [r for p in pages for r in p.records]
+    assert [r.values["accountnumber"] for r in records] == [f"C{i:03}" for i in range(25)]  # by modified, then key
+    assert records[3].values["creditlimit"] == Decimal("1234567893.25")  # no digit lost to a float
+    mark = pages[-1].watermark
+    assert isinstance(mark, dt.datetime) and mark.tzinfo is not None
+    found = table.read_by_keys([keys[5], keys[20], "00000000-0000-0000-0000-000000000000"], COLUMNS)
+    assert set(found) == {keys[5], keys[20]} and found[keys[20]].values["name"] == "Customer 20"
+    listed = [k for page in table.list_keys(KeyRange()) for k in page]
+    assert sorted(listed) == sorted(keys)
+
+    # What changed since the watermark: only the record updated after it.
+    later = table.update([Update(keys[7], {"name": "Renamed"}, found.get(keys[7], table.read_by_keys([keys[7]], COLUMNS)[keys[7]]).version)])
+    assert later[0].ok
+    changed = [r for p in table.read_changes(COLUMNS, mark + dt.timedelta(microseconds=1000)) for r in p.records]
+    assert [r.key for r in changed] == [keys[7]] and changed[0].values["name"] == "Renamed"
+
+
+def test_a_stale_version_is_a_conflict_and_a_refused_record_fails_alone(odata_crm: ODataCrm) -> None:  # noqa: F811
+    table = accounts(odata_crm)
+    made = table.insert([{"accountnumber": "A1", "name": "Ada"}, {"accountnumber": "NONAME"}, {"accountnumber": "B1", "name": "Bo"}])
+    assert [r.outcome for r in made] == [Outcome.OK, Outcome.ERROR, Outcome.OK]
+    assert "name" in str(made[1].message)  # the service's own message: a NOT NULL constraint on name
+    ada = str(made[0].key)
+    read = table.read_by_keys([ada], COLUMNS)[ada]
+    # someone else changes the record after it was read: the write made on the old version conflicts
+    assert table.update([Update(ada, {"emailaddress1": "ada@example.com"}, read.version)])[0].ok
+    stale = table.update([Update(ada, {"name": "Ada Lovelace"}, read.version)])
+    assert stale[0].outcome is Outcome.CONFLICT and stale[0].status == 412
+    assert table.read_by_keys([ada], COLUMNS)[ada].values["name"] == "Ada"
+    gone = table.delete([ada, ada])  # deleting what is already gone is done, not an error
+    assert [r.outcome for r in gone] == [Outcome.OK, Outcome.OK], gone
+    assert ada not in table.read_by_keys([ada], COLUMNS)
+
+
+def test_a_stopped_service_is_unavailable_not_a_record_error(odata_crm: ODataCrm) -> None:  # noqa: F811
+    table = accounts(odata_crm)
+    odata_crm.stop()
+    with pytest.raises(AppUnavailable, match="app crm at http://127.0.0.1"):
+        table.insert([{"name": "lost"}])
+    with pytest.raises(AppUnavailable):
+        list(table.read_changes(COLUMNS, None))
+    assert isinstance(httpx.ConnectError("x"), httpx.TransportError)
