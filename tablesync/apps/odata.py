@@ -3,7 +3,7 @@ the key, a property such as `modifiedAt` or `modifiedon` the modified-on, the `@
 record its version. Reached over HTTP with httpx, the way Dataverse and most SaaS CRMs are.
 
 - `ODataService` reads the service's `$metadata` (entity sets, keys, properties with their Edm
-  types and nullability, the properties whose value is the record's ETag) and opens tables.
+  types and nullability, whether records carry an ETag) and opens tables.
 - `ODataTable.read_changes` filters on modified ≥ watermark, orders by modified then key and
   follows `@odata.nextLink`: the server decides the page size, as OData asks clients to let it.
 - Writes are one request per record (POST, PATCH with `If-Match`, DELETE), each with its own
@@ -11,23 +11,28 @@ record its version. Reached over HTTP with httpx, the way Dataverse and most Saa
   refusal an error carrying the service's own message. A service that cannot be reached, or
   answers 5xx without an OData error body, raises AppUnavailable (the job is retried).
 
-Not yet here (issue 18): `$batch`, throttling (429/503 with Retry-After, a rate shared through
-Redis), OAuth2 client credentials, and the engine's use of this contract.
+A throttled request (429, 503 with Retry-After) waits as asked and is sent again (tenacity).
+
+Not yet here (issue 18): `$batch`, a request rate shared by all workers through Redis, OAuth2
+client credentials, the `odata:` app in the configuration, and the engine's use of the contract.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 
 from tablesync.apps.connector import Capabilities, ChangePage, KeyRange, Outcome, Record, Update, WriteResult
 from tablesync.errors import AppError, AppUnavailable
@@ -161,8 +166,11 @@ class ODataService:
     """One OData v4 service root (`apps: crm: {odata: URL}`): its metadata, read once, and its tables."""
 
     def __init__(self, url: str, auth: httpx.Auth | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                 timeout: float = 30.0, label: str = "the OData service") -> None:
+                 timeout: float = 30.0, label: str = "the OData service", throttle_seconds: float = 120.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.url = url.rstrip("/") + "/"
+        self.throttle_seconds = throttle_seconds
+        self._sleep = sleep
         self.label = label
         self.client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={
             "Accept": "application/json;IEEE754Compatible=true", "OData-Version": "4.0", **(headers or {})})
@@ -172,14 +180,26 @@ class ODataService:
         self.client.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; AppUnavailable when the service cannot be reached or fails as a server."""
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise AppUnavailable(f"{self.label} at {self.url}: {type(exc).__name__}: {exc}") from exc
+        """One request; AppUnavailable when the service cannot be reached or fails as a server.
+
+        A throttled answer (429, or 503 with Retry-After) is sent again after the wait the
+        service asks for, for up to `throttle_seconds` in all; still throttled then, the request
+        raises AppUnavailable, so the job backs off and resumes later and no record fails."""
+        response = Retrying(retry=retry_if_result(_throttled), wait=_retry_after, stop=stop_after_delay(self.throttle_seconds),
+                            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+                            sleep=self._sleep)(self._send, method, path, **kwargs)
+        if _throttled(response):
+            raise AppUnavailable(f"{self.label} at {self.url}: throttled (HTTP {response.status_code}) for "
+                                 f"{self.throttle_seconds:g} s; the job resumes later")
         if response.status_code >= 500 and _message(response) is None:
             raise AppUnavailable(f"{self.label} at {self.url}: HTTP {response.status_code} on {method} {path}")
         return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise AppUnavailable(f"{self.label} at {self.url}: {type(exc).__name__}: {exc}") from exc
 
     def metadata(self) -> Metadata:
         if self._metadata is None:
@@ -323,6 +343,24 @@ class ODataTable:
             else:
                 results.append(_refused(response, key))
         return results
+
+
+def _throttled(response: httpx.Response) -> bool:
+    return response.status_code == 429 or (response.status_code == 503 and "Retry-After" in response.headers)
+
+
+def _retry_after(state: RetryCallState) -> float:
+    """The wait the service asked for (Retry-After in seconds or as an HTTP date), else 1, 2, 4 … s."""
+    response = state.outcome.result() if state.outcome is not None and not state.outcome.failed else None
+    value = response.headers.get("Retry-After") if response is not None else None
+    if value is not None:
+        if value.strip().isdigit():
+            return float(value.strip())
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            pass
+    return float(min(2 ** (state.attempt_number - 1), 30))
 
 
 def _message(response: httpx.Response) -> str | None:

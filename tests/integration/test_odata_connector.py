@@ -5,6 +5,9 @@ results say, per record, ok, conflict (a stale ETag: HTTP 412) or error (the ser
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import threading
+import time
 from decimal import Decimal
 
 import httpx
@@ -90,3 +93,80 @@ def test_a_stopped_service_is_unavailable_not_a_record_error(odata_crm: ODataCrm
     with pytest.raises(AppUnavailable):
         list(table.read_changes(COLUMNS, None))
     assert isinstance(httpx.ConnectError("x"), httpx.TransportError)
+
+
+class Throttling:
+    """A proxy in front of the service that answers the first `refusals` requests with 429 and
+    `Retry-After`, then forwards each request as it is: a throttled SaaS API, locally."""
+
+    def __init__(self, upstream: str, refusals: int, retry_after: str = "1") -> None:
+        self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
+        self.seen: list[tuple[float, int]] = []  # (time, status answered)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if len(proxy.seen) < proxy.refusals:
+                    proxy.seen.append((time.monotonic(), 429))
+                    self.send_response(429)
+                    self.send_header("Retry-After", proxy.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.request(self.command, proxy.upstream.rstrip("/") + self.path.replace(proxy.prefix, "/", 1),
+                                       headers=headers, content=body)
+                proxy.seen.append((time.monotonic(), answer.status_code))
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.prefix = "/proxy/"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_throttled_service_is_waited_for_as_it_asks(odata_crm: ODataCrm) -> None:  # noqa: F811
+    proxy = Throttling(odata_crm.url, refusals=2)
+    try:
+        service = ODataService(proxy.url, label="app crm")
+        service._metadata = ODataService(odata_crm.url).metadata()  # the insert meets the refusals
+        table = service.table("Accounts", modified="modifiedAt")
+        started = time.monotonic()
+        made = table.insert([{"name": "patient"}])
+        assert made[0].ok, made
+        assert [status for _, status in proxy.seen] == [429, 429, 201]
+        gaps = [b - a for (a, _), (b, _) in zip(proxy.seen, proxy.seen[1:])]
+        assert all(g >= 0.9 for g in gaps), gaps  # Retry-After: 1, honoured between the three attempts
+        assert time.monotonic() - started >= 1.9
+    finally:
+        proxy.close()
+
+
+def test_a_service_throttled_beyond_the_budget_is_unavailable_and_no_record_fails(odata_crm: ODataCrm) -> None:  # noqa: F811
+    proxy = Throttling(odata_crm.url, refusals=1000)
+    try:
+        service = ODataService(proxy.url, label="app crm", throttle_seconds=2.5)
+        service._metadata = ODataService(odata_crm.url).metadata()
+        table = service.table("Accounts", modified="modifiedAt")
+        with pytest.raises(AppUnavailable, match=r"throttled \(HTTP 429\) for 2.5 s; the job resumes later"):
+            table.insert([{"name": "later"}])
+        assert 3 <= len(proxy.seen) <= 5  # waited as asked, within the budget, then gave up
+    finally:
+        proxy.close()
+    assert ODataService(odata_crm.url).table("Accounts").read_by_keys([], COLUMNS) == {}
