@@ -11,9 +11,10 @@ record its version. Reached over HTTP with httpx, the way Dataverse and most Saa
   refusal an error carrying the service's own message. A service that cannot be reached, or
   answers 5xx without an OData error body, raises AppUnavailable (the job is retried).
 
-A throttled request (429, 503 with Retry-After) waits as asked and is sent again (tenacity).
+A throttled request (429, 503 with Retry-After) waits as asked and is sent again (tenacity); a
+request rate per app is shared by every worker through Redis (`shared_rate`, pyrate-limiter).
 
-Not yet here (issue 18): `$batch`, a request rate shared by all workers through Redis, OAuth2
+Not yet here (issue 18): `$batch`, OAuth2
 client credentials, the `odata:` app in the configuration, and the engine's use of the contract.
 """
 
@@ -32,6 +33,7 @@ from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
 
 import httpx
+from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 
 from tablesync.apps.connector import Capabilities, ChangePage, KeyRange, Outcome, Record, Update, WriteResult
@@ -167,8 +169,9 @@ class ODataService:
 
     def __init__(self, url: str, auth: httpx.Auth | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0, label: str = "the OData service", throttle_seconds: float = 120.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, limiter: Limiter | None = None) -> None:
         self.url = url.rstrip("/") + "/"
+        self.limiter = limiter
         self.throttle_seconds = throttle_seconds
         self._sleep = sleep
         self.label = label
@@ -196,6 +199,9 @@ class ODataService:
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self.limiter is not None and not self.limiter.try_acquire(self.label, blocking=True, timeout=self.throttle_seconds):
+            raise AppUnavailable(f"{self.label} at {self.url}: no request allowed by its rate limit for "
+                                 f"{self.throttle_seconds:g} s; the job resumes later")
         try:
             return self.client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -343,6 +349,15 @@ class ODataTable:
             else:
                 results.append(_refused(response, key))
         return results
+
+
+def shared_rate(redis_url: str, app: str, per_second: float, namespace: str = "tablesync") -> Limiter:
+    """A request rate for `app` that every worker sharing this Redis keeps together: each request
+    takes a slot of one bucket in Redis (pyrate-limiter), and waits for one when the rate is used up."""
+    import redis
+
+    rate = Rate(max(1, round(per_second * 10)), Duration.SECOND * 10) if per_second < 1 else Rate(int(per_second), Duration.SECOND)
+    return Limiter(RedisBucket.init([rate], redis.Redis.from_url(redis_url), f"{namespace}:rate:{app}"))
 
 
 def _throttled(response: httpx.Response) -> bool:

@@ -8,16 +8,19 @@ import datetime as dt
 import http.server
 import threading
 import time
+import uuid
 from decimal import Decimal
 
 import httpx
 import pytest
+import redis
 
 from tablesync.apps.connector import KeyRange, Outcome, Update
-from tablesync.apps.odata import ODataService
+from tablesync.apps.odata import ODataService, shared_rate
 from tablesync.errors import AppError, AppUnavailable
 from tests.integration.odata_server import ODataCrm, odata_crm  # noqa: F401  (the fixture)
 
+REDIS = "redis://127.0.0.1:6379/0"
 COLUMNS = ["accountnumber", "name", "emailaddress1", "creditlimit"]
 
 
@@ -101,7 +104,7 @@ class Throttling:
 
     def __init__(self, upstream: str, refusals: int, retry_after: str = "1") -> None:
         self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
-        self.seen: list[tuple[float, int]] = []  # (time, status answered)
+        self.seen: list[tuple[float, int]] = []  # (time the request arrived, status answered)
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -109,9 +112,10 @@ class Throttling:
                 pass
 
             def relay(self) -> None:
+                arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if len(proxy.seen) < proxy.refusals:
-                    proxy.seen.append((time.monotonic(), 429))
+                    proxy.seen.append((arrived, 429))
                     self.send_response(429)
                     self.send_header("Retry-After", proxy.retry_after)
                     self.send_header("Content-Length", "0")
@@ -120,7 +124,7 @@ class Throttling:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 answer = httpx.request(self.command, proxy.upstream.rstrip("/") + self.path.replace(proxy.prefix, "/", 1),
                                        headers=headers, content=body)
-                proxy.seen.append((time.monotonic(), answer.status_code))
+                proxy.seen.append((arrived, answer.status_code))
                 self.send_response(answer.status_code)
                 for k, v in answer.headers.items():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
@@ -170,3 +174,48 @@ def test_a_service_throttled_beyond_the_budget_is_unavailable_and_no_record_fail
     finally:
         proxy.close()
     assert ODataService(odata_crm.url).table("Accounts").read_by_keys([], COLUMNS) == {}
+
+
+def test_two_workers_sharing_a_rate_through_redis_stay_under_it(odata_crm: ODataCrm) -> None:  # noqa: F811
+    """Two workers (each its own client, limiter and Redis connection) read the same service at
+    a shared 4 requests a second; the proxy's clock says they kept to it together."""
+    proxy = Throttling(odata_crm.url, refusals=0)
+    app = f"crm-{uuid.uuid4().hex[:8]}"
+    metadata = ODataService(odata_crm.url).metadata()
+    errors: list[BaseException] = []
+
+    def worker(limited: bool) -> None:
+        try:
+            service = ODataService(proxy.url, label="app crm", limiter=shared_rate(REDIS, app, 4) if limited else None)
+            service._metadata = metadata
+            table = service.table("Accounts")
+            for _ in range(8):
+                table.read_by_keys(["00000000-0000-0000-0000-000000000000"], COLUMNS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def two_workers(limited: bool) -> list[float]:
+        proxy.seen.clear()
+        threads = [threading.Thread(target=worker, args=(limited,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        return sorted(t for t, _ in proxy.seen)
+
+    try:
+        free = two_workers(limited=False)  # the control: without the limiter, the same load is quick
+        times = two_workers(limited=True)
+        assert len(free) == len(times) == 16
+        # 16 requests, 4 at once and then 4 more each second: three seconds at least
+        assert times[-1] - times[0] >= 2.9 > free[-1] - free[0]
+        # The limiter spaces acquisitions; requests reach the proxy a little later, each with its
+        # own delay on a busy machine: 0.2 s of that jitter is allowed.
+        busiest = max(sum(1 for u in times if t <= u < t + 0.8) for t in times)
+        assert busiest <= 4, busiest
+    finally:
+        proxy.close()
+        client = redis.Redis.from_url(REDIS)
+        for key in client.scan_iter(f"tablesync:rate:{app}*"):
+            client.delete(key)
