@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -169,15 +168,16 @@ class ODataService:
 
     def __init__(self, url: str, auth: httpx.Auth | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0, label: str = "the OData service", throttle_seconds: float = 120.0,
-                 sleep: Callable[[float], None] = time.sleep, limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, metadata: Metadata | None = None) -> None:
         self.url = url.rstrip("/") + "/"
+        parsed = httpx.URL(self.url)
+        self.shown = str(parsed.copy_with(username=parsed.username, password="***")) if parsed.password else self.url  # errors print this
         self.limiter = limiter
         self.throttle_seconds = throttle_seconds
-        self._sleep = sleep
         self.label = label
         self.client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={
             "Accept": "application/json;IEEE754Compatible=true", "OData-Version": "4.0", **(headers or {})})
-        self._metadata: Metadata | None = None
+        self._metadata = metadata  # one already read (by `config check`, say), else read on first use
 
     def close(self) -> None:
         self.client.close()
@@ -188,24 +188,24 @@ class ODataService:
         A throttled answer (429, or 503 with Retry-After) is sent again after the wait the
         service asks for, for up to `throttle_seconds` in all; still throttled then, the request
         raises AppUnavailable, so the job backs off and resumes later and no record fails."""
-        response = Retrying(retry=retry_if_result(_throttled), wait=_retry_after, stop=stop_after_delay(self.throttle_seconds),
-                            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-                            sleep=self._sleep)(self._send, method, path, **kwargs)
+        retrying = Retrying(retry=retry_if_result(_throttled), wait=_retry_after, stop=stop_after_delay(self.throttle_seconds),
+                            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None)
+        response = retrying(self._send, method, path, **kwargs)
         if _throttled(response):
-            raise AppUnavailable(f"{self.label} at {self.url}: throttled (HTTP {response.status_code}) for "
+            raise AppUnavailable(f"{self.label} at {self.shown}: throttled (HTTP {response.status_code}) for "
                                  f"{self.throttle_seconds:g} s; the job resumes later")
         if response.status_code >= 500 and _message(response) is None:
-            raise AppUnavailable(f"{self.label} at {self.url}: HTTP {response.status_code} on {method} {path}")
+            raise AppUnavailable(f"{self.label} at {self.shown}: HTTP {response.status_code} on {method} {path}")
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self.limiter is not None and not self.limiter.try_acquire(self.label, blocking=True, timeout=self.throttle_seconds):
-            raise AppUnavailable(f"{self.label} at {self.url}: no request allowed by its rate limit for "
+            raise AppUnavailable(f"{self.label} at {self.shown}: no request allowed by its rate limit for "
                                  f"{self.throttle_seconds:g} s; the job resumes later")
         try:
             return self.client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise AppUnavailable(f"{self.label} at {self.url}: {type(exc).__name__}: {exc}") from exc
+            raise AppUnavailable(f"{self.label} at {self.shown}: {type(exc).__name__}: {exc}") from exc
 
     def metadata(self) -> Metadata:
         if self._metadata is None:
