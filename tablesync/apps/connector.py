@@ -98,6 +98,10 @@ class Connector(Protocol):
         lets each page's watermark be stored once it is synced."""
         ...
 
+    def newest_modified(self) -> Any:
+        """The largest modified-on now, where a first run's next read starts (None: read all again)."""
+        ...
+
     def read_by_keys(self, keys: Sequence[str], columns: Sequence[str]) -> dict[str, Record]:
         """The records of these keys that exist, by key."""
         ...

@@ -1,4 +1,5 @@
-"""Each process's pooled engines for the apps, and a mapping's two tables opened on them.
+"""Each process's pooled engines (databases) and service clients (HTTP apps) for the apps, and a
+mapping's two tables opened on them.
 
 An app's URL is expanded from the environment here, when a process connects, and never stored.
 """
@@ -8,12 +9,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
+from pyrate_limiter import Limiter
 
+from tablesync.apps.api_table import ApiTable, edm_table
+from tablesync.apps.http_auth import http_auth
+from tablesync.apps.odata import ODataService, local_rate, shared_rate
 from tablesync.apps.table import AppTable
 from tablesync.config.load import expand_env
-from tablesync.config.model import AppSpec, MappingSpec
+from tablesync.config.model import AppSpec, MappingSpec, SideSpec
+from tablesync.config.settings import get_settings
 from tablesync.db.engine import create_engine, end_named_sessions, redact_url
 from tablesync.errors import AppError, AppUnavailable, ConfigError, JobRefused
 
@@ -21,6 +28,7 @@ log = logging.getLogger("tablesync.apps")
 SIDES = ("local", "integration")
 
 _engines: dict[str, sa.Engine] = {}
+_services: dict[tuple[Any, ...], ODataService] = {}
 _engines_lock = threading.Lock()
 
 
@@ -37,13 +45,55 @@ def app_engine(name: str, app: AppSpec) -> sa.Engine:
         return engine
 
 
+def app_service(name: str, app: AppSpec) -> ODataService:
+    """One OData service client per app per process: its connections, its metadata (read once)
+    and its request rate (shared through Redis by every worker when `rate_limit:` is set)."""
+    url = expand_env(str(app.odata), f"app {name}, odata")
+    auth, headers = http_auth(name, app.auth)
+    ident = (name, url, app.auth.model_dump_json() if app.auth else "", app.rate_limit, app.throttle_seconds)
+    with _engines_lock:
+        service = _services.get(ident)
+        if service is None:
+            service = _services[ident] = ODataService(url, auth=auth, headers=headers, label=f"app {name}",
+                                                      throttle_seconds=app.throttle_seconds, limiter=_limiter(name, app))
+        return service
+
+
+def _limiter(name: str, app: AppSpec) -> Limiter | None:
+    if app.rate_limit is None:
+        return None
+    settings = get_settings()
+    redis_url = settings.rate_redis_url
+    if redis_url is not None:
+        return shared_rate(redis_url, name, app.rate_limit, settings.broker_namespace)
+    log.warning("app %s: rate_limit %g/s holds per process only: set TABLESYNC_RATE_LIMIT_URL (or a Redis broker) "
+                "to share it between workers", name, app.rate_limit)
+    return local_rate(app.rate_limit)
+
+
+def open_table(name: str, app: AppSpec, side: SideSpec, session: str | None = None) -> AppTable | ApiTable:
+    """One side's table: reflected from a database, or described by an HTTP app's metadata."""
+    if app.http:
+        service = app_service(name, app)
+        connector = service.table(side.table, side.modified, app.batch_size)
+        return ApiTable(connector, side, edm_table(connector.entity_set), app.overlap_seconds)
+    return AppTable.open(app_engine(name, app), side, session)
+
+
 def open_tables(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str | None = None) -> dict[str, AppTable]:
     """Both sides' tables, reflected; a missing table or an unreachable app says which and where.
     `session` names the job's write transactions (`AppTable.session`)."""
-    tables = {}
+    tables: dict[str, Any] = {}
     for side in SIDES:
         side_spec = spec.side(side)
-        engine = app_engine(side_spec.app, apps[side_spec.app])
+        app = apps[side_spec.app]
+        if app.http:
+            try:
+                tables[side] = open_table(side_spec.app, app, side_spec)
+            except AppError as exc:
+                raise JobRefused(f"mapping {spec.name}: app {side_spec.app}: {exc}") from None
+            continue
+        engine = app_engine(side_spec.app, app)
         try:
             tables[side] = AppTable.open(engine, side_spec, session)
         except sa.exc.NoSuchTableError:
@@ -62,7 +112,7 @@ def existing_keys(spec: MappingSpec, apps: Mapping[str, AppSpec], side: str, key
     if not wanted:
         return set()
     try:
-        return AppTable.open(app_engine(side_spec.app, apps[side_spec.app]), side_spec).existing(wanted)
+        return open_table(side_spec.app, apps[side_spec.app], side_spec).existing(wanted)
     except (sa.exc.SQLAlchemyError, AppUnavailable, AppError, ConfigError, JobRefused, ValueError, KeyError) as exc:
         log.warning("cannot check %s records of %s in app %s: %s", side, spec.name, side_spec.app, exc)
         return None
@@ -76,6 +126,8 @@ def end_sessions(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str) -
     ended = 0
     for name in dict.fromkeys(spec.side(side).app for side in SIDES):
         try:
+            if apps[name].http:
+                continue
             engine = app_engine(name, apps[name])
             if engine.dialect.name != "postgresql":
                 continue
@@ -92,3 +144,6 @@ def dispose_all() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        for service in _services.values():
+            service.close()
+        _services.clear()

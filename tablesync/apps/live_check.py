@@ -1,28 +1,42 @@
-"""`config check` against the live apps: connection, tables, columns, keys and types, by reflection."""
+"""`config check` against the live apps: connection, tables, columns, keys and types, by reflection
+of a database or from an OData service's `$metadata` (`apps.api_table.edm_table`), judged alike."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from tablesync.apps.api_table import edm_table
 from tablesync.apps.catalog import Trigger, before_insert_triggers, key_default_problem
+from tablesync.apps.http_auth import http_auth
+from tablesync.apps.odata import ODataService
 from tablesync.apps.schema import category, compatible, fit_problems, has_server_key, reflect_table
 from tablesync.config.load import expand_env
-from tablesync.config.model import ConfigFile, FieldSpec, MappingSpec, SideSpec, target_side
+from tablesync.config.model import AppSpec, ConfigFile, FieldSpec, MappingSpec, SideSpec, target_side
 from tablesync.db.engine import create_engine, redact_url
-from tablesync.errors import ConfigError, Problem
+from tablesync.errors import AppError, AppUnavailable, ConfigError, Problem
 
 _MODIFIED_OK = ("datetime", "date", "integer", "numeric")
 
 
+App = sa.Engine | ODataService  # how an app is reached: a database engine or an OData service
+
+
 def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Problem]:
     problems: list[Problem] = []
-    engines: dict[str, sa.Engine | None] = {}
+    engines: dict[str, App | None] = {}
     for name, app in cfg.apps.items():
         where = f"app {name}"
         try:
-            url = expand_env(app.url, f"{where}, url", env)
+            url = expand_env(app.address, f"{where}, {'odata' if app.http else 'url'}", env)
+            if app.http:
+                engines[name] = _service(name, app, url, env)
+                continue
         except ConfigError as exc:
             problems.extend(exc.problems)
+            engines[name] = None
+            continue
+        except (AppError, AppUnavailable) as exc:
+            problems.append(Problem(where, f"cannot read the OData service's $metadata: {exc}"))
             engines[name] = None
             continue
         try:
@@ -40,12 +54,37 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
             problems.extend(_check_mapping(m, engines, by_name))
     finally:
         for engine in engines.values():
-            if engine is not None:
+            if isinstance(engine, sa.Engine):
                 engine.dispose()
+            elif engine is not None:
+                engine.close()
     return problems
 
 
-def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name: dict[str, MappingSpec]) -> list[Problem]:
+def _service(name: str, app: AppSpec, url: str, env: dict[str, str] | None) -> ODataService:
+    """The app's OData service with its $metadata read (AppError or AppUnavailable if it cannot be)."""
+    auth, headers = http_auth(name, app.auth, env)
+    service = ODataService(url, auth=auth, headers=headers, label=f"app {name}", throttle_seconds=min(app.throttle_seconds, 10))
+    try:
+        service.metadata()
+    except BaseException:
+        service.close()
+        raise
+    return service
+
+
+def _table(app: App, spec: SideSpec) -> sa.Table:
+    """The side's table: reflected, or described by the service's $metadata (NoSuchTableError
+    either way when there is none, with the names there are for an entity set)."""
+    if isinstance(app, sa.Engine):
+        return reflect_table(app, spec.table, spec.schema_)
+    try:
+        return edm_table(app.metadata().entity_set(spec.table))
+    except AppError as exc:
+        raise sa.exc.NoSuchTableError(str(exc)) from None
+
+
+def _check_mapping(m: MappingSpec, engines: dict[str, App | None], by_name: dict[str, MappingSpec]) -> list[Problem]:
     problems: list[Problem] = []
     tables: dict[str, sa.Table] = {}
     for side in ("local", "integration"):
@@ -55,9 +94,10 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
             continue
         where = f"mapping {m.name}, {side}"
         try:
-            table = reflect_table(engine, spec.table, spec.schema_)
-        except sa.exc.NoSuchTableError:
-            problems.append(Problem(where, f"table {spec.table!r} does not exist in app {spec.app}"))
+            table = _table(engine, spec)
+        except sa.exc.NoSuchTableError as exc:
+            problems.append(Problem(where, f"table {spec.table!r} does not exist in app {spec.app}" if isinstance(engine, sa.Engine)
+                                    else str(exc.args[0]) if exc.args else f"no entity set {spec.table!r} in app {spec.app}"))
             continue
         tables[side] = table
         problems.extend(_check_side(where, spec, table, engine))
@@ -98,7 +138,7 @@ def _check_mapping(m: MappingSpec, engines: dict[str, sa.Engine | None], by_name
     return problems
 
 
-def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) -> list[Problem]:
+def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: App) -> list[Problem]:
     problems = []
     for name in spec.key_columns:
         if name not in table.c:
@@ -115,7 +155,7 @@ def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) 
         elif category(table.c[spec.deleted].type) not in ("boolean", "datetime", "date"):
             problems.append(Problem(where, f"deleted column {spec.deleted!r} is {table.c[spec.deleted].type}; "
                                            "it must be a boolean flag or a deleted-at timestamp"))
-    if spec.filter:
+    if spec.filter and isinstance(engine, sa.Engine):
         try:
             with engine.connect() as conn:
                 conn.execute(sa.select(sa.literal(1)).select_from(table).where(sa.text(f"({spec.filter})")).limit(1))
@@ -125,7 +165,7 @@ def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: sa.Engine) 
     return problems
 
 
-def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, engine: sa.Engine) -> list[Problem]:
+def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, engine: App) -> list[Problem]:
     """Every insert would fail if the target key or a required column can get no value: neither
     mapped nor defaulted (nor, for a column, filled by a trigger, which is a warning: tablesync
     cannot prove what a trigger does)."""
@@ -144,7 +184,7 @@ def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, en
             problems.append(Problem(where, f"{what} has no default and no field maps onto it: "
                                            "map a field onto it or give the column a default"))
             continue
-        why = key_default_problem(engine, key)
+        why = key_default_problem(engine, key) if isinstance(engine, sa.Engine) else None
         if why is not None:
             problems.append(Problem(where, f"{what}: {why}; map a field onto the key, or give the column "
                                            "a sequence, identity, AUTO_INCREMENT or gen_random_uuid() default"))
@@ -153,7 +193,7 @@ def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, en
         if col.name in written or col.name in spec.key_columns or col.nullable or col.server_default is not None:
             continue
         if triggers is None:
-            triggers = before_insert_triggers(engine, table)
+            triggers = before_insert_triggers(engine, table) if isinstance(engine, sa.Engine) else []
         filling = [t.name for t in triggers if t.mentions(col.name)]
         if filling:
             problems.append(Problem(where, f"column {col.name!r} is NOT NULL without a default and no field maps onto it "
@@ -167,7 +207,7 @@ def _check_target_insertable(m: MappingSpec, direction: str, table: sa.Table, en
 
 
 def _check_parent_field(where: str, f: FieldSpec, tables: dict[str, sa.Table], parent: MappingSpec | None,
-                        engines: dict[str, sa.Engine | None]) -> list[Problem]:
+                        engines: dict[str, App | None]) -> list[Problem]:
     """A parent field holds the parent mapping's record keys: each side's columns must fit that
     side's key columns, in key order (their number is checked offline)."""
     problems: list[Problem] = []
@@ -178,7 +218,7 @@ def _check_parent_field(where: str, f: FieldSpec, tables: dict[str, sa.Table], p
         if engine is None:
             continue
         try:
-            parent_table = reflect_table(engine, spec.table, spec.schema_)
+            parent_table = _table(engine, spec)
         except sa.exc.NoSuchTableError:
             continue  # reported with the parent mapping
         for column, key_name in zip(f.columns(side), spec.key_columns):

@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -32,7 +32,7 @@ from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
 
 import httpx
-from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
+from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate, RedisBucket
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 
 from tablesync.apps.connector import Capabilities, ChangePage, KeyRange, Outcome, Record, Update, WriteResult
@@ -41,6 +41,7 @@ from tablesync.errors import AppError, AppUnavailable
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 EDMX = "{http://docs.oasis-open.org/odata/ns/edmx}"
 CONCURRENCY = "Core.OptimisticConcurrency"
+COMPUTED, COMPUTED_DEFAULT = "Core.Computed", "Core.ComputedDefaultValue"
 QUERY_SAFE = "$,()'"  # left as they are in a query string: OData's own syntax
 WRITE_HEADERS = {"Content-Type": "application/json;IEEE754Compatible=true", "Prefer": "return=representation"}
 
@@ -53,6 +54,8 @@ class Property:
     max_length: int | None = None
     precision: int | None = None
     scale: int | None = None
+    computed: bool = False  # Core.Computed: the service sets it (a managed modified-on, say); a write may not
+    defaulted: bool = False  # Core.ComputedDefaultValue: the service gives it a value when a create has none
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Metadata:
         types: dict[str, tuple[tuple[str, ...], dict[str, Property]]] = {}
         sets: list[tuple[str, str]] = []
         versioned: set[str] = set()
+        notes: dict[str, set[str]] = {}  # "Namespace.Type/Property" → its Core.Computed… terms
         for schema in root.iter(f"{EDM}Schema"):
             namespace = schema.get("Namespace", "")
             for et in schema.findall(f"{EDM}EntityType"):
@@ -93,15 +97,21 @@ class Metadata:
                 types[f"{namespace}.{et.get('Name')}"] = (key, props)
             for container in schema.findall(f"{EDM}EntityContainer"):
                 sets.extend((str(s.get("Name")), str(s.get("EntityType"))) for s in container.findall(f"{EDM}EntitySet"))
-            for group in schema.findall(f"{EDM}Annotations"):  # Target="Namespace.Container/Set"
+            for group in schema.findall(f"{EDM}Annotations"):  # Target="Namespace.Container/Set" or "Namespace.Type/Property"
                 target = str(group.get("Target", ""))
                 for note in group.findall(f"{EDM}Annotation"):
-                    if note.get("Term") == CONCURRENCY:
+                    term, on = note.get("Term"), note.get("Bool", "true") != "false"
+                    if term == CONCURRENCY:
                         versioned.add(target.rsplit("/", 1)[-1])
+                    elif term in (COMPUTED, COMPUTED_DEFAULT) and on:
+                        notes.setdefault(target, set()).add(str(term))
         out = cls()
         for name, type_name in sets:
             if type_name in types:
                 key, props = types[type_name]
+                props = {n: replace(p, computed=COMPUTED in notes.get(f"{type_name}/{n}", ()),
+                                    defaulted=COMPUTED_DEFAULT in notes.get(f"{type_name}/{n}", ()))
+                         for n, p in props.items()}
                 out.entity_sets[name] = EntitySet(name, key, props, name in versioned)
         return out
 
@@ -283,6 +293,15 @@ class ODataTable:
                 mark = top if mark is None or (top is not None and top > mark) else mark
             yield ChangePage(records, mark)
 
+    def newest_modified(self) -> Any:
+        """The largest modified-on now (None without a modified-on property or a record)."""
+        if self.modified is None:
+            return None
+        params = {"$select": self._select([]), "$orderby": f"{self.modified} desc", "$top": "1"}
+        for rows in self._pages(params):
+            return from_json(self.entity_set.property(self.modified).edm_type, rows[0].get(self.modified)) if rows else None
+        return None
+
     def read_by_keys(self, keys: Sequence[str], columns: Sequence[str]) -> dict[str, Record]:
         out: dict[str, Record] = {}
         wanted = list(dict.fromkeys(keys))
@@ -356,8 +375,17 @@ def shared_rate(redis_url: str, app: str, per_second: float, namespace: str = "t
     takes a slot of one bucket in Redis (pyrate-limiter), and waits for one when the rate is used up."""
     import redis
 
-    rate = Rate(max(1, round(per_second * 10)), Duration.SECOND * 10) if per_second < 1 else Rate(int(per_second), Duration.SECOND)
-    return Limiter(RedisBucket.init([rate], redis.Redis.from_url(redis_url), f"{namespace}:rate:{app}"))
+    return Limiter(RedisBucket.init([_rate(per_second)], redis.Redis.from_url(redis_url), f"{namespace}:rate:{app}"))
+
+
+def local_rate(per_second: float) -> Limiter:
+    """A request rate kept by this process alone (no Redis to share it through)."""
+    return Limiter(InMemoryBucket([_rate(per_second)]))
+
+
+def _rate(per_second: float) -> Rate:
+    """Whole requests per second, or per ten seconds for a rate below one a second."""
+    return Rate(max(1, round(per_second * 10)), Duration.SECOND * 10) if per_second < 1 else Rate(int(per_second), Duration.SECOND)
 
 
 def _throttled(response: httpx.Response) -> bool:

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 @dataclass
 class AppTable:
+    sql = True  # the SQL fast paths apply (COPY, staged updates, chunked ranges); `ApiTable` has none
     engine: sa.Engine
     side: SideSpec
     table: sa.Table
@@ -420,6 +421,24 @@ class AppTable:
         database refuses (`apps.writes`): returns (item, fn's result for it) of those that landed and
         the failures. A lost connection raises AppUnavailable."""
         return split_write(self.engine, self.label, items, fn, self._named)
+
+    def insert_records(self, items: Sequence[T], rows: Sequence[dict[str, Any]], returning: bool,
+                       ) -> tuple[list[tuple[T, Any]], list[Failure[T]]]:
+        """Insert `rows` (one per item), isolating refused rows: (item, its database-made key or
+        None) of those that landed, and the failures."""
+        done, failed = self.write(list(zip(items, rows)), lambda conn, part: self.insert(conn, [r for _, r in part], returning))
+        return [(i, key) for (i, _), key in done], [Failure(f.item[0], f.message, f.detail) for f in failed]
+
+    def update_records(self, items: Sequence[T], columns: tuple[str, ...], rows: Sequence[dict[str, Any]],
+                       ) -> tuple[list[tuple[T, Any]], list[Failure[T]]]:
+        """Update rows that change the same `columns` (each carries `_key`), isolating refused rows."""
+        done, failed = self.write(list(zip(items, rows)), lambda conn, part: self.update_many(conn, columns, [r for _, r in part]))
+        return [(i, None) for (i, _), _ in done], [Failure(f.item[0], f.message, f.detail) for f in failed]
+
+    def delete_records(self, items: Sequence[T], keys: Sequence[str]) -> tuple[list[tuple[T, Any]], list[Failure[T]]]:
+        """Delete one record per item (a soft-delete side sets its mark), isolating refusals."""
+        done, failed = self.write(list(zip(items, keys)), lambda conn, part: self.delete(conn, [k for _, k in part]))
+        return [(i, None) for (i, _), _ in done], [Failure(f.item[0], f.message, f.detail) for f in failed]
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

@@ -23,6 +23,7 @@ class Failure(Generic[T]):
     item: T
     message: str
     detail: str
+    conflict: bool = False  # the app refused it because the record changed since it was read (a stale version)
 
 
 def split_write(

@@ -10,17 +10,16 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from tablesync.config.model import ConfigFile, check_semantics
+from tablesync.config.model import AUTH_SECRETS, ConfigFile, check_semantics
 from tablesync.errors import ConfigError, Problem
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
 
 
 def expand_env(template: str, where: str, env: dict[str, str] | None = None) -> str:
@@ -71,19 +70,36 @@ def load_config(path: str | Path) -> ConfigFile:
 
 
 def _literal_secrets(cfg: ConfigFile) -> list[Problem]:
+    """Secrets written into the file (a URL's password, an HTTP app's auth secrets) are refused:
+    they belong in the environment, named by `${VARIABLE}`."""
     problems = []
     for name, app in cfg.apps.items():
-        if _VAR.search(app.url):
+        for setting in AUTH_SECRETS:
+            value = getattr(app.auth, setting, None) if app.auth is not None else None
+            if value is not None and not _VAR.search(value):
+                problems.append(Problem(f"app {name}, auth {setting}",
+                                        f"holds a literal secret; write {setting}: \"${{{name.upper()}_{setting.upper()}}}\" "
+                                        "and set that variable in the environment"))
+        url = app.address
+        if _VAR.search(url):
             continue
-        try:
-            password = make_url(app.url).password
-        except Exception:
-            problems.append(Problem(f"app {name}, url", "not a database URL (e.g. postgresql://user@host/db)"))
-            continue
+        if app.http:
+            parsed = urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                problems.append(Problem(f"app {name}, odata", "not an HTTP URL (e.g. https://org.crm.dynamics.com/api/data/v9.2/)"))
+                continue
+            password = parsed.password
+        else:
+            try:
+                password = make_url(url).password
+            except Exception:
+                problems.append(Problem(f"app {name}, url", "not a database URL (e.g. postgresql://user@host/db)"))
+                continue
         if password:
+            setting = "odata" if app.http else "url"
             problems.append(Problem(
-                f"app {name}, url",
-                "holds a literal password; tablesync never stores secrets: write url: \"${ERP_DATABASE_URL}\" "
+                f"app {name}, {setting}",
+                f"holds a literal password; tablesync never stores secrets: write {setting}: \"${{{name.upper()}_{'ODATA_URL' if app.http else 'DATABASE_URL'}}}\" "
                 "and set that variable in the environment",
             ))
     return problems

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tablesync.config.schedule import Schedule, parse_duration, parse_schedule
 from tablesync.config.transforms import known_transforms
@@ -26,11 +26,75 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AuthSpec(_Strict):
+    """How tablesync signs in to an HTTP app. Secrets are `${VARIABLE}`s of the environment,
+    expanded when a process connects and never stored or shown."""
+
+    type: Literal["none", "basic", "bearer", "oauth2"] = "none"
+    username: str | None = None  # basic
+    password: str | None = None  # basic
+    token: str | None = None  # bearer
+    token_url: str | None = None  # oauth2 client credentials (Dataverse: https://login.microsoftonline.com/TENANT/oauth2/v2.0/token)
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None  # Dataverse: https://ORG.crm.dynamics.com/.default
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(setting, what is wrong) of each setting this type needs and lacks or has and ignores."""
+        needs = {"none": (), "basic": ("username", "password"), "bearer": ("token",),
+                 "oauth2": ("token_url", "client_id", "client_secret")}[self.type]
+        out = [(n, f"is required with type {self.type}") for n in needs if getattr(self, n) is None]
+        allowed = set(needs) | ({"scope"} if self.type == "oauth2" else set())
+        out += [(n, f"does not apply to type {self.type}") for n in AUTH_SETTINGS
+                if n not in allowed and getattr(self, n) is not None]
+        return out
+
+
+AUTH_SETTINGS = ("username", "password", "token", "token_url", "client_id", "client_secret", "scope")
+AUTH_SECRETS = ("password", "token", "client_secret")
+
+
 class AppSpec(_Strict):
-    url: str
+    """An app: a database (`url`, a SQLAlchemy URL) or an OData v4 service (`odata`, its service
+    root URL), never both."""
+
+    url: str | None = None
+    odata: str | None = None
+    auth: AuthSpec | None = None  # an HTTP app's sign-in
+    # Requests a second to the HTTP app, shared by every worker through Redis. Unset: no limit.
+    rate_limit: float | None = Field(None, gt=0)
+    # Seconds an HTTP app's read of changes goes back before the watermark: a record committed
+    # late with an older modified-on is still read (an API has no open-transaction horizon).
+    overlap_seconds: float = Field(5.0, ge=0)
+    # Records per request of an HTTP app (key lookups); writes go one request per record.
+    batch_size: int = Field(100, ge=1, le=1000)
+    # How long a throttled HTTP app (429, 503 with Retry-After) is waited for before the job backs off.
+    throttle_seconds: float = Field(120.0, gt=0)
     # How many chunk workers of chunked runs may use the app at once, across every worker process
     # and machine (each holds at most two connections to it: one reading, one writing). Unset: no cap.
     max_connections: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "AppSpec":
+        if (self.url is None) == (self.odata is None):
+            raise ValueError("give the app either url: (a database URL) or odata: (an OData v4 service root), not "
+                             + ("both" if self.url is not None else "neither"))
+        if self.url is not None:
+            http_only = [n for n in ("auth", "rate_limit") if getattr(self, n) is not None]
+            if http_only:
+                raise ValueError(f"{', '.join(http_only)} apply to an HTTP app (odata:), not to a database (url:)")
+        for setting, message in self.auth.problems() if self.auth is not None else ():
+            raise ValueError(f"auth {setting} {message}")
+        return self
+
+    @property
+    def http(self) -> bool:
+        return self.odata is not None
+
+    @property
+    def address(self) -> str:
+        """The URL the app is reached at, as configured (still with its `${VARIABLE}`s)."""
+        return self.odata if self.odata is not None else str(self.url)
 
 
 class SideSpec(_Strict):
@@ -202,6 +266,30 @@ def check_semantics(cfg: ConfigFile) -> list[Problem]:
             elif dep == m.name:
                 problems.append(Problem(f"{where}, depends_on", "a mapping cannot depend on itself"))
     problems.extend(_check_cycles(cfg))
+    problems.extend(_check_http_sides(cfg))
+    return problems
+
+
+def _check_http_sides(cfg: ConfigFile) -> list[Problem]:
+    """What a side on an HTTP app cannot have: SQL (a filter, a schema), a soft-delete column, a
+    composite key (an entity set is reached by one key property), match_on (no search by values)."""
+    problems: list[Problem] = []
+    for m in cfg.mappings:
+        for side in SIDES:
+            spec = m.side(side)
+            app = cfg.apps.get(spec.app)
+            if app is None or not app.http:
+                continue
+            where = f"mapping {m.name}, {side}"
+            for setting, value in (("filter", spec.filter), ("deleted", spec.deleted), ("schema", spec.schema_)):
+                if value is not None:
+                    problems.append(Problem(where, f"{setting}: is not offered on an HTTP app ({spec.app}); remove it"))
+            if len(spec.key_columns) > 1:
+                problems.append(Problem(where, f"an entity set of an HTTP app ({spec.app}) has a one-property key; "
+                                               f"got {spec.key_label}"))
+        if m.match_on and any(cfg.apps.get(m.side(s).app) is not None and cfg.apps[m.side(s).app].http for s in SIDES):
+            problems.append(Problem(f"mapping {m.name}, match_on", "is not offered with an HTTP app: "
+                                    "couple existing records with `tablesync couple` instead"))
     return problems
 
 

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     store_url: str = "sqlite:///tablesync.db"
     broker_url: str | None = None
     broker_namespace: str = "tablesync"
+    # Redis that HTTP apps' request rates (`rate_limit:`) are shared through; unset: a Redis broker_url
+    rate_limit_url: str | None = None
     queue: str = "tablesync"
     config: str = "tablesync.yaml"
     worker_metrics_port: int = Field(9191, ge=1, le=65535)
@@ -101,6 +103,22 @@ class Settings(BaseSettings):
         if scheme not in {"redis", "rediss", "amqp", "amqps"}:
             raise ValueError(f"unsupported broker {scheme!r}: use redis://… or amqp://…, or leave it unset")
         return value
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _rate_limit_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if urlsplit(value).scheme not in {"redis", "rediss"}:
+            raise ValueError("request rates are shared through Redis: use redis://…, or leave it unset")
+        return value
+
+    @property
+    def rate_redis_url(self) -> str | None:
+        """Where HTTP apps' request rates are shared: rate_limit_url, else a Redis broker's URL."""
+        if self.rate_limit_url:
+            return self.rate_limit_url
+        return self.broker_url if self.broker_url and urlsplit(self.broker_url).scheme in ("redis", "rediss") else None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -59,7 +59,7 @@ class Page:
 def usable(plan: DirectionPlan, target: AppTable, store: sa.Engine) -> bool:
     """Everything the path needs: a PostgreSQL store (staged intents), target keys known before
     the write, one-way semantics without match_on or sync_only_coupled."""
-    return (pg_bulk.usable(store) and not plan.keeps_snapshot
+    return (target.sql and pg_bulk.usable(store) and not plan.keeps_snapshot
             and not plan.match_columns and not plan.sync_only_coupled
             and target.key_strategy(plan.key_mapped) in ("preallocate", "uuid", "source"))
 
@@ -189,7 +189,7 @@ def passes_through(plan: DirectionPlan, source: AppTable, target: AppTable) -> b
     whose text form loads alike (`schema.same_text_form`: arrays, enums, tsvector of one type
     included); the source key is its primary key (never NULL) and every key column, either side,
     one whose text is the record key's string; a target key from the source is one column."""
-    if not (pg_bulk.usable(source.engine) and pg_bulk.usable(target.engine)):
+    if not (source.sql and target.sql and pg_bulk.usable(source.engine) and pg_bulk.usable(target.engine)):
         return False
     if not all(r.source is not None and r.transform is None and r.parent is None and r.constant is None for r in plan.rules):
         return False

@@ -59,6 +59,8 @@ def plan_ranges(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
                 max_parallel: int | None, where: str | None) -> RangePlan | None:
     """The ranges of a run, or None when it runs in one piece: an incremental run, or a source
     with no more than `chunk_rows` rows (selected by its filter and `where`)."""
+    if not source.sql:  # an HTTP app is read through its own pages, not in key ranges
+        return None
     with ctx.store.connect() as conn:
         mark = get_watermark(conn, plan.mapping, plan.source_side())
         coupled = cs.has_couplings(conn, plan.mapping)

@@ -15,11 +15,8 @@ A delete the target refuses (its foreign keys, say) fails that record like any r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import sqlalchemy as sa
 
 from tablesync.apps.table import AppTable
 from tablesync.db.engine import utcnow
@@ -130,10 +127,7 @@ def settle(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTa
                                        (source, delete_source, src_side, lambda g: g.source_key)):
         if not items:
             continue
-        def write(conn: sa.Connection, part: Sequence[Gone], table: AppTable = table, key_of: Any = key_of) -> None:
-            table.delete(conn, [key_of(g) for g in part])
-
-        done, failed = table.write(items, write)
+        done, failed = table.delete_records(items, [key_of(g) for g in items])
         deleted = [g for g, _ in done]
         deleted_ids.update(g.coupling_id for g in deleted)
         remove.extend(deleted)

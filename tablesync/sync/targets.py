@@ -12,10 +12,7 @@ A write the target refuses is isolated to its records (`AppTable.write`): each f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
-
-import sqlalchemy as sa
 
 from tablesync.apps.table import AppTable
 from tablesync.db import pg_bulk
@@ -75,11 +72,8 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
     # a pre-allocated or made-up key goes with the row, as a string: AppTable.insert converts it
     key_name = None if strategy not in ("preallocate", "uuid") else target.key.name
 
-    def write(conn: sa.Connection, part: Sequence[Decision]) -> list[Any] | None:
-        rows = [{**d.values, key_name: d.target_key} if key_name and d.target_key is not None else d.values for d in part]
-        return target.insert(conn, rows, returning=returning and any(d.target_key is None for d in part))
-
-    done, failed = target.write(todo, write)
+    rows = [{**d.values, key_name: d.target_key} if key_name and d.target_key is not None else d.values for d in todo]
+    done, failed = target.insert_records(todo, rows, returning=returning and any(d.target_key is None for d in todo))
     landed = []
     for d, new_key in done:
         if new_key is not None:
@@ -99,10 +93,7 @@ def update_targets(target: AppTable, todo: list[Decision], failures: Failures) -
         groups.setdefault(tuple(sorted(d.changes or {})), []).append(d)
     landed: list[Decision] = []
     for cols, items in groups.items():
-        def write(conn: sa.Connection, part: Sequence[Decision], cols: tuple[str, ...] = cols) -> None:
-            target.update_many(conn, cols, [{"_key": d.target_key, **{c: d.values[c] for c in cols}} for d in part])
-
-        done, failed = target.write(items, write)
+        done, failed = target.update_records(items, cols, [{"_key": d.target_key, **{c: d.values[c] for c in cols}} for d in items])
         landed.extend(d for d, _ in done)
         failures.extend((f.item, f.message, f.detail) for f in failed)
     return landed
