@@ -3,12 +3,14 @@ contacts) on an in-memory SQLite database, one server process per test, on a fre
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +69,73 @@ def odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
         yield crm
     finally:
         crm.stop()
+
+
+class Relay:
+    """A proxy in front of the service, for what a real network and a real SaaS API do:
+    - `refusals`: the first so many requests are answered 429 with `Retry-After` (throttling);
+    - `before(method, path, body)`: runs before a request is forwarded (a concurrent change by
+      someone else, made just between tablesync's read and its write);
+    - `drop(method, path)`: true forwards the request, then closes the connection unanswered
+      (the service did the work; the answer was lost: the outage a retried create must survive);
+    - `down`: every request is refused at once (the service is stopped).
+    `seen` records (time, method, status) of each request."""
+
+    def __init__(self, upstream: str, refusals: int = 0, retry_after: str = "1",
+                 before: Callable[[str, str, bytes], None] | None = None,
+                 drop: Callable[[str, str], bool] | None = None) -> None:
+        self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
+        self.before, self.drop, self.down = before, drop, False
+        self.seen: list[tuple[float, int]] = []  # (time the request arrived, status answered; 0: none)
+        self.methods: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def relay(self) -> None:
+                arrived = time.monotonic()
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.replace(proxy.prefix, "/", 1)
+                proxy.methods.append(self.command)
+                if proxy.down:
+                    proxy.seen.append((arrived, 0))
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if len(proxy.seen) < proxy.refusals:
+                    proxy.seen.append((arrived, 429))
+                    self.send_response(429)
+                    self.send_header("Retry-After", proxy.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if proxy.before is not None:
+                    proxy.before(self.command, path, body)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.request(self.command, proxy.upstream.rstrip("/") + path, headers=headers, content=body)
+                if proxy.drop is not None and proxy.drop(self.command, path):
+                    proxy.seen.append((arrived, 0))
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                proxy.seen.append((arrived, answer.status_code))
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.prefix = "/proxy/"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -5,20 +5,18 @@ results say, per record, ok, conflict (a stale ETag: HTTP 412) or error (the ser
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import threading
 import time
 import uuid
 from decimal import Decimal
 
-import httpx
 import pytest
 import redis
 
 from tablesync.apps.connector import KeyRange, Outcome, Update
 from tablesync.apps.odata import ODataService, shared_rate
 from tablesync.errors import AppError, AppUnavailable
-from tests.integration.odata_server import ODataCrm, odata_crm  # noqa: F401  (the fixture)
+from tests.integration.odata_server import ODataCrm, Relay, odata_crm  # noqa: F401  (the fixture)
 
 REDIS = "redis://127.0.0.1:6379/0"
 COLUMNS = ["accountnumber", "name", "emailaddress1", "creditlimit"]
@@ -101,55 +99,8 @@ def test_a_stopped_service_is_unavailable_not_a_record_error(odata_crm: ODataCrm
         list(table.read_changes(COLUMNS, None))
 
 
-class Throttling:
-    """A proxy in front of the service that answers the first `refusals` requests with 429 and
-    `Retry-After`, then forwards each request as it is: a throttled SaaS API, locally."""
-
-    def __init__(self, upstream: str, refusals: int, retry_after: str = "1") -> None:
-        self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
-        self.seen: list[tuple[float, int]] = []  # (time the request arrived, status answered)
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def relay(self) -> None:
-                arrived = time.monotonic()
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if len(proxy.seen) < proxy.refusals:
-                    proxy.seen.append((arrived, 429))
-                    self.send_response(429)
-                    self.send_header("Retry-After", proxy.retry_after)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                answer = httpx.request(self.command, proxy.upstream.rstrip("/") + self.path.replace(proxy.prefix, "/", 1),
-                                       headers=headers, content=body)
-                proxy.seen.append((arrived, answer.status_code))
-                self.send_response(answer.status_code)
-                for k, v in answer.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = relay
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.prefix = "/proxy/"
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_throttled_service_is_waited_for_as_it_asks(odata_crm: ODataCrm) -> None:  # noqa: F811
-    proxy = Throttling(odata_crm.url, refusals=2)
+    proxy = Relay(odata_crm.url, refusals=2)
     try:
         service = ODataService(proxy.url, label="app crm", metadata=ODataService(odata_crm.url).metadata())  # the insert meets the refusals
         table = service.table("Accounts", modified="modifiedAt")
@@ -165,7 +116,7 @@ def test_a_throttled_service_is_waited_for_as_it_asks(odata_crm: ODataCrm) -> No
 
 
 def test_a_service_throttled_beyond_the_budget_is_unavailable_and_no_record_fails(odata_crm: ODataCrm) -> None:  # noqa: F811
-    proxy = Throttling(odata_crm.url, refusals=1000)
+    proxy = Relay(odata_crm.url, refusals=1000)
     try:
         service = ODataService(proxy.url, label="app crm", throttle_seconds=2.5, metadata=ODataService(odata_crm.url).metadata())
         table = service.table("Accounts", modified="modifiedAt")
@@ -180,7 +131,7 @@ def test_a_service_throttled_beyond_the_budget_is_unavailable_and_no_record_fail
 def test_two_workers_sharing_a_rate_through_redis_stay_under_it(odata_crm: ODataCrm) -> None:  # noqa: F811
     """Two workers (each its own client, limiter and Redis connection) read the same service at
     a shared 4 requests a second; the proxy's clock says they kept to it together."""
-    proxy = Throttling(odata_crm.url, refusals=0)
+    proxy = Relay(odata_crm.url, refusals=0)
     app = f"crm-{uuid.uuid4().hex[:8]}"
     metadata = ODataService(odata_crm.url).metadata()
     errors: list[BaseException] = []
