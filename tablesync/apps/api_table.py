@@ -165,7 +165,9 @@ class ApiTable:
         raise AppError(f"{self.label}: match_on is not offered for HTTP apps")
 
     def find_equal(self, values: Mapping[str, Any], exclude_keys: set[str]) -> str | None:
-        raise AppError(f"{self.label}: records without a key are not recovered on HTTP apps")
+        """A record whose mapped values equal `values`, not in `exclude_keys` (a lost create's)."""
+        found = self.connector.find(values, len(exclude_keys) + 1)
+        return next((k for k in found if k not in exclude_keys), None)
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -115,6 +115,11 @@ class Connector(Protocol):
     def delete(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> list[WriteResult]:
         ...
 
+    def find(self, values: Mapping[str, Any], limit: int) -> list[str]:
+        """Keys of up to `limit` records whose values equal `values`: how a create whose answer was
+        lost is found again when the app made its key."""
+        ...
+
     def list_keys(self, key_range: KeyRange) -> Iterator[list[str]]:
         """Every key in the range, in pages, for the deletion scan."""
         ...

@@ -315,6 +315,14 @@ class ODataTable:
                     out[record.key] = record
         return out
 
+    def find(self, values: Mapping[str, Any], limit: int) -> list[str]:
+        """Keys of up to `limit` records whose properties equal `values` (by key)."""
+        conditions = [f"{n} eq {literal(self.entity_set.property(n).edm_type, v) if v is not None else 'null'}"
+                      for n, v in values.items()]
+        params = {"$select": self.key, "$orderby": self.key, "$top": str(limit),
+                  **({"$filter": " and ".join(conditions)} if conditions else {})}
+        return [str(r[self.key]) for rows in self._pages(params) for r in rows]
+
     def list_keys(self, key_range: KeyRange) -> Iterator[list[str]]:
         conditions = [f"{self.key} gt {literal(self.key_type, key_range.low)}"] if key_range.low is not None else []
         if key_range.high is not None:

@@ -5,6 +5,7 @@ records, an outage mid-run, and the operator's actions on the errors."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -184,5 +185,136 @@ def test_bidirectional_merges_fields_and_a_stale_etag_is_merged_not_overwritten(
         assert (crm["E2"]["name"], Decimal(crm["E2"]["creditlimit"])) == ("ERP two", Decimal("777.00"))
         assert (local["E2"]["name"], local["E2"]["credit_limit"]) == ("ERP two", Decimal("777.00"))
         assert json.loads(env.cli("errors", "--json").stdout) == []
+    finally:
+        relay.close()
+
+
+def delete_account(crm: ODataCrm, key: str) -> None:
+    assert httpx.delete(f"{crm.url}Accounts({key})", headers={"If-Match": "*"}).status_code == 204
+
+
+def act(env: Any, crm: ODataCrm | Relay, *args: str) -> dict[str, Any]:
+    """An operator action, waited for; its job."""
+    proc = env.cli(*args, "--wait", "--json", check=False, CRM_ODATA_URL=crm.url)
+    assert proc.stdout.strip(), proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def test_deletions_under_each_strategy_and_the_operators_restore_and_delete(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
+    erp, customers = erp_with(env, 10)
+    configure(env, odata_crm, delete="skip")
+    worker(env, odata_crm)
+    assert run(env, odata_crm)["inserted"] == 10
+    keys = {n: a["ID"] for n, a in accounts(odata_crm).items()}
+
+    # skip: a record deleted on either side is listed, nothing is propagated
+    with erp.begin() as conn:
+        conn.execute(customers.delete().where(customers.c.id == 3))
+    delete_account(odata_crm, keys["C000007"])
+    job = run(env, odata_crm)
+    assert (job["conflicts"], job["deleted"]) == (2, 0), job
+    listed = {e["local_key"]: e for e in json.loads(env.cli("errors", "--json", CRM_ODATA_URL=odata_crm.url).stdout)}
+    assert set(listed) == {"3", "7"} and listed["7"]["integration_exists"] is False and listed["3"]["integration_exists"] is True
+    # the operator: restore the CRM record deleted by mistake, delete the one whose ERP record is gone
+    restored = act(env, odata_crm, "restore", str(listed["7"]["coupling_id"]))
+    assert (restored["status"], restored["inserted"]) == ("succeeded", 1), restored["message"]
+    deleted = act(env, odata_crm, "delete", str(listed["3"]["coupling_id"]), "--yes")
+    assert (deleted["status"], deleted["deleted"]) == ("succeeded", 1), deleted
+    crm = accounts(odata_crm)
+    assert "C000003" not in crm and crm["C000007"]["ID"] != keys["C000007"] and len(crm) == 9
+    trail = [(e["kind"], e["outcome"]) for e in json.loads(env.cli("log", "CUSTOMER", "7", "--json", CRM_ODATA_URL=odata_crm.url).stdout)]
+    assert trail[0] == ("sync", "inserted") and ("sync", "conflict") in trail and ("restore", "inserted") in trail, trail
+
+    # delete: an ERP deletion deletes the CRM record (through DELETE with If-Match)
+    configure(env, odata_crm, delete="delete")
+    with erp.begin() as conn:
+        conn.execute(customers.delete().where(customers.c.id.in_([1, 2])))
+    job = run(env, odata_crm)
+    assert (job["deleted"], job["conflicts"], job["failed"]) == (2, 0, 0), job
+    assert {"C000001", "C000002"}.isdisjoint(accounts(odata_crm))
+
+    # restore: a CRM deletion re-creates the record from the ERP's, under a new key
+    configure(env, odata_crm, delete="restore")
+    delete_account(odata_crm, keys["C000005"])
+    job = run(env, odata_crm)
+    assert (job["inserted"], job["conflicts"]) == (1, 0), job
+    assert accounts(odata_crm)["C000005"]["ID"] != keys["C000005"]
+
+    # remove_coupling: the pair is forgotten; later ERP changes to it are not synced
+    configure(env, odata_crm, delete="remove_coupling")
+    delete_account(odata_crm, keys["C000004"])
+    job = run(env, odata_crm)
+    assert (job["uncoupled"], job["conflicts"], job["inserted"]) == (1, 0, 0), job
+    with erp.begin() as conn:
+        conn.execute(customers.update().where(customers.c.id == 4).values(name="Changed", modified_at=sa.func.now()))
+    assert run(env, odata_crm)["inserted"] == 0 and "C000004" not in accounts(odata_crm)
+
+
+def test_a_record_the_service_refuses_fails_alone_with_its_message_and_is_retried(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
+    erp = stamped_erp(env, 5)
+    with erp.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET name = NULL WHERE number = 'E3'"))  # the CRM requires a name
+    configure(env, odata_crm, email_extra="")
+    worker(env, odata_crm)
+    job = run(env, odata_crm)
+    assert (job["status"], job["inserted"], job["failed"]) == ("succeeded", 4, 1), job
+    [error] = json.loads(env.cli("job", str(job["id"]), "--json", CRM_ODATA_URL=odata_crm.url).stdout)["errors"]
+    assert error["source_key"] == str(_id(erp, "E3"))
+    # the service's own words (CAP answers 500 with an OData error body for its database's refusal)
+    assert error["message"].startswith("app crm (Accounts) refused creating the record: HTTP ") and "name" in error["message"], error
+    assert "E3" not in accounts(odata_crm)
+    with erp.begin() as conn:  # the operator fixes the ERP record: the next run retries it
+        conn.execute(sa.text("UPDATE customers SET name = 'Fixed' WHERE number = 'E3'"))
+    job = run(env, odata_crm)
+    assert (job["inserted"], job["failed"]) == (1, 0), job
+    assert accounts(odata_crm)["E3"]["name"] == "Fixed" and len(accounts(odata_crm)) == 5
+
+
+def _id(erp: sa.Engine, number: str) -> int:
+    with erp.connect() as conn:
+        return int(conn.execute(sa.text("SELECT id FROM customers WHERE number = :n"), {"n": number}).scalar_one())
+
+
+def test_an_outage_mid_run_fails_the_job_which_is_retried_and_converges_without_duplicates(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
+    """The 12th create reaches the service and is made, but its answer is lost and the service
+    then stops answering: the job fails as the app's outage (no record error), Dramatiq retries
+    it with backoff, and the retry finds the record its intent named instead of creating it again."""
+    erp, _ = erp_with(env, 30)
+    posts = 0
+
+    def lose_answer(method: str, path: str) -> bool:
+        nonlocal posts
+        if method == "POST":
+            posts += 1
+            if posts == 12:
+                relay.down = True
+                return True
+        return False
+
+    relay = Relay(odata_crm.url, drop=lose_answer)
+    try:
+        configure(env, relay)
+        worker(env, relay)
+        job_id = int(env.cli("sync", "CUSTOMER", CRM_ODATA_URL=relay.url).stdout)
+        store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
+
+        def job_row() -> Any:
+            with store.connect() as conn:
+                return conn.execute(sa.text("SELECT status, message, inserted, failed FROM jobs WHERE id = :j"), {"j": job_id}).one()
+
+        deadline = time.monotonic() + 60
+        while not (job_row().status == "failed" and "app unavailable" in str(job_row().message)):
+            assert time.monotonic() < deadline, job_row()
+            time.sleep(0.2)
+        assert "retrying" in str(job_row().message) and len(accounts(odata_crm)) == 12
+        relay.down = False
+        deadline = time.monotonic() + 90
+        while job_row().status != "succeeded":
+            assert time.monotonic() < deadline, (job_row(), env.logs())
+            time.sleep(0.5)
+        crm = accounts(odata_crm)
+        assert sorted(crm) == [f"C{i:06d}" for i in range(1, 31)]  # each once: no duplicate of the lost create
+        assert job_row().failed == 0
+        assert run(env, relay)["inserted"] == 0
     finally:
         relay.close()
