@@ -3,6 +3,8 @@ of a database or from an OData service's `$metadata` (`apps.api_table.edm_table`
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from tablesync.apps.api_table import edm_table
@@ -111,6 +113,13 @@ def _check_mapping(m: MappingSpec, engines: dict[str, App | None], by_name: dict
                 if col not in tables[side].c:
                     missing = True
                     problems.append(Problem(where, f"column {col!r} does not exist in {side} table {m.side(side).table}"))
+        for side in ("local", "integration"):
+            for col in f.columns(side):
+                column = tables[side].c.get(col)
+                if column is not None and column.info.get("computed") and _writes(m, f, side):
+                    problems.append(Problem(where, f"{side} property {col!r} of {m.side(side).table} is computed by the "
+                                                   "service (Core.Computed): no field can write it; make the field flow "
+                                                   f"{'from_integration' if side == 'integration' else 'to_integration'}"))
         if f.constant is not None or missing:
             continue
         if f.parent is not None:
@@ -126,8 +135,8 @@ def _check_mapping(m: MappingSpec, engines: dict[str, App | None], by_name: dict
                 continue
             if not compatible(s_cat, t_cat):
                 hint = "; give the field a transform (`seconds` for a duration)" if "interval" in (s_cat, t_cat) else ""
-                problems.append(Problem(where, f"incompatible types: {src} {s_col.name} is {s_cat} ({s_col.type}), "
-                                               f"{tgt} {t_col.name} is {t_cat} ({t_col.type}){hint}"))
+                problems.append(Problem(where, f"incompatible types: {src} {s_col.name} is {s_cat} ({_type_name(s_col)}), "
+                                               f"{tgt} {t_col.name} is {t_cat} ({_type_name(t_col)}){hint}"))
                 continue
             problems.extend(Problem(where, f"{d.replace('_', ' ')}: {message}", severity)  # type: ignore[arg-type]
                             for severity, message in fit_problems(s_col, t_col))
@@ -136,6 +145,16 @@ def _check_mapping(m: MappingSpec, engines: dict[str, App | None], by_name: dict
         assert engine is not None, "both tables were reflected"
         problems.extend(_check_target_insertable(m, d, tables[target_side(d)], engine))
     return problems
+
+
+def _type_name(col: sa.Column[Any]) -> str:
+    """A column's type as its app names it: the database's, or the OData property's Edm type."""
+    return str(col.info.get("edm_type") or col.type)
+
+
+def _writes(m: MappingSpec, f: FieldSpec, side: str) -> bool:
+    """Does this field write `side`'s columns?"""
+    return m.field_direction(f) in ("bidirectional", "to_integration" if side == "integration" else "from_integration")
 
 
 def _check_side(where: str, spec: SideSpec, table: sa.Table, engine: App) -> list[Problem]:

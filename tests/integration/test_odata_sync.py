@@ -318,3 +318,49 @@ def test_an_outage_mid_run_fails_the_job_which_is_retried_and_converges_without_
         assert run(env, relay)["inserted"] == 0
     finally:
         relay.close()
+
+
+def test_config_check_reads_the_services_metadata(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
+    erp_with(env, 0)
+    (env.tmp / "tablesync.yaml").write_text("""\
+apps:
+  erp: {url: "${ERP_DATABASE_URL}"}
+  crm: {odata: "${CRM_ODATA_URL}", auth: {type: basic, username: sync, password: "${CRM_PASSWORD}"}}
+  down: {odata: "http://127.0.0.1:9/odata/"}
+mappings:
+  - name: CUSTOMER
+    local:       {app: erp, table: customers, key: id, modified: modified_at}
+    integration: {app: crm, table: Accounts, key: ID, modified: modifiedAt}
+    direction: to_integration
+    fields:
+      - {local: number, integration: accountnumber}
+      - {local: email, integration: emailaddres1}
+      - {local: modified_at, integration: creditlimit}
+      - {local: modified_at, integration: createdAt}
+  - name: OTHER
+    local:       {app: erp, table: customers, key: id}
+    integration: {app: crm, table: Acounts, key: ID}
+    direction: to_integration
+    fields: [{local: name, integration: name}]
+  - name: AWAY
+    local:       {app: erp, table: customers, key: id}
+    integration: {app: down, table: Accounts, key: ID}
+    direction: to_integration
+    fields: [{local: name, integration: name}]
+""")
+    proc = env.cli("config", "check", check=False, CRM_ODATA_URL=odata_crm.url, CRM_PASSWORD="pw")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    for expected in [
+        "app down: cannot read the OData service's $metadata: app down at http://127.0.0.1:9/odata/: ConnectError",
+        "mapping CUSTOMER, field #2 (email ↔ emailaddres1): column 'emailaddres1' does not exist in integration table Accounts",
+        "mapping CUSTOMER, field #3 (modified_at ↔ creditlimit): incompatible types: local modified_at is datetime "
+        "(TIMESTAMP), integration creditlimit is numeric (Edm.Decimal)",
+        "mapping CUSTOMER, field #4 (modified_at ↔ createdAt): integration property 'createdAt' of Accounts is computed by the service",
+        "mapping CUSTOMER, integration: column 'name' is NOT NULL without a default and no field maps onto it",
+        "mapping OTHER, integration: the OData service has no entity set 'Acounts'; it has: Accounts, Contacts",
+    ]:
+        assert expected in proc.stderr, f"missing: {expected}\n{proc.stderr}"
+    assert "'ID'" not in proc.stderr  # a Guid key no field writes: tablesync makes it
+
+    proc = env.cli("config", "check", check=False, CRM_ODATA_URL=odata_crm.url)
+    assert proc.returncode == 2 and "app crm, auth password: environment variable CRM_PASSWORD is not set" in proc.stderr, proc.stderr
