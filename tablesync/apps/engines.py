@@ -50,12 +50,13 @@ def app_service(name: str, app: AppSpec) -> ODataService:
     and its request rate (shared through Redis by every worker when `rate_limit:` is set)."""
     url = expand_env(str(app.odata), f"app {name}, odata")
     auth, headers = http_auth(name, app.auth)
-    ident = (name, url, app.auth.model_dump_json() if app.auth else "", app.rate_limit, app.throttle_seconds)
+    ident = (name, url, app.model_dump_json())
     with _engines_lock:
         service = _services.get(ident)
         if service is None:
             service = _services[ident] = ODataService(url, auth=auth, headers=headers, label=f"app {name}",
-                                                      throttle_seconds=app.throttle_seconds, limiter=_limiter(name, app))
+                                                      throttle_seconds=app.throttle_seconds, limiter=_limiter(name, app),
+                                                      batching=app.batch, batch_size=app.batch_size)
         return service
 
 

@@ -6,16 +6,15 @@ record its version. Reached over HTTP with httpx, the way Dataverse and most Saa
   types and nullability, whether records carry an ETag) and opens tables.
 - `ODataTable.read_changes` filters on modified ≥ watermark, orders by modified then key and
   follows `@odata.nextLink`: the server decides the page size, as OData asks clients to let it.
-- Writes are one request per record (POST, PATCH with `If-Match`, DELETE), each with its own
-  result: 412 Precondition Failed is a conflict (the record changed since it was read), any other
-  refusal an error carrying the service's own message. A service that cannot be reached, or
-  answers 5xx without an OData error body, raises AppUnavailable (the job is retried).
+- Writes (POST, PATCH with `If-Match`, DELETE) go as multipart `$batch` requests of up to
+  `batch_size` records, each record a request of its own outside any change set, so each has its
+  own result: 412 Precondition Failed is a conflict (the record changed since it was read), any
+  other refusal an error carrying the service's own message. A service without `$batch` is written
+  one request per record. A service that cannot be reached, or answers 5xx without an OData error
+  body, raises AppUnavailable (the job is retried).
 
 A throttled request (429, 503 with Retry-After) waits as asked and is sent again (tenacity); a
 request rate per app is shared by every worker through Redis (`shared_rate`, pyrate-limiter).
-
-Not yet here (issue 18): `$batch`, OAuth2
-client credentials, the `odata:` app in the configuration, and the engine's use of the contract.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from email import policy as email_policy
+from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -173,12 +174,48 @@ def literal(edm_type: str, value: Any) -> str:
 
 # -- the service ----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Call:
+    """One request to make: alone, or as a part of a `$batch`."""
+
+    method: str
+    path: str  # relative to the service root
+    body: bytes | None
+    headers: Mapping[str, str]
+
+
+def _part(boundary: str, index: int, call: Call) -> bytes:
+    """One request of a `$batch`, its URL relative to the batch request's (the service root)."""
+    head = [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", f"Content-ID: {index + 1}",
+            "", f"{call.method} {call.path} HTTP/1.1", *(f"{k}: {v}" for k, v in call.headers.items()), "", ""]
+    return "\r\n".join(head).encode() + (call.body or b"") + b"\r\n"
+
+
+def _batch_responses(response: httpx.Response) -> list[httpx.Response]:
+    """The responses a multipart `$batch` answer holds, in order (parsed with the standard
+    library's MIME parser; each part an HTTP response in `application/http`)."""
+    envelope = b"Content-Type: " + response.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + response.content
+    message = BytesParser(policy=email_policy.HTTP).parsebytes(envelope)
+    out = []
+    for part in message.iter_parts():
+        raw = part.get_payload(decode=True)
+        if not isinstance(raw, bytes):
+            continue
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("iso-8859-1").split("\r\n")
+        headers = [tuple(h.split(":", 1)) for h in header_lines if ":" in h]
+        out.append(httpx.Response(int(status_line.split()[1]), headers=[(k.strip(), v.strip()) for k, v in headers],
+                                  content=body.rstrip(b"\r\n")))
+    return out
+
+
 class ODataService:
     """One OData v4 service root (`apps: crm: {odata: URL}`): its metadata, read once, and its tables."""
 
     def __init__(self, url: str, auth: httpx.Auth | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0, label: str = "the OData service", throttle_seconds: float = 120.0,
-                 limiter: Limiter | None = None, metadata: Metadata | None = None) -> None:
+                 limiter: Limiter | None = None, metadata: Metadata | None = None, batching: bool = True,
+                 batch_size: int = 100) -> None:
         self.url = url.rstrip("/") + "/"
         parsed = httpx.URL(self.url)
         self.shown = str(parsed.copy_with(username=parsed.username, password="***")) if parsed.password else self.url  # errors print this
@@ -188,6 +225,8 @@ class ODataService:
         self.client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, headers={
             "Accept": "application/json;IEEE754Compatible=true", "OData-Version": "4.0", **(headers or {})})
         self._metadata = metadata  # one already read (by `config check`, say), else read on first use
+        self.batching = batching  # writes of several records go as $batch requests (until the service refuses one)
+        self.batch_size = batch_size
 
     def close(self) -> None:
         self.client.close()
@@ -216,6 +255,36 @@ class ODataService:
             return self.client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise AppUnavailable(f"{self.label} at {self.shown}: {type(exc).__name__}: {exc}") from exc
+
+    def each(self, calls: Sequence[Call]) -> list[httpx.Response]:
+        """One response per call, in order: several calls go as `$batch` requests of up to
+        `batch_size` (each call on its own, outside any change set, so one refusal does not undo
+        the others), one call or a service without `$batch` one request each."""
+        out: list[httpx.Response] = []
+        while len(calls) - len(out) > 1 and self.batching:
+            answered = self.batch(calls[len(out):len(out) + self.batch_size])
+            if answered is None:  # no $batch here after all: the rest one by one
+                break
+            out.extend(answered)  # a service that stops at a refusal answers fewer: the rest go again
+        return out + [self.request(c.method, c.path, content=c.body, headers=c.headers) for c in calls[len(out):]]
+
+    def batch(self, calls: Sequence[Call]) -> list[httpx.Response] | None:
+        """The calls as one multipart `$batch` request (OData 4.0, which Dataverse, SAP and CAP
+        take alike): their responses in order, or None if the service has no `$batch`."""
+        boundary = f"batch_{uuid.uuid4().hex}"
+        payload = b"".join(_part(boundary, i, c) for i, c in enumerate(calls)) + f"--{boundary}--\r\n".encode()
+        response = self.request("POST", "$batch", content=payload, headers={
+            "Content-Type": f"multipart/mixed;boundary={boundary}", "Accept": "multipart/mixed",
+            "Prefer": "odata.continue-on-error"})
+        if response.status_code in (404, 405, 501):
+            self.batching = False
+            return None
+        if response.status_code != 200:
+            raise AppError(f"{self.label}: $batch answered HTTP {response.status_code}: {_message(response) or response.text[:200]}")
+        answers = _batch_responses(response)
+        if not answers or len(answers) > len(calls):
+            raise AppError(f"{self.label}: $batch answered {len(answers)} response(s) to {len(calls)} request(s)")
+        return answers
 
     def metadata(self) -> Metadata:
         if self._metadata is None:
@@ -341,11 +410,11 @@ class ODataTable:
         return f"{self.entity_set.name}({literal(self.key_type, key)})"
 
     def insert(self, rows: Sequence[Mapping[str, Any]]) -> list[WriteResult]:
+        responses = self.service.each([Call("POST", self.entity_set.name, self._body(row), WRITE_HEADERS) for row in rows])
         results = []
-        for row in rows:
-            response = self.service.request("POST", self.entity_set.name, content=self._body(row), headers=WRITE_HEADERS)
+        for row, response in zip(rows, responses):
             if response.status_code in (200, 201):
-                body = response.json()
+                body = response.json() if response.content else {}
                 results.append(WriteResult(Outcome.OK, str(body.get(self.key, row.get(self.key))),
                                            body.get("@odata.etag") or response.headers.get("ETag"), status=response.status_code))
             else:
@@ -353,24 +422,25 @@ class ODataTable:
         return results
 
     def update(self, updates: Sequence[Update]) -> list[WriteResult]:
+        # `*` without a version read: the record must exist (a PATCH to a missing key must not create one)
+        responses = self.service.each([Call("PATCH", self._path(u.key), self._body(u.values),
+                                            {**WRITE_HEADERS, "If-Match": u.version or "*"}) for u in updates])
         results = []
-        for u in updates:
-            # `*` without a version read: the record must exist (a PATCH to a missing key must not create one)
-            headers = {**WRITE_HEADERS, "If-Match": u.version or "*"}
-            response = self.service.request("PATCH", self._path(u.key), content=self._body(u.values), headers=headers)
+        for u, response in zip(updates, responses):
             if response.status_code in (200, 204):
-                version = (response.json().get("@odata.etag") if response.status_code == 200 else None) or response.headers.get("ETag")
+                version = ((response.json().get("@odata.etag") if response.status_code == 200 and response.content else None)
+                           or response.headers.get("ETag"))
                 results.append(WriteResult(Outcome.OK, u.key, version, status=response.status_code))
             else:
                 results.append(_refused(response, u.key))
         return results
 
     def delete(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> list[WriteResult]:
+        versions = versions or {}
+        responses = self.service.each([Call("DELETE", self._path(k), None, {"If-Match": versions.get(k) or "*"}) for k in keys])
         results = []
-        for key in keys:
-            version = (versions or {}).get(key)
-            response = self.service.request("DELETE", self._path(key), headers={"If-Match": version or "*"})
-            if response.status_code in (200, 204, 404) or (response.status_code == 412 and not version):
+        for key, response in zip(keys, responses):
+            if response.status_code in (200, 204, 404) or (response.status_code == 412 and not versions.get(key)):
                 # 404 (or, with `*`, 412): already gone, which is what was asked
                 results.append(WriteResult(Outcome.OK, key, status=response.status_code))
             else:

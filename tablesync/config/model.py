@@ -66,8 +66,11 @@ class AppSpec(_Strict):
     # Seconds an HTTP app's read of changes goes back before the watermark: a record committed
     # late with an older modified-on is still read (an API has no open-transaction horizon).
     overlap_seconds: float = Field(5.0, ge=0)
-    # Records per request of an HTTP app (key lookups); writes go one request per record.
+    # Records per request of an HTTP app: key lookups, and writes sent together as one $batch.
     batch_size: int = Field(100, ge=1, le=1000)
+    # Writes of several records as OData $batch requests; false: one request per record. A service
+    # that answers $batch with 404, 405 or 501 is written one request per record anyway.
+    batch: bool = True
     # How long a throttled HTTP app (429, 503 with Retry-After) is waited for before the job backs off.
     throttle_seconds: float = Field(120.0, gt=0)
     # How many chunk workers of chunked runs may use the app at once, across every worker process

@@ -78,14 +78,15 @@ class Relay:
       someone else, made just between tablesync's read and its write);
     - `drop(method, path)`: true forwards the request, then closes the connection unanswered
       (the service did the work; the answer was lost: the outage a retried create must survive);
-    - `down`: every request is refused at once (the service is stopped).
+    - `down`: every request is refused at once (the service is stopped);
+    - `no_batch`: `$batch` is answered 404, as by a service that has none.
     `seen` records (time, method, status) of each request."""
 
     def __init__(self, upstream: str, refusals: int = 0, retry_after: str = "1",
                  before: Callable[[str, str, bytes], None] | None = None,
                  drop: Callable[[str, str], bool] | None = None) -> None:
         self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
-        self.before, self.drop, self.down = before, drop, False
+        self.before, self.drop, self.down, self.no_batch = before, drop, False, False
         self.seen: list[tuple[float, int]] = []  # (time the request arrived, status answered; 0: none)
         self.methods: list[str] = []
         proxy = self
@@ -103,6 +104,12 @@ class Relay:
                     proxy.seen.append((arrived, 0))
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if proxy.no_batch and path.split("?")[0].endswith("/$batch"):
+                    proxy.seen.append((arrived, 404))
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if len(proxy.seen) < proxy.refusals:
                     proxy.seen.append((arrived, 429))

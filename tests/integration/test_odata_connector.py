@@ -171,3 +171,25 @@ def test_two_workers_sharing_a_rate_through_redis_stay_under_it(odata_crm: OData
         client = redis.Redis.from_url(REDIS)
         for key in client.scan_iter(f"tablesync:rate:{app}*"):
             client.delete(key)
+
+
+def test_writes_go_as_batches_and_one_by_one_where_the_service_has_no_batch(odata_crm: ODataCrm) -> None:  # noqa: F811
+    proxy = Relay(odata_crm.url)
+    try:
+        metadata = ODataService(odata_crm.url).metadata()
+        batched = ODataService(proxy.url, label="app crm", metadata=metadata, batch_size=4).table("Accounts", modified="modifiedAt")
+        made = batched.insert([{"accountnumber": f"B{i}", "name": f"Batched {i}"} for i in range(10)] + [{"accountnumber": "BAD"}])
+        assert [r.outcome for r in made] == [Outcome.OK] * 10 + [Outcome.ERROR] and "name" in str(made[-1].message)
+        assert proxy.methods == ["POST"] * 3  # 11 records: three $batch requests of up to 4
+        keys = [str(r.key) for r in made[:10]]
+        versions = {k: r.version for k, r in batched.read_by_keys(keys, COLUMNS).items()}
+        updated = batched.update([Update(k, {"name": "Renamed"}, versions[k]) for k in keys[:3]] + [Update(keys[3], {"name": "x"}, 'W/"stale"')])
+        assert [r.outcome for r in updated] == [Outcome.OK] * 3 + [Outcome.CONFLICT]
+
+        proxy.no_batch, proxy.methods[:] = True, []
+        plain = ODataService(proxy.url, label="app crm", metadata=metadata).table("Accounts", modified="modifiedAt")
+        gone = plain.delete(keys[:5])
+        assert all(r.ok for r in gone) and proxy.methods == ["POST"] + ["DELETE"] * 5  # refused once, then one by one
+        assert set(plain.read_by_keys(keys, COLUMNS)) == set(keys[5:])
+    finally:
+        proxy.close()

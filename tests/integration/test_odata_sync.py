@@ -276,9 +276,10 @@ def _id(erp: sa.Engine, number: str) -> int:
 
 
 def test_an_outage_mid_run_fails_the_job_which_is_retried_and_converges_without_duplicates(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
-    """The 12th create reaches the service and is made, but its answer is lost and the service
-    then stops answering: the job fails as the app's outage (no record error), Dramatiq retries
-    it with backoff, and the retry finds the record its intent named instead of creating it again."""
+    """The second $batch of ten creates reaches the service and is made, but its answer is lost
+    and the service then stops answering: the job fails as the app's outage (no record error),
+    Dramatiq retries it with backoff, and the retry finds the ten records their intents named
+    instead of creating them again."""
     erp, _ = erp_with(env, 30)
     posts = 0
 
@@ -286,14 +287,14 @@ def test_an_outage_mid_run_fails_the_job_which_is_retried_and_converges_without_
         nonlocal posts
         if method == "POST":
             posts += 1
-            if posts == 12:
+            if posts == 2:
                 relay.down = True
                 return True
         return False
 
     relay = Relay(odata_crm.url, drop=lose_answer)
     try:
-        configure(env, relay)
+        configure(env, relay, crm_extra=", batch_size: 10")
         worker(env, relay)
         job_id = int(env.cli("sync", "CUSTOMER", CRM_ODATA_URL=relay.url).stdout)
         store = sa.create_engine(env.store_url, poolclass=sa.pool.NullPool)
@@ -306,7 +307,7 @@ def test_an_outage_mid_run_fails_the_job_which_is_retried_and_converges_without_
         while not (job_row().status == "failed" and "app unavailable" in str(job_row().message)):
             assert time.monotonic() < deadline, job_row()
             time.sleep(0.2)
-        assert "retrying" in str(job_row().message) and len(accounts(odata_crm)) == 12
+        assert "retrying" in str(job_row().message) and len(accounts(odata_crm)) == 20
         relay.down = False
         deadline = time.monotonic() + 90
         while job_row().status != "succeeded":
