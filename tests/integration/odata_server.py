@@ -41,15 +41,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
-    if not SERVE.exists():
-        message = f"the test OData server is not installed: run `npm ci` in {CRM} (bash .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def start_crm(log: Path) -> ODataCrm:
+    """A CAP server of the test CRM on a free port, answering; its output goes to `log`."""
     port = _free_port()
-    log = tmp_path / "cds.log"
     with log.open("wb") as out:
         process = subprocess.Popen([str(SERVE)], cwd=CRM, env={**os.environ, "PORT": str(port)}, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -58,13 +52,23 @@ def odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
     while True:
         try:
             if httpx.get(crm.url + "$metadata", timeout=2).status_code == 200:
-                break
+                return crm
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             crm.stop()
             raise RuntimeError(f"the test OData server did not start:\n{log.read_text()[-2000:]}")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
+    if not SERVE.exists():
+        message = f"the test OData server is not installed: run `npm ci` in {CRM} (bash .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    crm = start_crm(tmp_path / "cds.log")
     try:
         yield crm
     finally:

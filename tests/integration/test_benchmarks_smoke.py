@@ -38,3 +38,9 @@ def test_bidirectional_benchmark_smoke() -> None:
 def test_console_benchmark_smoke() -> None:
     out = run("console_bench.py", "--errors", "200", "--runs", "1")
     assert "console with 200 skipped couplings" in out and "GET /errors (page)" in out
+
+
+def test_odata_benchmark_smoke() -> None:
+    out = run("odata_bench.py", "--rows", "200", "--runs", "1", "--changes", "20")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["rows"] == 200 and result["initial_records_per_s"]["tablesync"] > 0
