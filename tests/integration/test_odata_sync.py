@@ -13,6 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import wait_for
 from tests.integration.helpers import customer_rows, customers_table
 from tests.integration.odata_server import ODataCrm, Relay, odata_crm  # noqa: F401  (the fixture)
 
@@ -365,3 +366,51 @@ mappings:
 
     proc = env.cli("config", "check", check=False, CRM_ODATA_URL=odata_crm.url)
     assert proc.returncode == 2 and "app crm, auth password: environment variable CRM_PASSWORD is not set" in proc.stderr, proc.stderr
+
+
+def test_two_workers_keep_the_apps_shared_rate_and_wait_out_throttling(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
+    """Two workers sync two mappings into one CRM at once, under `rate_limit: 5` (requests a second,
+    shared through Redis), behind a relay that first answers 429 with Retry-After: both jobs
+    succeed with no failed record, and the relay's clock says the two workers kept to the rate together."""
+    erp, _ = erp_with(env, 30)
+    with erp.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE persons (id int PRIMARY KEY, fullname text NOT NULL, email text, "
+                             "modified_at timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(sa.text("INSERT INTO persons (id, fullname, email) SELECT g, 'Person ' || g, 'p' || g || '@example.com' "
+                             "FROM generate_series(1, 30) g"))
+    relay = Relay(odata_crm.url, refusals=3)
+    try:
+        (env.tmp / "tablesync.yaml").write_text(CONFIG.format(direction="to_integration", update="skip", delete="skip",
+                                                              crm_extra=", rate_limit: 5, batch_size: 4", email_extra="") + """\
+  - name: PERSON
+    local:       {app: erp, table: persons, key: id, modified: modified_at}
+    integration: {app: crm, table: Contacts, key: ID, modified: modifiedAt}
+    direction: to_integration
+    schedule: "every 1h"
+    fields:
+      - {local: fullname, integration: fullname}
+      - {local: email, integration: email}
+""")
+        env.cli("config", "apply", CRM_ODATA_URL=relay.url)
+        worker(env, relay)
+        worker(env, relay)
+        relay.seen.clear()
+        relay.refusals = 3
+        jobs = [int(env.cli("sync", name, CRM_ODATA_URL=relay.url).stdout) for name in ("CUSTOMER", "PERSON")]
+
+        def job(j: int) -> dict[str, Any]:
+            return dict(json.loads(env.cli("job", str(j), "--json").stdout))
+
+        wait_for(lambda: all(job(j)["status"] not in ("queued", "running") for j in jobs), timeout=120, what="both jobs")
+        done = [job(j) for j in jobs]
+        assert [(j["status"], j["inserted"], j["failed"]) for j in done] == [("succeeded", 30, 0)] * 2, done
+        assert [status for _, status in relay.seen[:3]] == [429] * 3
+        times = sorted(t for t, status in relay.seen[3:])
+        assert len(times) >= 15, len(times)
+        # at most 5 a second together, whichever worker sent them (0.2 s of arrival jitter allowed)
+        busiest = max(sum(1 for u in times if t <= u < t + 0.8) for t in times)
+        assert busiest <= 5, busiest
+        assert times[-1] - times[0] >= len(times) / 5 - 1.5
+        assert len(accounts(odata_crm)) == 30
+    finally:
+        relay.close()
