@@ -18,6 +18,7 @@ from tablesync.apps.api_table import ApiTable, edm_table
 from tablesync.apps.http_auth import http_auth
 from tablesync.apps.odata import ODataService, local_rate, shared_rate
 from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.config.load import expand_env
 from tablesync.config.model import AppSpec, MappingSpec, SideSpec
 from tablesync.config.settings import get_settings
@@ -72,7 +73,7 @@ def _limiter(name: str, app: AppSpec) -> Limiter | None:
     return local_rate(app.rate_limit)
 
 
-def open_table(name: str, app: AppSpec, side: SideSpec, session: str | None = None) -> AppTable | ApiTable:
+def open_table(name: str, app: AppSpec, side: SideSpec, session: str | None = None) -> Table:
     """One side's table: reflected from a database, or described by an HTTP app's metadata."""
     if app.http:
         service = app_service(name, app)
@@ -81,10 +82,10 @@ def open_table(name: str, app: AppSpec, side: SideSpec, session: str | None = No
     return AppTable.open(app_engine(name, app), side, session)
 
 
-def open_tables(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str | None = None) -> dict[str, AppTable]:
+def open_tables(spec: MappingSpec, apps: Mapping[str, AppSpec], session: str | None = None) -> dict[str, Table]:
     """Both sides' tables, reflected; a missing table or an unreachable app says which and where.
     `session` names the job's write transactions (`AppTable.session`)."""
-    tables: dict[str, Any] = {}
+    tables: dict[str, Table] = {}
     for side in SIDES:
         side_spec = spec.side(side)
         app = apps[side_spec.app]

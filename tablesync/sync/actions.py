@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.config.model import MappingSpec, source_side, target_side
 from tablesync.errors import ActionRefused, RecordError
 from tablesync.store import couplings as cs
@@ -50,7 +50,7 @@ class Pair:
         return self.local_key if side == "local" else self.integration_key
 
 
-def run_action(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], kind: str,
+def run_action(ctx: RunContext, spec: MappingSpec, tables: dict[str, Table], kind: str,
                params: dict[str, Any]) -> tuple[Counters, str | None]:
     """Carry out one action job; returns its counters and a summary for the job's message."""
     act = Action(ctx, spec, tables, params.get("redo_of"))
@@ -69,7 +69,7 @@ def run_action(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], 
     return act.finish(), act.summary
 
 
-def sync_record(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], key: str, side: str) -> Counters:
+def sync_record(ctx: RunContext, spec: MappingSpec, tables: dict[str, Table], key: str, side: str) -> Counters:
     """`sync MAPPING --record KEY`: one record, now, as a run would sync it."""
     act = Action(ctx, spec, tables)
     try:
@@ -81,7 +81,7 @@ def sync_record(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable],
     return act.finish()
 
 
-def record_source(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], key: str, side: str) -> tuple[str, str]:
+def record_source(ctx: RunContext, spec: MappingSpec, tables: dict[str, Table], key: str, side: str) -> tuple[str, str]:
     """The (side, key) a run reads the record `key` of `side` from: a one-way mapping's target
     record is synced from its coupled source record. Refused when there is no such live record."""
     if spec.direction != "bidirectional" and side != source_side(spec.direction):
@@ -99,7 +99,7 @@ def record_source(ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable
 class Action:
     """One action job's state: what it did (counters, events) and what it refused."""
 
-    def __init__(self, ctx: RunContext, spec: MappingSpec, tables: dict[str, AppTable], redo_of: int | None = None) -> None:
+    def __init__(self, ctx: RunContext, spec: MappingSpec, tables: dict[str, Table], redo_of: int | None = None) -> None:
         self.ctx, self.spec, self.tables = ctx, spec, tables
         self.mine = {ctx.job_id} | ({int(redo_of)} if redo_of is not None else set())  # jobs whose steps are ours
         self.direction = "to_integration" if spec.direction == "bidirectional" else spec.direction

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.config.model import MappingSpec, source_side
 from tablesync.db import pg_bulk
 from tablesync.db.engine import utcnow
@@ -55,7 +55,7 @@ def chunkable(spec: MappingSpec, store: sa.Engine) -> bool:
     return spec.direction != "bidirectional" and pg_bulk.usable(store)
 
 
-def plan_ranges(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, chunk_rows: int,
+def plan_ranges(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, chunk_rows: int,
                 max_parallel: int | None, where: str | None) -> RangePlan | None:
     """The ranges of a run, or None when it runs in one piece: an incremental run, or a source
     with no more than `chunk_rows` rows (selected by its filter and `where`)."""
@@ -98,7 +98,7 @@ def range_pipeline() -> Pipeline:
     return Pipeline(enabled=True, stages=2)
 
 
-def sync_range(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, low: str | None,
+def sync_range(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, low: str | None,
                high: str | None, bulk: bool, done: Callable[[sa.Connection], None], pipe: Pipeline) -> RangeRun:
     """Read and decide the source rows of one key range, and hand their writes to `pipe`. `done`
     runs in the store transaction of the range's last batch (or, see `end_range`, in one of its
@@ -169,7 +169,7 @@ def end_range(run: RangeRun) -> Counters:
     return run.total
 
 
-def finalise(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, state: dict[str, Any]) -> Counters:
+def finalise(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, state: dict[str, Any]) -> Counters:
     """After the last range: read again what changed since the start watermark (the ranges may have
     missed it), retry unfinished couplings, scan for deletions, and move the watermark on. A range
     resync (`--where`) has nothing to add."""
@@ -188,7 +188,7 @@ def finalise(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: App
     return run_direction(ctx, plan, source, target, watermark=start, reread=bool(state.get("reread")), scan=not first)
 
 
-def check_where(source: AppTable, where: str) -> None:
+def check_where(source: Table, where: str) -> None:
     """Refuse a `--where` expression the source cannot evaluate (UsageError naming it and the
     database's own message), or one that is more than an expression."""
     text = where.strip()

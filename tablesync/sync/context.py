@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from tablesync.apps.failures import is_connection_error
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.errors import StoreUnavailable
 from tablesync.store.jobs import Counters
 
@@ -31,15 +31,15 @@ if TYPE_CHECKING:  # the stages' types, for the protocol's signatures only
 class Sink(Protocol):
     """Everything a run writes, anywhere: targets, couplings, watermarks, errors, counters."""
 
-    def apply(self, ctx: "RunContext", plan: "DirectionPlan", source: AppTable, target: AppTable,
+    def apply(self, ctx: "RunContext", plan: "DirectionPlan", source: Table, target: Table,
               decisions: list["Decision"], modified_of: dict[str, Any]) -> Counters:
         """One one-way batch: insert, update and couple on the target, then record the batch."""
 
-    def apply_pairs(self, ctx: "RunContext", plan: "PairPlan", tables: dict[str, AppTable],
+    def apply_pairs(self, ctx: "RunContext", plan: "PairPlan", tables: dict[str, Table],
                     decisions: list["PairDecision"], modified: dict[str, dict[int, Any]]) -> Counters:
         """One batch of merged pairs: each side's updates, then record the batch."""
 
-    def settle_deletions(self, ctx: "RunContext", plan: "DirectionPlan", source: AppTable, target: AppTable,
+    def settle_deletions(self, ctx: "RunContext", plan: "DirectionPlan", source: Table, target: Table,
                          gone: list["Gone"], strategy: str, two_way: bool) -> Counters:
         """Deleted records found by the scan, handled by `on_deletion_conflict`."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.db.engine import utcnow
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
@@ -49,7 +49,7 @@ def scan_due(ctx: RunContext, mapping: str, every_seconds: float) -> bool:
     return last is None or (utcnow() - last).total_seconds() >= every_seconds
 
 
-def scan_deletions(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, strategy: str,
+def scan_deletions(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, strategy: str,
                    two_way: bool = False, every_seconds: float = 0.0) -> Counters:
     """Find and settle deleted records of synced couplings; `two_way` allows writing to the source.
 
@@ -81,7 +81,7 @@ def mark_scanned(ctx: RunContext, plan: DirectionPlan, at: Any) -> None:
     ctx.sink.set_watermark(ctx, plan.mapping, SCAN_MARK, at)
 
 
-def settle(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, gone: list[Gone], strategy: str,
+def settle(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, gone: list[Gone], strategy: str,
            two_way: bool) -> Counters:
     """Carry out `strategy` for these deleted records and record the batch: a real run's
     `Sink.settle_deletions`."""

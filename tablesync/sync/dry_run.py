@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.apps.values import canonical
 from tablesync.store.jobs import Counters
 from tablesync.sync.context import RunContext
@@ -81,17 +81,17 @@ class DryReport:
 
     # -- the sink: what a real run would write, reported instead ---------------------------------
 
-    def apply(self, ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable,
+    def apply(self, ctx: RunContext, plan: DirectionPlan, source: Table, target: Table,
               decisions: list[Decision], modified_of: dict[str, Any]) -> Counters:
         self.decisions(plan.direction, decisions)
         return Counters()
 
-    def apply_pairs(self, ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable],
+    def apply_pairs(self, ctx: RunContext, plan: PairPlan, tables: dict[str, Table],
                     decisions: list[PairDecision], modified: dict[str, dict[int, Any]]) -> Counters:
         self.pairs(decisions)
         return Counters()
 
-    def settle_deletions(self, ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable,
+    def settle_deletions(self, ctx: RunContext, plan: DirectionPlan, source: Table, target: Table,
                          gone: list[Gone], strategy: str, two_way: bool) -> Counters:
         what = "delete" if strategy == "delete" else "restore" if strategy == "restore" else \
             "uncouple" if strategy == "remove_coupling" else "conflict"

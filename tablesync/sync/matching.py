@@ -13,7 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.apps.table import AppTable, match_value
+from tablesync.apps.table import match_value
+from tablesync.apps.tables import Table
 from tablesync.apps.values import canonical
 from tablesync.store import couplings as cs
 from tablesync.sync.decide import FAIL, INSERT, UNCHANGED, UPDATE, Decision, diff
@@ -62,7 +63,7 @@ class Candidates:
 NONE = Candidates([], [], [])
 
 
-def counterparts(store: sa.Engine, plan: DirectionPlan, source: AppTable, target: AppTable,
+def counterparts(store: sa.Engine, plan: DirectionPlan, source: Table, target: Table,
                  wanted: Mapping[str, MatchKey]) -> dict[str, Candidates]:
     """For each source key, its match_on candidates on the target side, and its rivals on its own.
 
@@ -87,7 +88,7 @@ def counterparts(store: sa.Engine, plan: DirectionPlan, source: AppTable, target
     return out
 
 
-def match_decisions(store: sa.Engine, plan: DirectionPlan, source: AppTable, target: AppTable, decisions: list[Decision]) -> None:
+def match_decisions(store: sa.Engine, plan: DirectionPlan, source: Table, target: Table, decisions: list[Decision]) -> None:
     """Turn this batch's inserts into couplings where match_on finds exactly one counterpart: the
     decision becomes an update (or unchanged) of that record, marked `matched`.
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.errors import RecordError
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
@@ -37,7 +37,7 @@ BULK_PAGES = 4  # an initial load moves pages of this many batches: measured 10 
 STORED: Any = object()  # run_direction's default watermark: the side's, as the store has it
 
 
-def run_direction(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, watermark: Any = STORED,
+def run_direction(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, watermark: Any = STORED,
                   reread: bool = True, scan: bool = True) -> Counters:
     """Sync every change of `source` (beyond its watermark) and every unfinished coupling onto
     `target`. A chunked run's finalisation passes its start `watermark` (or, for a source with no
@@ -143,14 +143,14 @@ def counted(add: Callable[[Counters], None], result: Any, counters: Counters) ->
     return result
 
 
-def process_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]],
+def process_rows(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, rows: list[dict[str, Any]],
                  couplings: dict[str, Any] | None = None) -> Counters:
     """Decide and apply one batch of source rows one way (`couplings` by source key, if already read)."""
     decided = decide_rows(ctx, plan, source, target, rows, couplings)
     return Counters() if decided is None else apply_decided(ctx, plan, source, target, *decided)
 
 
-def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, rows: list[dict[str, Any]],
+def decide_rows(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, rows: list[dict[str, Any]],
                 couplings: dict[str, Any] | None = None) -> tuple[list[Decision], dict[str, Any]] | None:
     """The reading half of `process_rows`: decisions and each record's modified-on (None: no rows)."""
     if not rows:
@@ -171,7 +171,7 @@ def decide_rows(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     return decisions, modified_of
 
 
-def apply_decided(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, decisions: list[Decision],
+def apply_decided(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, decisions: list[Decision],
                   modified_of: dict[str, Any]) -> Counters:
     """Hand a decided batch to the run's sink; every coupling it decided is handled for this job."""
     counters = ctx.sink.apply(ctx, plan, source, target, decisions, modified_of)
@@ -179,7 +179,7 @@ def apply_decided(ctx: RunContext, plan: DirectionPlan, source: AppTable, target
     return counters
 
 
-def _recover_unkeyed(ctx: RunContext, plan: DirectionPlan, target: AppTable, rows: list[dict[str, Any]],
+def _recover_unkeyed(ctx: RunContext, plan: DirectionPlan, target: Table, rows: list[dict[str, Any]],
                      couplings: dict[str, Any], refs: Refs) -> dict[str, Any]:
     """Intents interrupted while the database was making their key: find the row they may have made."""
     suspects = [c for c in couplings.values() if c.state == "pending" and c.target_key is None and c.last_result is None]

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.apps.engines import open_tables
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.config.model import MappingSpec, source_side, target_side
 from tablesync.config.settings import Settings
 from tablesync.db.engine import session_name
@@ -136,7 +136,7 @@ def finish_chunks(store: sa.Engine, settings: Settings, stored: StoredMapping, j
 
 
 def _one_way(store: sa.Engine, settings: Settings, stored: StoredMapping, job_id: int, where: str | None, full: bool,
-             session: str, beat: Beat | None, fence: Fence | None) -> tuple[RunContext, DirectionPlan, AppTable, AppTable]:
+             session: str, beat: Beat | None, fence: Fence | None) -> tuple[RunContext, DirectionPlan, Table, Table]:
     """What each step of a chunked run works with: its context, the compiled plan, the source and
     target tables (write transactions named `session`, which the reaper ends if it must)."""
     spec = scoped(stored.spec, where)

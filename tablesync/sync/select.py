@@ -9,13 +9,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.store import couplings as cs
 from tablesync.sync.context import RunContext
 from tablesync.sync.plan import DirectionPlan, Refs, parent_key
 
 
-def page_top(table: AppTable, page: list[dict[str, Any]], max_seen: Any) -> Any:
+def page_top(table: Table, page: list[dict[str, Any]], max_seen: Any) -> Any:
     """The highest modified-on seen so far, including this page."""
     mod = table.side.modified
     if not mod:

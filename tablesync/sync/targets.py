@@ -7,14 +7,17 @@ the record stage then confirms the intent. A worker killed anywhere in between l
 the next run re-selects: if the target row exists it is adopted, else it is inserted, so no
 duplicate target row and no orphan coupling can remain.
 
-A write the target refuses is isolated to its records (`AppTable.write`): each fails alone.
+A write the target refuses is isolated to its records: a SQL table splits a refused batch
+(`AppTable.write`), an HTTP app answers per record (`ApiTable`); each record fails alone. An
+HTTP app's 412 (the record changed since it was read) is a failure marked `conflict`: the record
+is retried by the next run, which reads it again (a two-way mapping merges both changes).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.db import pg_bulk
 from tablesync.store import couplings as cs
 from tablesync.sync.context import RunContext
@@ -38,7 +41,7 @@ def couple_matched(ctx: RunContext, plan: DirectionPlan, matched: list[Decision]
         d.coupling_id = ids[d.source_key]
 
 
-def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: list[Decision], failures: Failures) -> list[Decision]:
+def insert_new(ctx: RunContext, plan: DirectionPlan, target: Table, todo: list[Decision], failures: Failures) -> list[Decision]:
     """Insert these records (intents first); returns those that landed, with their target keys.
     A record no key can be found for becomes a FAIL decision."""
     if not todo:
@@ -69,7 +72,7 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
         d.coupling_id = ids[d.source_key]
         d.staged_batch = batch if d.source_key in staged else None
 
-    # a pre-allocated or made-up key goes with the row, as a string: AppTable.insert converts it
+    # a pre-allocated or made-up key goes with the row, as a string: the table converts it
     key_name = None if strategy not in ("preallocate", "uuid") else target.key.name
 
     rows = [{**d.values, key_name: d.target_key} if key_name and d.target_key is not None else d.values for d in todo]
@@ -86,7 +89,7 @@ def insert_new(ctx: RunContext, plan: DirectionPlan, target: AppTable, todo: lis
     return landed
 
 
-def update_targets(target: AppTable, todo: list[Decision], failures: Failures) -> list[Decision]:
+def update_targets(target: Table, todo: list[Decision], failures: Failures) -> list[Decision]:
     """Write each decision's changed columns: one statement per set of changed columns."""
     groups: dict[tuple[str, ...], list[Decision]] = {}
     for d in todo:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.config.model import MappingSpec
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
@@ -35,7 +35,7 @@ KEY_PAGE = 20_000  # keys per page while collecting changes: only key and modifi
 SIDES = ("local", "integration")
 
 
-def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integration: AppTable) -> Counters:
+def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: Table, integration: Table) -> Counters:
     tables = {"local": local, "integration": integration}
     plan = compile_pair_plan(spec, local.table, integration.table)
     total = Counters()
@@ -68,7 +68,7 @@ def run_bidirectional(ctx: RunContext, spec: MappingSpec, local: AppTable, integ
     return total
 
 
-def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable], keys: list[str]) -> Counters:
+def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, Table], keys: list[str]) -> Counters:
     """Changed records of one side: new ones go one way, coupled ones are merged with their counterpart."""
     one_way = plan.one_way(side)
     source, target = tables[side], tables["integration" if side == "local" else "local"]
@@ -94,7 +94,7 @@ def sync_batch(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, App
     return counters
 
 
-def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, AppTable],
+def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, Table],
                  pairs: list[tuple[dict[str, Any], cs.CouplingState]], winner: str | None = None) -> Counters:
     """Merge coupled records read on `side` with their counterparts. With `winner`, the pairs are
     merged as if nothing were known of their past: every differing field goes `winner`'s way (the
@@ -136,7 +136,7 @@ def _merge_pairs(ctx: RunContext, plan: PairPlan, side: str, tables: dict[str, A
     return counters
 
 
-def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], local_keys: list[str], winner: str) -> Counters:
+def resolve_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, Table], local_keys: list[str], winner: str) -> Counters:
     """Force `winner`'s values onto the other side for these coupled local records."""
     rows = tables["local"].fetch(local_keys, plan.local_columns, apply_filter=False)
     with ctx.store.connect() as conn:

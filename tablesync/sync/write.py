@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from tablesync.apps.table import AppTable
+from tablesync.apps.tables import Table
 from tablesync.apps.values import canonical
 from tablesync.store import couplings as cs
 from tablesync.store.jobs import Counters
@@ -29,15 +29,15 @@ from tablesync.sync.targets import cid, couple_matched, insert_new, update_targe
 class Writer:
     """Writes targets, couplings, watermarks, errors and counters; each batch in one store transaction."""
 
-    def apply(self, ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable,
+    def apply(self, ctx: RunContext, plan: DirectionPlan, source: Table, target: Table,
               decisions: list[Decision], modified_of: dict[str, Any]) -> Counters:
         return apply_batch(ctx, plan, source, target, decisions, modified_of)
 
-    def apply_pairs(self, ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable],
+    def apply_pairs(self, ctx: RunContext, plan: PairPlan, tables: dict[str, Table],
                     decisions: list[PairDecision], modified: dict[str, dict[int, Any]]) -> Counters:
         return apply_pairs(ctx, plan, tables, decisions, modified)
 
-    def settle_deletions(self, ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable,
+    def settle_deletions(self, ctx: RunContext, plan: DirectionPlan, source: Table, target: Table,
                          gone: list[deletions.Gone], strategy: str, two_way: bool) -> Counters:
         return deletions.settle(ctx, plan, source, target, gone, strategy, two_way)
 
@@ -58,7 +58,7 @@ class Writer:
         return True
 
 
-def apply_batch(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: AppTable, decisions: list[Decision],
+def apply_batch(ctx: RunContext, plan: DirectionPlan, source: Table, target: Table, decisions: list[Decision],
                 modified_of: dict[str, Any]) -> Counters:
     """Write a decided batch to the target, then record it."""
     failures: list[tuple[Decision, str, str]] = []
@@ -115,7 +115,7 @@ def apply_batch(ctx: RunContext, plan: DirectionPlan, source: AppTable, target: 
     return counters
 
 
-def apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, AppTable], decisions: list[PairDecision],
+def apply_pairs(ctx: RunContext, plan: PairPlan, tables: dict[str, Table], decisions: list[PairDecision],
                 modified: dict[str, dict[int, Any]]) -> Counters:
     """Write both directions' updates, then record every outcome, error, event and counter in one
     store transaction."""
