@@ -376,8 +376,9 @@ class ODataTable:
         wanted = list(dict.fromkeys(keys))
         for i in range(0, len(wanted), self.capabilities.batch_size):
             part = wanted[i:i + self.capabilities.batch_size]
+            # `eq … or eq …`: OData 4.0 (Dataverse has no 4.01 `in`)
             params = {"$select": self._select(columns),
-                      "$filter": f"{self.key} in ({','.join(literal(self.key_type, k) for k in part)})"}
+                      "$filter": " or ".join(f"{self.key} eq {literal(self.key_type, k)}" for k in part)}
             for rows in self._pages(params):
                 for row in rows:
                     record = self._record(row, columns)
