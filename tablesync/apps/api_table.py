@@ -34,9 +34,10 @@ import sqlalchemy as sa
 from tablesync.apps.connector import Connector, KeyRange, Outcome, Record, Update, WriteResult
 from tablesync.apps.odata import EntitySet
 from tablesync.apps.schema import category
+from tablesync.apps.shape import TableShape
 from tablesync.apps.writes import Failure
 from tablesync.config.model import SideSpec
-from tablesync.db.keys import decode_key, row_key
+from tablesync.db.keys import decode_key
 from tablesync.errors import AppError
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ def edm_table(entity_set: EntitySet) -> sa.Table:
     return sa.Table(entity_set.name, sa.MetaData(), *columns)
 
 
-class ApiTable:
+class ApiTable(TableShape):
     """One mapped entity set (or API resource) through its connector, as the engine uses a table."""
 
     sql = False  # no SQL fast paths: no COPY, no staged updates, no chunked ranges
@@ -85,30 +86,7 @@ class ApiTable:
         self.overlap = dt.timedelta(seconds=overlap_seconds)
         self._versions: dict[str, str] = {}  # record key → its version as last read, for If-Match
 
-    # -- shape ----------------------------------------------------------------------------------
-
-    @property
-    def label(self) -> str:
-        return f"app {self.side.app} ({self.side.table})"
-
-    @property
-    def keys(self) -> list[sa.Column[Any]]:
-        return [self.table.c[n] for n in self.side.key_columns]
-
-    @property
-    def composite(self) -> bool:
-        return len(self.side.key_columns) > 1
-
-    @property
-    def key(self) -> sa.Column[Any]:
-        return self.table.c[self.side.key_columns[0]]
-
-    @property
-    def modified(self) -> sa.Column[Any] | None:
-        return self.table.c[self.side.modified] if self.side.modified else None
-
-    def key_of(self, row: Mapping[str, Any]) -> str:
-        return row_key(row, self.side.key_columns)
+    # -- shape (label, keys, key, modified, key_of: `TableShape`) ------------------------------
 
     def key_values(self, key: str) -> tuple[Any, ...]:
         return tuple(decode_key(key, len(self.side.key_columns)))

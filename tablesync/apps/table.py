@@ -23,19 +23,20 @@ import sqlalchemy as sa
 from tablesync.apps.catalog import key_default
 from tablesync.apps.failures import is_connection_error, translated, translated_pages, unavailable
 from tablesync.apps.schema import category, has_server_key, key_to_db, reflect_table
+from tablesync.apps.shape import TableShape
 from tablesync.apps.values import canonical
 from tablesync.apps.writes import Failure, split_write
 from tablesync.config.model import SideSpec
 from tablesync.db import pg_bulk
 from tablesync.db.engine import name_session
-from tablesync.db.keys import decode_key, key_batch, row_key, tuple_in
+from tablesync.db.keys import decode_key, key_batch, tuple_in
 from tablesync.db.keys import key_in as _key_in
 
 T = TypeVar("T")
 
 
 @dataclass
-class AppTable:
+class AppTable(TableShape):
     sql = True  # the SQL fast paths apply (COPY, staged updates, chunked ranges); `ApiTable` has none
     engine: sa.Engine
     side: SideSpec
@@ -53,30 +54,6 @@ class AppTable:
             table.c[name].nullable = False
         return cls(engine=engine, side=side, table=table, session=session)
 
-    @property
-    def label(self) -> str:
-        """How errors name this table: the app as the configuration names it, and the table."""
-        return f"app {self.side.app} ({self.side.table})"
-
-    @property
-    def keys(self) -> list[sa.Column[Any]]:
-        """The key's columns, in key order (several for a composite key)."""
-        return [self.table.c[n] for n in self.side.key_columns]
-
-    @property
-    def composite(self) -> bool:
-        return len(self.side.key_columns) > 1
-
-    @property
-    def key(self) -> sa.Column[Any]:
-        """The key column of a one-column key (the paths that only such keys take: pre-allocated keys)."""
-        assert not self.composite, "a composite key has no single column"
-        return self.table.c[self.side.key_columns[0]]
-
-    def key_of(self, row: Mapping[str, Any]) -> str:
-        """A row's record key as one string (`db.keys.encode_key`)."""
-        return row_key(row, self.side.key_columns)
-
     def key_values(self, key: str) -> tuple[Any, ...]:
         """A record key's column values, each in its column's type (ValueError for a malformed key)."""
         cols = self.keys
@@ -90,10 +67,6 @@ class AppTable:
         cols = self.keys
         return tuple_in(cols, [decode_key(k, len(cols)) for k in keys], self.engine.dialect.name,
                         lambda parts: tuple(key_to_db(p, c) for p, c in zip(parts, cols)))
-
-    @property
-    def modified(self) -> sa.Column[Any] | None:
-        return self.table.c[self.side.modified] if self.side.modified else None
 
     @property
     def deleted(self) -> sa.Column[Any] | None:
