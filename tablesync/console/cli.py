@@ -396,22 +396,31 @@ def cmd_web_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo_apps(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
     from tablesync.console import demo_apps
 
+    crm_var = "CRM_ODATA_URL" if args.odata else "CRM_DATABASE_URL"
     urls = {}
-    for name, flag in (("ERP_DATABASE_URL", args.erp_url), ("CRM_DATABASE_URL", args.crm_url)):
+    for name, flag, what in (("ERP_DATABASE_URL", args.erp_url, "the demo ERP's database URL"),
+                             (crm_var, args.crm_url, "the demo CRM's OData service root" if args.odata
+                              else "the demo CRM's database URL")):
         urls[name] = flag or os.environ.get(name)
         if not urls[name]:
-            raise UsageError(f"{name} is not set (or pass --{name.split('_')[0].lower()}-url): the demo app's database URL")
-    erp, crm = urls["ERP_DATABASE_URL"], urls["CRM_DATABASE_URL"]
+            raise UsageError(f"{name} is not set (or pass --{name.split('_')[0].lower()}-url): {what}")
+    erp, crm = urls["ERP_DATABASE_URL"], urls[crm_var]
+    if args.odata and not crm.startswith(("http://", "https://")):
+        raise UsageError(f"demo apps: --odata needs the CRM's OData service root (http:// or https://), not {redact(crm)!r}")
     try:
         if args.action == "seed":
-            made = demo_apps.seed(erp, crm, args.rows)
+            made = demo_apps.seed(erp, None if args.odata else crm, args.rows)  # the OData CRM fills itself
             print("demo apps created and filled" if made else "demo apps already exist: left as they are")
             return EXIT_OK
         return demo_apps.run_forever(erp, crm, args.every)
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise UsageError(f"demo apps: cannot reach the database: {redact(str(exc.orig).strip().splitlines()[0])}") from None
+    except httpx.HTTPError as exc:
+        raise UsageError(f"demo apps: the CRM's OData service at {redact(crm)} failed: {exc}") from None
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -537,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
              "or edit them like users do")
     sp.add_argument("action", choices=("seed", "traffic"), help="seed: create and fill (once); traffic: edit every few seconds")
     sp.add_argument("--erp-url", help="default $ERP_DATABASE_URL")
-    sp.add_argument("--crm-url", help="default $CRM_DATABASE_URL")
+    sp.add_argument("--crm-url", help="default $CRM_DATABASE_URL, or $CRM_ODATA_URL with --odata")
+    sp.add_argument("--odata", action="store_true",
+                    help="the CRM is the demo's OData service (compose/odata-crm), which makes and fills its own tables")
     sp.add_argument("--rows", type=bounded(int, DEMO_MIN_ROWS, 1_000_000), default=300, help="customers to seed (default 300)")
     sp.add_argument("--every", type=SECONDS, default=5.0, help="seconds between two rounds of edits (default 5)")
     return p

@@ -64,9 +64,10 @@ LAST = ["Hansen", "Jensen", "Nielsen", "Pedersen", "Larsen", "Sørensen", "Rasmu
 CITIES = [("Copenhagen", "dk"), ("Aarhus", "dk"), ("Malmö", "se"), ("Oslo", "no"), ("Hamburg", "de"), ("Odense", "dk")]
 
 
-def create_apps(erp_url: str, crm_url: str, rows: int) -> None:
+def create_apps(erp_url: str, crm_url: str | None, rows: int) -> None:
     """The demo's two apps, created and filled in any database SQLAlchemy speaks (SQLite for
-    `tablesync demo`, PostgreSQL and MariaDB in docker-compose)."""
+    `tablesync demo`, PostgreSQL and MariaDB in docker-compose). With `crm_url` None, the ERP only:
+    the CRM is the OData service of compose/odata-crm, which makes and fills its own tables."""
     now = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)
     rng = random.Random(7)
     erp_md, crm_md = sa.MetaData(), sa.MetaData()
@@ -98,9 +99,8 @@ def create_apps(erp_url: str, crm_url: str, rows: int) -> None:
              sa.Column("modifiedon", sa.DateTime, server_default=sa.func.current_timestamp()))
     from tablesync.db.engine import create_engine
 
-    erp, crm = create_engine(erp_url), create_engine(crm_url)
+    erp = create_engine(erp_url)
     erp_md.create_all(erp)
-    crm_md.create_all(crm)
     with erp.begin() as conn:
         batch = []
         for i in range(1, rows + 1):
@@ -114,11 +114,15 @@ def create_apps(erp_url: str, crm_url: str, rows: int) -> None:
         conn.execute(contacts.insert(), [{"id": i, "customer_id": i, "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
                                           "phone": f"+45 {20000000 + i}", "title": "Buyer", "modified_at": now}
                                          for i in range(1, 6)])
+    erp.dispose()
+    if crm_url is None:
+        return
+    crm = create_engine(crm_url)
+    crm_md.create_all(crm)
     with crm.begin() as conn:
         conn.execute(leads.insert(), [{"lead_id": i, "fullname": f"  {rng.choice(FIRST)} {rng.choice(LAST)} ",
                                        "emailaddress1": f"lead{i}@example.org", "companyname": f"Prospect {i} ApS",
                                        "modifiedon": now} for i in range(1, rows // 10 + 1)])
-    erp.dispose()
     crm.dispose()
 
 

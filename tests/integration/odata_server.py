@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 CRM = Path(__file__).resolve().parent.parent / "odata_crm"
+DEMO_CRM = Path(__file__).resolve().parents[2] / "compose" / "odata-crm"
 SERVE = CRM / "node_modules" / ".bin" / "cds-serve"
 SERVICE_PATH = "/odata/v4/crm/"
 
@@ -41,12 +43,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_crm(log: Path) -> ODataCrm:
-    """A CAP server of the test CRM on a free port, answering; its output goes to `log`."""
+def start_crm(log: Path, model: Path = CRM) -> ODataCrm:
+    """A CAP server of the test CRM (or of another CAP `model` folder that has the test CRM's
+    node_modules) on a free port, answering, on an in-memory database; its output goes to `log`."""
     port = _free_port()
     with log.open("wb") as out:
-        process = subprocess.Popen([str(SERVE)], cwd=CRM, env={**os.environ, "PORT": str(port)}, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([str(SERVE)], cwd=model, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PORT": str(port), "CDS_REQUIRES_DB_CREDENTIALS_URL": ":memory:"})
     crm = ODataCrm(f"http://127.0.0.1:{port}{SERVICE_PATH}", process, log)
     deadline = time.monotonic() + 30
     while True:
@@ -61,14 +64,33 @@ def start_crm(log: Path) -> ODataCrm:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
+def _installed() -> None:
     if not SERVE.exists():
         message = f"the test OData server is not installed: run `npm ci` in {CRM} (bash .ci/run does)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
+    _installed()
     crm = start_crm(tmp_path / "cds.log")
+    try:
+        yield crm
+    finally:
+        crm.stop()
+
+
+@pytest.fixture
+def demo_odata_crm(tmp_path: Path) -> Iterator[ODataCrm]:
+    """The docker-compose demo's CRM (compose/odata-crm, with its seed data) on the test CRM's CAP
+    install: the same package versions its own lock file pins."""
+    _installed()
+    model = tmp_path / "odata-crm"
+    shutil.copytree(DEMO_CRM, model, ignore=shutil.ignore_patterns("node_modules", "*.sqlite"))
+    (model / "node_modules").symlink_to(CRM / "node_modules")
+    crm = start_crm(tmp_path / "cds.log", model)
     try:
         yield crm
     finally:

@@ -4,6 +4,7 @@ and Prometheus scrapes the ports the processes serve on."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -27,7 +28,8 @@ CONDITIONS = {"service_started", "service_healthy", "service_completed_successfu
 def test_the_stack_has_every_part() -> None:
     assert {"store-db", "redis", "migrate", "scheduler", "worker", "prometheus", "grafana", "erp-db", "crm-db",
             "demo-seed", "demo-traffic"} <= SERVICES.keys()
-    assert {"migrate", "apply-config", "scheduler", "worker", "web", "demo-seed", "demo-traffic"} <= OURS.keys()
+    assert {"migrate", "apply-config", "scheduler", "worker", "web", "demo-seed", "demo-traffic", "demo-odata-seed",
+            "demo-odata-traffic"} <= OURS.keys()
 
 
 def container_env(service: dict[str, Any]) -> dict[str, str]:
@@ -48,16 +50,23 @@ def test_each_tablesync_service_runs_a_real_cli_command(name: str, monkeypatch: 
     settings = load_settings()  # validated as the container would at start
     if name == "web":  # the demo login the compose file documents works
         assert auth_from(settings).check("admin", "tablesync") == "admin"
-    config = (ROOT / "compose" / "tablesync.yaml").read_text()
-    for var in re.findall(r"\$\{(\w+)\}", config):
-        assert var in env, f"{name}: the config needs ${var}"
+    for config_file in ("tablesync.yaml", "tablesync-odata.yaml"):  # profile demo, profile demo-odata
+        config = (ROOT / "compose" / config_file).read_text()
+        for var in re.findall(r"\$\{(\w+)\}", config):
+            assert var in env, f"{name}: {config_file} needs ${var}"
 
 
-def test_the_demo_is_one_profile_the_stack_runs_without() -> None:
-    """`docker compose up` without `--profile demo` starts no demo service and needs none: a service
-    outside the profile may wait for a demo service only with `required: false`."""
-    demo = {name for name, s in SERVICES.items() if "demo" in s.get("profiles", [])}
-    assert demo == {"erp-db", "crm-db", "demo-seed", "demo-traffic"}
+def test_the_demos_are_profiles_the_stack_runs_without() -> None:
+    """`docker compose up` without `--profile demo` (or demo-odata) starts no demo service and needs
+    none: a service outside the profiles may wait for a demo service only with `required: false`."""
+    profiles = {p: {name for name, s in SERVICES.items() if p in s.get("profiles", [])} for p in ("demo", "demo-odata")}
+    assert profiles["demo"] == {"erp-db", "crm-db", "demo-seed", "demo-traffic"}
+    assert profiles["demo-odata"] == {"erp-db", "crm-odata", "demo-odata-seed", "demo-odata-traffic"}
+    demo = profiles["demo"] | profiles["demo-odata"]
+    for name in demo:  # a demo service needs only services of its own profile or of the stack
+        own = {p for p in profiles if name in profiles[p]}
+        for dep, how in (SERVICES[name].get("depends_on") or {}).items():
+            assert dep not in demo or own <= set(SERVICES[dep]["profiles"]) or how.get("required") is False, (name, dep)
     for name, service in SERVICES.items():
         if name in demo:
             continue
@@ -83,7 +92,7 @@ def test_dependencies_exist_and_one_shot_services_do_not_restart() -> None:
 
 def test_long_running_services_have_healthchecks_and_named_volumes_are_declared() -> None:
     for name, service in SERVICES.items():
-        if service["restart"] != "no" and name != "demo-traffic":  # the simulated users serve nothing to check
+        if service["restart"] != "no" and not name.endswith("-traffic"):  # the simulated users serve nothing to check
             assert "healthcheck" in service, name
         for volume in service.get("volumes", []):
             source = re.sub(r"^\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[0]  # ${VAR:-default} → default
@@ -117,3 +126,24 @@ def test_compose_config_is_the_demos_and_the_image_holds_every_package() -> None
     for package in re.findall(r'"(\w+)\*"', packages):
         assert f"COPY {package} {package}" in dockerfile, package
     assert 'ENTRYPOINT ["tablesync"]' in dockerfile
+
+
+def test_the_odata_demo_crm_builds_from_its_lock_file_and_runs_the_tested_model() -> None:
+    """compose/odata-crm: built with `npm ci` from a lock file that pins what the tests run (the test
+    CRM's lock), copying the model the integration test serves; the seed and traffic speak OData."""
+    crm = ROOT / "compose" / "odata-crm"
+    assert SERVICES["crm-odata"]["build"] == "./compose/odata-crm"
+    dockerfile = (crm / "Dockerfile").read_text()
+    assert "npm ci --omit=dev" in dockerfile and "COPY package.json package-lock.json ./" in dockerfile
+    for source in re.findall(r"^COPY (\S+) \S+$", dockerfile, re.M):
+        assert (crm / source).exists(), f"the Dockerfile copies {source}, which is not in compose/odata-crm"
+    assert (crm / "db" / "data" / "crm-leads.csv").exists() and "Licence" in (crm / "README.md").read_text()
+    ours, tested = (json.loads(p.read_text()) for p in (crm / "package-lock.json", ROOT / "tests" / "odata_crm" / "package-lock.json"))
+    assert {k: v["version"] for k, v in ours["packages"].items() if k} == {k: v["version"] for k, v in tested["packages"].items() if k}
+    assert json.loads((crm / "package.json").read_text())["dependencies"] == ours["packages"][""]["dependencies"]
+    port = re.search(r"PORT=(\d+)", dockerfile).group(1)  # type: ignore[union-attr]
+    url = container_env(SERVICES["worker"])["CRM_ODATA_URL"]
+    assert url == f"http://crm-odata:{port}/odata/v4/crm/" and f":{port}/odata/v4/crm/" in str(SERVICES["crm-odata"]["healthcheck"])
+    assert "/odata/v4/crm" in (crm / "srv" / "service.cds").read_text()
+    for name in ("demo-odata-seed", "demo-odata-traffic"):
+        assert "--odata" in OURS[name]["command"]
