@@ -125,6 +125,14 @@ class Env:
         self.processes.append(proc)
         return proc
 
+    def start_listener(self, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
+        log = open(self.tmp / f"listen-{len(self.processes)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "-v", "listen"],
+                                env=self.environ(**{"TABLESYNC_LISTEN_METRICS_PORT": str(free_port()), **extra}),
+                                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
     def start_scheduler(self, **extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
         log = open(self.tmp / f"scheduler-{len(self.processes)}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "tablesync.console.cli", "-v", "scheduler"],
@@ -195,6 +203,7 @@ class OwnPostgres:
 
     port: int
     data: Path
+    options: str = ""  # more server settings: "-c name=value …"
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
@@ -204,7 +213,7 @@ class OwnPostgres:
                        check=True, capture_output=True, text=True, timeout=60)
 
     def start(self) -> None:
-        self.ctl("-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off", "-l",
+        self.ctl("-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off {self.options}", "-l",
                  str(self.data / "server.log"), "-w", "start")
 
     def stop(self, mode: str = "immediate") -> None:
@@ -223,8 +232,7 @@ def _as_postgres(*argv: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
+def _own_postgres(options: str = "") -> Iterator[OwnPostgres]:
     import tempfile
 
     data = Path(tempfile.mkdtemp(prefix="ts-pg-"))
@@ -232,7 +240,7 @@ def own_postgres() -> Iterator[OwnPostgres]:
         shutil.chown(data, "postgres")
     subprocess.run(_as_postgres(require_tool("initdb", "postgresql"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                 "-E", "UTF8", "--no-sync"), check=True, capture_output=True, text=True, timeout=120)
-    server = OwnPostgres(free_port(), data)
+    server = OwnPostgres(free_port(), data, options)
     server.start()
     try:
         yield server
@@ -242,6 +250,28 @@ def own_postgres() -> Iterator[OwnPostgres]:
         except subprocess.CalledProcessError:
             pass  # already stopped by the test
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    yield from _own_postgres()
+
+
+@pytest.fixture
+def logical_postgres() -> Iterator[OwnPostgres]:
+    """A server of the test's own with logical decoding on, and wal2json allowed as a plugin (a
+    server setting some builds have, which lists the plugins a REPLICATION user may load)."""
+    plugin = Path(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True).stdout.strip()) / "wal2json.so"
+    if not plugin.exists():
+        message = f"wal2json is not installed ({plugin}): Debian's postgresql-NN-wal2json (bash .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
+    probe = subprocess.run(["postgres", "--describe-config"], capture_output=True, text=True)
+    if "output_plugin_libraries" in probe.stdout:
+        options += " -c output_plugin_libraries=pgoutput,test_decoding,wal2json"
+    yield from _own_postgres(options)
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]

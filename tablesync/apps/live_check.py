@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from tablesync.apps.api_table import edm_table
 from tablesync.apps.catalog import Trigger, before_insert_triggers, key_default_problem
+from tablesync.apps.changelog import slot_problems
 from tablesync.apps.http_auth import http_auth
 from tablesync.apps.odata import ODataService
 from tablesync.apps.schema import category, compatible, fit_problems, has_server_key, reflect_table
@@ -46,6 +47,8 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
             with engine.connect():
                 pass
             engines[name] = engine
+            if app.change_capture == "log":
+                problems.extend(Problem(f"{where}, change_capture", p) for p in _log_problems(engine, url))
         except Exception as exc:  # any driver or URL failure is this app's problem, reported, not raised
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problems.append(Problem(where, f"cannot connect to {redact_url(url)}: {reason}"))
@@ -61,6 +64,16 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
             elif engine is not None:
                 engine.close()
     return problems
+
+
+def _log_problems(engine: sa.Engine, url: str) -> list[str]:
+    """Why `change_capture: log` cannot follow this database, each with what to change."""
+    if engine.dialect.name == "postgresql":
+        return [f"log: {p}" for p in slot_problems(url)]
+    if engine.dialect.name == "sqlite":
+        return ["log: SQLite has no change log to follow; use change_capture: poll"]
+    return [f"log: following the change log of {engine.dialect.name} is not offered yet (PostgreSQL only); "
+            "use change_capture: poll"]
 
 
 def _service(name: str, app: AppSpec, url: str, env: dict[str, str] | None) -> ODataService:

@@ -76,6 +76,11 @@ class AppSpec(_Strict):
     # How many chunk workers of chunked runs may use the app at once, across every worker process
     # and machine (each holds at most two connections to it: one reading, one writing). Unset: no cap.
     max_connections: int | None = Field(None, ge=1)
+    # How a change in this app reaches its mappings (`tablesync listen`): `schedule`, at the next
+    # tick only; `log`, the database's change log wakes them (PostgreSQL logical decoding with
+    # wal2json, the MariaDB/MySQL row binlog); `poll`, a cheap probe of max(modified) every 0.5 s
+    # while changes flow, backing off to the schedule when idle. The scheduled ticks go on in every mode.
+    change_capture: Literal["schedule", "poll", "log"] = "schedule"
 
     @model_validator(mode="after")
     def _one_kind(self) -> "AppSpec":
@@ -86,6 +91,8 @@ class AppSpec(_Strict):
             http_only = [n for n in ("auth", "rate_limit") if getattr(self, n) is not None]
             if http_only:
                 raise ValueError(f"{', '.join(http_only)} apply to an HTTP app (odata:), not to a database (url:)")
+        if self.odata is not None and self.change_capture == "log":
+            raise ValueError("change_capture: log needs a database's change log; an HTTP app (odata:) has none: use poll")
         for setting, message in self.auth.problems() if self.auth is not None else ():
             raise ValueError(f"auth {setting} {message}")
         return self
@@ -210,6 +217,10 @@ class MappingSpec(_Strict):
             return ["to_integration", "from_integration"]
         return [self.direction]
 
+    def read_sides(self) -> list[str]:
+        """The sides whose changes this mapping reads: the source of each pass it allows."""
+        return ["local" if d == "to_integration" else "integration" for d in self.directions()]
+
     def field_direction(self, f: FieldSpec) -> str:
         return f.direction or self.direction
 
@@ -270,6 +281,7 @@ def check_semantics(cfg: ConfigFile) -> list[Problem]:
                 problems.append(Problem(f"{where}, depends_on", "a mapping cannot depend on itself"))
     problems.extend(_check_cycles(cfg))
     problems.extend(_check_http_sides(cfg))
+    problems.extend(_check_change_capture(cfg))
     return problems
 
 
@@ -293,6 +305,20 @@ def _check_http_sides(cfg: ConfigFile) -> list[Problem]:
         if m.match_on and any(cfg.apps.get(m.side(s).app) is not None and cfg.apps[m.side(s).app].http for s in SIDES):
             problems.append(Problem(f"mapping {m.name}, match_on", "is not offered with an HTTP app: "
                                     "couple existing records with `tablesync couple` instead"))
+    return problems
+
+
+def _check_change_capture(cfg: ConfigFile) -> list[Problem]:
+    """`change_capture: poll` probes max(modified) of every side a mapping reads changes from:
+    each such side needs its `modified` column."""
+    problems: list[Problem] = []
+    for m in cfg.mappings:
+        for side in m.read_sides():
+            spec = m.side(side)
+            app = cfg.apps.get(spec.app)
+            if app is not None and app.change_capture == "poll" and spec.modified is None:
+                problems.append(Problem(f"mapping {m.name}, {side}", f"app {spec.app} has change_capture: poll, which "
+                                        "probes the modified column: give this side one (modified: COLUMN)"))
     return problems
 
 

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     config: str = "tablesync.yaml"
     worker_metrics_port: int = Field(9191, ge=1, le=65535)
     scheduler_metrics_port: int = Field(9192, ge=1, le=65535)
+    listen_metrics_port: int = Field(9193, ge=1, le=65535)
+    # `tablesync listen`: a mapping's job is sent this long after the first change of a burst, so
+    # that a burst makes one job, not one per change
+    listen_debounce_seconds: float = Field(0.15, ge=0, le=5)
+    # how often `tablesync listen` writes a heartbeat into each followed PostgreSQL change log: the
+    # slot moves on while the mapped tables are idle, and its lag in seconds is measured
+    listen_heartbeat_seconds: float = Field(10.0, gt=0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=1, le=65535)
     web_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # JSON: {"name": "<Argon2 hash>"}

@@ -100,11 +100,16 @@ def cmd_config_apply(args: argparse.Namespace, settings: Settings) -> int:
     cfg = load_config(path)
     if not args.skip_live_check:
         live_checked(path, check_live(cfg))
-    result = apply_config(store(settings), cfg, applied_by=operator(args, settings))
+    engine = store(settings)
+    result = apply_config(engine, cfg, applied_by=operator(args, settings))
     for label, names in (("created", result.created), ("updated", result.updated),
                          ("unchanged", result.unchanged), ("deactivated", result.deactivated)):
         if names:
             print(f"{label}: {', '.join(names)}")
+    from tablesync.scheduler.listen import drop_unused_slots
+
+    for dropped in drop_unused_slots(engine):  # a slot no mapping follows keeps WAL until the disk fills
+        print(f"replication slot dropped (no mapping follows it): {dropped}")
     return EXIT_OK
 
 
@@ -330,6 +335,35 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_listen(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from tablesync.scheduler.listen import Listener, drop_unused_slots
+
+    engine = store(settings)
+    if args.drop_slots:
+        dropped = drop_unused_slots(engine)
+        print("dropped: " + ", ".join(dropped) if dropped else "no replication slot to drop: every one is followed")
+        return EXIT_OK
+    from tablesync.worker.broker import setup_broker
+    from tablesync.worker.enqueue import send_stored
+
+    broker = setup_broker(settings)  # refused without TABLESYNC_BROKER_URL (SettingsError: exit 2)
+    try:
+        start_http_server(settings.listen_metrics_port)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on port {settings.listen_metrics_port} "
+                         f"(TABLESYNC_LISTEN_METRICS_PORT): {exc.strerror}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    Listener(engine, lambda job_id: send_stored(engine, broker, settings, job_id), settings).run(stop)
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
@@ -520,6 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(service=True)
 
     add("scheduler", cmd_scheduler, "enqueue due syncs and reap abandoned jobs (safe as several replicas)").set_defaults(service=True)
+    sp = add("listen", cmd_listen, "wake mappings within a second of a change in their source (change_capture: log or "
+             "poll; safe as several replicas)")
+    sp.add_argument("--drop-slots", action="store_true",
+                    help="drop the replication slots tablesync made that no active mapping follows, and exit")
+    sp.set_defaults(service=True)
 
     sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
     sp.add_argument("--threads", type=bounded(int, 1, 256), default=2, help="worker threads (default 2)")

@@ -34,11 +34,16 @@ class ApplyResult:
     deactivated: list[str]
 
 
+def _left_out(app: AppSpec) -> set[str]:
+    return {"change_capture"} if app.change_capture == "schedule" else set()
+
+
 def _definition(cfg: ConfigFile, m: MappingSpec) -> dict[str, Any]:
     used = {m.local.app, m.integration.app}
     return {
         "mapping": m.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "apps": {name: cfg.apps[name].model_dump(mode="json") for name in sorted(used)},
+        # change_capture: left out at its default, so that definitions stored before it existed keep their digest
+        "apps": {name: cfg.apps[name].model_dump(mode="json", exclude=_left_out(cfg.apps[name])) for name in sorted(used)},
     }
 
 

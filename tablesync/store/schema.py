@@ -267,3 +267,28 @@ mapping_locks = sa.Table(
     sa.Column("owner", sa.String(200)),
     sa.Column("expires_at", TS),
 )
+
+# `tablesync listen`: a mapping woken by a change in its source, waiting out the debounce. One row
+# per mapping: the first change of a burst sets `due_at`, later ones only count.
+wakeups = sa.Table(
+    "wakeups",
+    metadata,
+    sa.Column("mapping", sa.String(100), primary_key=True),
+    sa.Column("first_change_at", TS, nullable=False),
+    sa.Column("due_at", TS, nullable=False),
+    sa.Column("changes", sa.Integer, nullable=False),
+)
+
+# The change logs `tablesync listen` follows: a PostgreSQL replication slot it made (so that it can
+# be dropped when no mapping needs it, even once its app is gone from the config), or a binlog
+# position. `url` is the app's URL template (`${VAR}`s unexpanded), never a password.
+capture_slots = sa.Table(
+    "capture_slots",
+    metadata,
+    sa.Column("app", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("slot", sa.String(100), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("position", sa.Text),
+    sa.Column("updated_at", TS, nullable=False),
+)

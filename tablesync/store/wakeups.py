@@ -1,0 +1,63 @@
+"""Wake-ups: a change seen in a mapping's source turns into one job, soon, whatever the burst.
+
+`tablesync listen` records a wake-up per mapping before it acknowledges the change log, so a change
+it has let go of is always either in a job or in this table. The first change of a burst sets when
+the job is due (debounce); later changes of the burst only count. A due wake-up becomes a job unless
+the mapping already has one: a queued job has not read yet and will see the change (the wake-up is
+dropped); a running one may have read before the change, so the wake-up waits and becomes exactly
+one follow-up job when it ends. Correctness never depends on wake-ups: a woken job selects by
+watermark like a scheduled one, so a lost or doubled wake-up costs a delay or an empty run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tablesync.store.jobs import ACTIVE, create_jobs
+from tablesync.store.pauses import paused
+from tablesync.store.schema import jobs, wakeups
+
+
+def request_wakes(conn: sa.Connection, mappings: Iterable[str], now: datetime, debounce_seconds: float) -> None:
+    """Wake `mappings`: due `debounce_seconds` after the first change of their burst."""
+    rows = [{"mapping": m, "first_change_at": now, "due_at": now + timedelta(seconds=debounce_seconds), "changes": 1}
+            for m in sorted(set(mappings))]
+    if not rows:
+        return
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(wakeups).values(rows)
+    conn.execute(statement.on_conflict_do_update(index_elements=["mapping"],
+                                                 set_={"changes": wakeups.c.changes + 1}))
+
+
+def next_due(conn: sa.Connection) -> datetime | None:
+    """When the earliest wake-up is due (None: there is none)."""
+    return conn.execute(sa.select(sa.func.min(wakeups.c.due_at))).scalar()
+
+
+def claim_due_wakes(store: sa.Engine, now: datetime) -> dict[str, int]:
+    """Turn the due wake-ups into jobs; returns {mapping: new job id}. Run by any number of
+    listeners at once: the rows are claimed under lock (SKIP LOCKED on PostgreSQL), each once."""
+    with store.begin() as conn:
+        query = sa.select(wakeups.c.mapping).where(wakeups.c.due_at <= now).order_by(wakeups.c.mapping)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        due = list(conn.execute(query).scalars())
+        if not due:
+            return {}
+        held = paused(conn, due)
+        status: dict[str, str] = {}
+        for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.status).where(jobs.c.mapping.in_(due),
+                                                                             jobs.c.status.in_(ACTIVE))):
+            if status.get(r.mapping) != "running":  # a running job outweighs a queued one
+                status[r.mapping] = r.status
+        # paused: its runs after the resume read the change; queued: that job has not read yet
+        done = [m for m in due if m in held or status.get(m) != "running"]
+        todo = [m for m in done if m not in held and m not in status]
+        conn.execute(sa.delete(wakeups).where(wakeups.c.mapping.in_(done)))
+        ids = create_jobs(conn, [(m, {"wake": True}) for m in todo], "sync") if todo else []
+    return dict(zip(todo, ids))
