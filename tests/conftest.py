@@ -274,6 +274,69 @@ def logical_postgres() -> Iterator[OwnPostgres]:
     yield from _own_postgres(options)
 
 
+@dataclass
+class OwnMariaDB:
+    """A MariaDB server of the test's own, on a free port, writing a ROW binlog."""
+
+    port: int
+    base: Path
+    process: subprocess.Popen | None = None  # type: ignore[type-arg]
+
+    def url(self, db: str = "") -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            _as_mysql("/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.base / 'data'}", f"--port={self.port}",
+                      "--bind-address=127.0.0.1", f"--socket={self.base / 'sock'}", f"--pid-file={self.base / 'pid'}",
+                      f"--log-bin={self.base / 'data' / 'binlog'}", "--binlog-format=ROW", "--server-id=1",
+                      "--innodb-buffer-pool-size=32M"),
+            stdout=open(self.base / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._answers, 60, 0.2, f"mariadbd on port {self.port}")
+
+    def _answers(self) -> bool:
+        try:
+            sa.create_engine(self.url(), poolclass=sa.pool.NullPool).connect().close()
+            return True
+        except sa.exc.OperationalError:
+            assert self.process is not None and self.process.poll() is None, (self.base / "server.log").read_text()[-2000:]
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(60)
+
+    def create_db(self, name: str) -> str:
+        engine = sa.create_engine(self.url(), poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+        return self.url(name)
+
+
+def _as_mysql(*argv: str) -> list[str]:
+    return ["runuser", "-u", "mysql", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+
+@pytest.fixture
+def binlog_mariadb() -> Iterator[OwnMariaDB]:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="ts-mariadb-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "mysql")
+    install = require_tool("mariadb-install-db", "mariadb-server")
+    subprocess.run([install, f"--datadir={base / 'data'}", "--auth-root-authentication-method=normal", "--skip-test-db",
+                    *(["--user=mysql"] if os.geteuid() == 0 else [])], check=True, capture_output=True, text=True, timeout=120)
+    server = OwnMariaDB(free_port(), base)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tablesync.apps.api_table import edm_table
+from tablesync.apps.binlog import binlog_problems
 from tablesync.apps.catalog import Trigger, before_insert_triggers, key_default_problem
 from tablesync.apps.changelog import slot_problems
 from tablesync.apps.http_auth import http_auth
@@ -72,8 +73,9 @@ def _log_problems(engine: sa.Engine, url: str) -> list[str]:
         return [f"log: {p}" for p in slot_problems(url)]
     if engine.dialect.name == "sqlite":
         return ["log: SQLite has no change log to follow; use change_capture: poll"]
-    return [f"log: following the change log of {engine.dialect.name} is not offered yet (PostgreSQL only); "
-            "use change_capture: poll"]
+    if engine.dialect.name in ("mysql", "mariadb"):
+        return [f"log: {p}" for p in binlog_problems(url)]
+    return [f"log: {engine.dialect.name} has no change log tablesync can follow; use change_capture: poll"]
 
 
 def _service(name: str, app: AppSpec, url: str, env: dict[str, str] | None) -> ODataService:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # `tablesync listen`: a mapping's job is sent this long after the first change of a burst, so
     # that a burst makes one job, not one per change
     listen_debounce_seconds: float = Field(0.15, ge=0, le=5)
+    # … and no sooner than this after the mapping's previous job was enqueued: a steady stream of
+    # changes runs a mapping at most this often, not once per job length
+    listen_min_interval_seconds: float = Field(1.0, ge=0, le=300)
     # how often `tablesync listen` writes a heartbeat into each followed PostgreSQL change log: the
     # slot moves on while the mapped tables are idle, and its lag in seconds is measured
     listen_heartbeat_seconds: float = Field(10.0, gt=0)

@@ -24,14 +24,15 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import Counter, Gauge
 
+from tablesync.apps.binlog import Binlog, Position
 from tablesync.apps.changelog import ChangeLogError, Lag, PgChangeLog, drop_slot, slot_name
 from tablesync.apps.engines import app_engine, open_table
 from tablesync.config.load import expand_env
 from tablesync.config.model import AppSpec, SideSpec
 from tablesync.config.settings import Settings
-from tablesync.db.engine import redact_url, utcnow
+from tablesync.db.engine import normalize_url, redact_url, utcnow
 from tablesync.errors import ConfigError, JobRefused
-from tablesync.store.capture import forget_slot, register_slot, registered_slots
+from tablesync.store.capture import forget_slot, register_slot, registered_slots, save_position, slot_of
 from tablesync.store.jobs import mark_sent
 from tablesync.store.locks import MappingLock
 from tablesync.store.mappings import StoredMapping, active_mappings, active_versions
@@ -53,6 +54,7 @@ SLOT_LAG_BYTES = Gauge("tablesync_capture_slot_lag_bytes",
 LAG_SECONDS = Gauge("tablesync_capture_lag_seconds",
                     "How far behind the change log the listener reads (heartbeat round trip, or the oldest unanswered one).",
                     ["app"])
+BINLOG_HEARTBEAT_SECONDS = 0.1  # the binlog server's heartbeat when idle: the end of a burst is seen within it
 PROBES = Counter("tablesync_capture_probes", "Polling probes of max(modified) run (one statement per app).", ["app"])
 
 
@@ -165,7 +167,7 @@ class Listener:
     def dispatch(self) -> list[int]:
         """Turn due wake-ups into jobs and send them (a job the broker does not take waits in the
         store for the scheduler's `send_waiting`)."""
-        claimed = claim_due_wakes(self.store, utcnow())
+        claimed = claim_due_wakes(self.store, utcnow(), self.settings.listen_min_interval_seconds)
         sent = []
         for mapping, job_id in claimed.items():
             self.send(job_id)
@@ -177,11 +179,15 @@ class Listener:
             log.info("woken: %s", ", ".join(f"{m} (job {j})" for m, j in claimed.items()))
         return sent
 
-    def wake(self, mappings: set[str]) -> None:
-        """Record wake-ups (before the caller lets its change log move on)."""
+    def wake(self, mappings: set[str], conn: sa.Connection | None = None) -> None:
+        """Record wake-ups (before the caller lets its change log move on), in `conn`'s
+        transaction if given."""
         if not mappings:
             return
-        with self.store.begin() as conn:
+        if conn is None:
+            with self.store.begin() as own:
+                request_wakes(own, mappings, utcnow(), self.settings.listen_debounce_seconds)
+        else:
             request_wakes(conn, mappings, utcnow(), self.settings.listen_debounce_seconds)
         for m in mappings:
             WAKEUPS.labels(m).inc()
@@ -225,24 +231,60 @@ class SourceThread(threading.Thread):
 
     def follow(self, lock: MappingLock) -> None:
         url = expand_env(self.source.spec.address, f"app {self.source.app}, url")
-        changelog = PgChangeLog(url, slot_name(self.source.app), frozenset(self.source.tables))
-        if changelog.ensure_slot():
-            log.info("%s: replication slot %s created", self.source.app, changelog.slot)
-        with self.listener.store.begin() as conn:
-            register_slot(conn, self.source.app, "postgresql", changelog.slot, self.source.spec.address)
-        log.info("%s: following %s, %d table(s)", self.source.app, changelog.label, len(self.source.tables))
+        backend = sa.engine.make_url(normalize_url(url)).get_backend_name()
+        if backend == "postgresql":
+            self.follow_postgresql(url, lock)
+        elif backend in ("mysql", "mariadb"):
+            self.follow_binlog(url, lock)
+        else:
+            raise ChangeLogError(f"{backend} has no change log to follow: use change_capture: poll")
 
-        def on_changes(pairs: set[tuple[str, str]]) -> None:
-            self.listener.wake({m for schema, table in pairs for m in self.source.mappings_of(schema, table)})
+    def wake_tables(self, pairs: set[tuple[str, str]], conn: sa.Connection | None = None) -> None:
+        self.listener.wake({m for schema, table in pairs for m in self.source.mappings_of(schema, table)}, conn)
+
+    def follow_postgresql(self, url: str, lock: MappingLock) -> None:
+        app = self.source.app
+        changelog = PgChangeLog(url, slot_name(app), frozenset(self.source.tables))
+        if changelog.ensure_slot():
+            log.info("%s: replication slot %s created", app, changelog.slot)
+        with self.listener.store.begin() as conn:
+            register_slot(conn, app, "postgresql", changelog.slot, self.source.spec.address)
+        log.info("%s: following %s, %d table(s)", app, changelog.label, len(self.source.tables))
 
         def on_lag(lag: Lag) -> None:
             lock.renew()
             if lag.bytes is not None:
-                SLOT_LAG_BYTES.labels(self.source.app, changelog.slot).set(lag.bytes)
+                SLOT_LAG_BYTES.labels(app, changelog.slot).set(lag.bytes)
             if lag.seconds is not None:
-                LAG_SECONDS.labels(self.source.app).set(lag.seconds)
+                LAG_SECONDS.labels(app).set(lag.seconds)
 
-        changelog.follow(on_changes, self.stop, self.listener.settings.listen_heartbeat_seconds, on_lag)
+        changelog.follow(self.wake_tables, self.stop, self.listener.settings.listen_heartbeat_seconds, on_lag)
+
+    def follow_binlog(self, url: str, lock: MappingLock) -> None:
+        """The binlog from the stored position (the first time: from now), each batch's wake-ups
+        and the position after it stored in one transaction."""
+        app = self.source.app
+        binlog = Binlog(url, frozenset(self.source.tables))
+        with self.listener.store.begin() as conn:
+            stored = slot_of(conn, app)
+            start = Position.decode(stored.position) if stored is not None and stored.position else binlog.current()
+            register_slot(conn, app, "binlog", "binlog", self.source.spec.address, start.encode())
+        log.info("%s: following %s from %s, %d table(s)", app, binlog.label, start.encode(), len(self.source.tables))
+
+        def on_changes(pairs: set[tuple[str, str]], position: Position) -> None:
+            lock.renew()
+            with self.listener.store.begin() as conn:
+                self.wake_tables(pairs, conn)
+                save_position(conn, app, position.encode())
+
+        try:
+            binlog.follow(start, on_changes, self.stop, BINLOG_HEARTBEAT_SECONDS)
+        except ChangeLogError as exc:
+            if "purged" in str(exc):  # what changed since is found by waking every mapping, once
+                with self.listener.store.begin() as conn:
+                    self.listener.wake({m for w in self.source.tables.values() for m in w.mappings}, conn)
+                    save_position(conn, app, None)
+            raise
 
     def poll(self, lock: MappingLock) -> None:
         """Probe max(modified) of the due tables: fast while they change, backing off when idle."""
@@ -337,14 +379,16 @@ def drop_unused_slots(store: sa.Engine, plan: Mapping[str, Source] | None = None
             continue
         url = row.url
         try:
-            url = expand_env(row.url, f"app {row.app}, url")
-            drop_slot(url, row.slot)
+            if row.kind == "postgresql":  # a binlog position is ours only: nothing to drop on the server
+                url = expand_env(row.url, f"app {row.app}, url")
+                drop_slot(url, row.slot)
         except (ChangeLogError, ConfigError, sa.exc.DBAPIError) as exc:
             log.error("%s: cannot drop replication slot %s on %s: %s", row.app, row.slot, redact_url(url), _short(exc))
             continue
         with store.begin() as conn:
             forget_slot(conn, row.app, row.slot)
-        log.info("%s: replication slot %s dropped (no mapping follows it)", row.app, row.slot)
+        log.info("%s: %s dropped (no mapping follows it)", row.app,
+                 f"replication slot {row.slot}" if row.kind == "postgresql" else "binlog position")
         dropped.append(f"{row.app}: {row.slot}")
     return dropped
 

@@ -269,14 +269,16 @@ mapping_locks = sa.Table(
 )
 
 # `tablesync listen`: a mapping woken by a change in its source, waiting out the debounce. One row
-# per mapping: the first change of a burst sets `due_at`, later ones only count.
+# per mapping: the first change of a burst sets `due_at` (NULL: no wake-up pending), later ones
+# only count; `last_job_at` is when a wake-up last became a job.
 wakeups = sa.Table(
     "wakeups",
     metadata,
     sa.Column("mapping", sa.String(100), primary_key=True),
-    sa.Column("first_change_at", TS, nullable=False),
-    sa.Column("due_at", TS, nullable=False),
+    sa.Column("first_change_at", TS),
+    sa.Column("due_at", TS),
     sa.Column("changes", sa.Integer, nullable=False),
+    sa.Column("last_job_at", TS),
 )
 
 # The change logs `tablesync listen` follows: a PostgreSQL replication slot it made (so that it can

@@ -30,8 +30,11 @@ def request_wakes(conn: sa.Connection, mappings: Iterable[str], now: datetime, d
         return
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = insert(wakeups).values(rows)
-    conn.execute(statement.on_conflict_do_update(index_elements=["mapping"],
-                                                 set_={"changes": wakeups.c.changes + 1}))
+    pending = wakeups.c.due_at.is_not(None)
+    conn.execute(statement.on_conflict_do_update(index_elements=["mapping"], set_={
+        "changes": sa.case((pending, wakeups.c.changes + 1), else_=1),
+        "due_at": sa.case((pending, wakeups.c.due_at), else_=statement.excluded.due_at),
+        "first_change_at": sa.case((pending, wakeups.c.first_change_at), else_=statement.excluded.first_change_at)}))
 
 
 def next_due(conn: sa.Connection) -> datetime | None:
@@ -39,25 +42,38 @@ def next_due(conn: sa.Connection) -> datetime | None:
     return conn.execute(sa.select(sa.func.min(wakeups.c.due_at))).scalar()
 
 
-def claim_due_wakes(store: sa.Engine, now: datetime) -> dict[str, int]:
-    """Turn the due wake-ups into jobs; returns {mapping: new job id}. Run by any number of
-    listeners at once: the rows are claimed under lock (SKIP LOCKED on PostgreSQL), each once."""
+def claim_due_wakes(store: sa.Engine, now: datetime, min_interval_seconds: float = 0.0) -> dict[str, int]:
+    """Turn the due wake-ups into jobs; returns {mapping: new job id}. A mapping whose last woken
+    job was enqueued less than `min_interval_seconds` ago waits out the rest: under a steady
+    stream of changes a mapping then runs at most that often, not once per job length. Run by any
+    number of listeners at once: the rows are claimed under lock (SKIP LOCKED on PostgreSQL)."""
     with store.begin() as conn:
-        query = sa.select(wakeups.c.mapping).where(wakeups.c.due_at <= now).order_by(wakeups.c.mapping)
+        query = sa.select(wakeups.c.mapping, wakeups.c.last_job_at).where(wakeups.c.due_at <= now).order_by(wakeups.c.mapping)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        due = list(conn.execute(query).scalars())
+        due = dict(conn.execute(query).all())
         if not due:
             return {}
-        held = paused(conn, due)
+        held = paused(conn, list(due))
         status: dict[str, str] = {}
-        for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.status).where(jobs.c.mapping.in_(due),
+        for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.status).where(jobs.c.mapping.in_(list(due)),
                                                                              jobs.c.status.in_(ACTIVE))):
             if status.get(r.mapping) != "running":  # a running job outweighs a queued one
                 status[r.mapping] = r.status
+        gap = timedelta(seconds=min_interval_seconds)
+        soon = {m: last + gap for m, last in due.items() if last is not None and last + gap > now}
         # paused: its runs after the resume read the change; queued: that job has not read yet
-        done = [m for m in due if m in held or status.get(m) != "running"]
-        todo = [m for m in done if m not in held and m not in status]
-        conn.execute(sa.delete(wakeups).where(wakeups.c.mapping.in_(done)))
-        ids = create_jobs(conn, [(m, {"wake": True}) for m in todo], "sync") if todo else []
+        dropped = [m for m in due if m in held or status.get(m) == "queued"]
+        todo = [m for m in due if m not in held and m not in status and m not in soon]
+        for mapping, when in soon.items():
+            if mapping in todo or mapping in dropped or status.get(mapping) == "running":
+                continue
+            conn.execute(sa.update(wakeups).where(wakeups.c.mapping == mapping).values(due_at=when))
+        if dropped:
+            conn.execute(sa.update(wakeups).where(wakeups.c.mapping.in_(dropped)).values(due_at=None, first_change_at=None))
+        if not todo:
+            return {}
+        conn.execute(sa.update(wakeups).where(wakeups.c.mapping.in_(todo)).values(
+            due_at=None, first_change_at=None, last_job_at=now))
+        ids = create_jobs(conn, [(m, {"wake": True}) for m in todo], "sync")
     return dict(zip(todo, ids))

@@ -56,15 +56,27 @@ def slots(server: OwnPostgres) -> list[str]:
         return list(conn.execute(sa.text(SLOTS)).scalars())
 
 
-@pytest.fixture
-def logged(env: Any, logical_postgres: OwnPostgres) -> tuple[sa.Engine, sa.Engine]:
-    """An ERP on a logical-decoding cluster, synced once, its app on change_capture: log; a worker."""
-    env.erp_url = logical_postgres.create_db("erp")
+def follow(env: Any, erp_url: str) -> tuple[sa.Engine, sa.Engine]:
+    """The ERP at `erp_url`, synced once, its app on change_capture: log; a worker."""
+    env.erp_url = erp_url
     erp, crm, _, _ = setup_customer_sync(env, rows=20, schedule="every 1h")
     capture(env, "log")
     env.start_worker(threads=2)
     assert sync(env)["inserted"] == 20
     return erp, crm
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def logged(request: pytest.FixtureRequest, env: Any) -> tuple[sa.Engine, sa.Engine]:
+    """The ERP on a server of the test's own with a change log: PostgreSQL with logical decoding,
+    or MariaDB with a ROW binlog."""
+    server = request.getfixturevalue("logical_postgres" if request.param == "postgresql" else "binlog_mariadb")
+    return follow(env, server.create_db("erp"))
+
+
+@pytest.fixture
+def pg_logged(env: Any, logical_postgres: OwnPostgres) -> tuple[sa.Engine, sa.Engine]:
+    return follow(env, logical_postgres.create_db("erp"))
 
 
 def update_burst(erp: sa.Engine, updates: int, stop: threading.Event | None = None) -> int:
@@ -93,14 +105,13 @@ def test_a_change_arrives_without_a_tick_and_a_burst_of_10000_updates_makes_a_ha
     assert update_burst(erp, 10_000) == 10_000
     wait_for(lambda: converged(erp, crm), 60, what=f"the CRM to catch up\n{env.logs()}")
     jobs = woken_jobs(env)
-    assert 2 <= len(jobs) <= 30, f"{len(jobs)} jobs for one burst"  # a handful, not one per change
+    assert 2 <= len(jobs) <= 25, f"{len(jobs)} jobs for one burst"  # a handful, not one per change
 
 
-def test_changes_made_while_the_listener_is_down_or_killed_mid_burst_are_not_lost(env: Any, logged: Any,
-                                                                                  logical_postgres: OwnPostgres) -> None:
+def test_changes_made_while_the_listener_is_down_or_killed_mid_burst_are_not_lost(env: Any, logged: Any) -> None:
     erp, crm = logged
     listener = env.start_listener()
-    wait_for(lambda: "tablesync_erp" in slots(logical_postgres), 30, what="the slot")
+    wait_for(lambda: "following" in (env.tmp / "listen-1.log").read_text(), 30, what="the listener to follow the log")
     os.killpg(listener.pid, signal.SIGTERM)
     listener.wait(20)
     with erp.begin() as conn:  # while no listener runs: the slot keeps these
@@ -126,7 +137,7 @@ def test_changes_made_while_the_listener_is_down_or_killed_mid_burst_are_not_los
     wait_for(lambda: converged(erp, crm), 60, what=f"the CRM to catch up after the kill\n{env.logs()}")
 
 
-def test_the_slot_goes_with_the_last_mapping_that_follows_it(env: Any, logged: Any, logical_postgres: OwnPostgres) -> None:
+def test_the_slot_goes_with_the_last_mapping_that_follows_it(env: Any, pg_logged: Any, logical_postgres: OwnPostgres) -> None:
     env.start_listener()
     wait_for(lambda: "tablesync_erp" in slots(logical_postgres), 30, what="the slot")
     capture(env, "schedule")  # the ERP app's change_capture back to schedule: no mapping follows its log

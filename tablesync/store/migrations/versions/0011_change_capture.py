@@ -22,9 +22,10 @@ def upgrade() -> None:
     op.create_table(
         'wakeups',
         sa.Column('mapping', sa.String(length=100), nullable=False),
-        sa.Column('first_change_at', tablesync.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column('due_at', tablesync.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('first_change_at', tablesync.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column('due_at', tablesync.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column('changes', sa.Integer(), nullable=False),
+        sa.Column('last_job_at', tablesync.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint('mapping', name=op.f('pk_wakeups')),
     )
     op.create_table(
