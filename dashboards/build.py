@@ -121,6 +121,14 @@ def panels() -> list[dict[str, Any]]:
              "(rows so far of the planned estimate); 1 when none is in progress.",
              f"max by (mapping) (tablesync_run_progress_ratio{{{M}}})", "{{mapping}}", (0, 44, 24, 6), "percentunit",
              [(None, "blue")]),
+        series("Jobs woken by changes", "`tablesync listen`: sync jobs sent because a change in the mapping's source "
+               "woke it (change_capture: log or poll), per mapping.",
+               [target(f"sum by (mapping) (increase(tablesync_capture_jobs_total{{{M}}}[{RATE}]))", "{{mapping}}")],
+               (0, 50, 12, 8), bars=True),
+        series("Replication slot lag", "WAL each app's replication slot holds back (the disk it takes until the "
+               "listener confirms it; alert at 1 GiB), per app.",
+               [target("max by (app, slot) (tablesync_capture_slot_lag_bytes)", "{{app}} {{slot}}")], (12, 50, 12, 8),
+               "bytes"),
     ]
 
 

@@ -232,7 +232,7 @@ def _as_postgres(*argv: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
 
 
-def _own_postgres(options: str = "") -> Iterator[OwnPostgres]:
+def own_postgres_server(options: str = "") -> Iterator[OwnPostgres]:
     import tempfile
 
     data = Path(tempfile.mkdtemp(prefix="ts-pg-"))
@@ -254,7 +254,7 @@ def _own_postgres(options: str = "") -> Iterator[OwnPostgres]:
 
 @pytest.fixture
 def own_postgres() -> Iterator[OwnPostgres]:
-    yield from _own_postgres()
+    yield from own_postgres_server()
 
 
 @pytest.fixture
@@ -267,11 +267,16 @@ def logical_postgres() -> Iterator[OwnPostgres]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    yield from own_postgres_server(logical_options())
+
+
+def logical_options() -> str:
+    """Server settings for logical decoding with wal2json."""
     options = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
     probe = subprocess.run(["postgres", "--describe-config"], capture_output=True, text=True)
     if "output_plugin_libraries" in probe.stdout:
         options += " -c output_plugin_libraries=pgoutput,test_decoding,wal2json"
-    yield from _own_postgres(options)
+    return options
 
 
 @dataclass
@@ -320,6 +325,10 @@ def _as_mysql(*argv: str) -> list[str]:
 
 @pytest.fixture
 def binlog_mariadb() -> Iterator[OwnMariaDB]:
+    yield from own_mariadb()
+
+
+def own_mariadb() -> Iterator[OwnMariaDB]:
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="ts-mariadb-"))

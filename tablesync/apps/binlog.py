@@ -95,7 +95,7 @@ class Binlog:
             connection_settings=settings, server_id=SERVER_ID, blocking=True, resume_stream=True,
             log_file=start.file, log_pos=start.pos, slave_heartbeat=heartbeat_seconds,
             only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, HeartbeatLogEvent, RotateEvent],
-            only_schemas=sorted(schemas) or None)
+            only_schemas=sorted(schemas) or None, only_tables=sorted(wanted_tables))
         pending: set[tuple[str, str]] = set()
         batch_started = 0.0
         saved = time.monotonic()

@@ -31,7 +31,7 @@ from tablesync.config.load import expand_env
 from tablesync.config.model import AppSpec, SideSpec
 from tablesync.config.settings import Settings
 from tablesync.db.engine import normalize_url, redact_url, utcnow
-from tablesync.errors import ConfigError, JobRefused
+from tablesync.errors import BrokerUnavailable, ConfigError, JobRefused
 from tablesync.store.capture import forget_slot, register_slot, registered_slots, save_position, slot_of
 from tablesync.store.jobs import mark_sent
 from tablesync.store.locks import MappingLock
@@ -135,6 +135,8 @@ class Listener:
                         due_at = next_due(conn)
             except sa.exc.OperationalError as exc:
                 log.error("store unavailable, retrying: %s", str(exc.orig).strip().splitlines()[0])
+            except BrokerUnavailable as exc:
+                log.error("%s; the woken jobs wait in the store, where a scheduler sends them", exc)
             except Exception:
                 log.exception("listen iteration failed; continuing")
             stop.wait(DISPATCH_SECONDS)
@@ -168,15 +170,17 @@ class Listener:
         """Turn due wake-ups into jobs and send them (a job the broker does not take waits in the
         store for the scheduler's `send_waiting`)."""
         claimed = claim_due_wakes(self.store, utcnow(), self.settings.listen_min_interval_seconds)
-        sent = []
-        for mapping, job_id in claimed.items():
-            self.send(job_id)
-            WOKEN_JOBS.labels(mapping).inc()
-            sent.append(job_id)
-        if sent:
-            with self.store.begin() as conn:
-                mark_sent(conn, sent)
-            log.info("woken: %s", ", ".join(f"{m} (job {j})" for m, j in claimed.items()))
+        sent: list[int] = []
+        try:
+            for mapping, job_id in claimed.items():
+                self.send(job_id)  # a broker that is down raises: the rest wait in the store
+                WOKEN_JOBS.labels(mapping).inc()
+                sent.append(job_id)
+        finally:
+            if sent:
+                with self.store.begin() as conn:
+                    mark_sent(conn, sent)
+                log.info("woken: %s", ", ".join(f"{m} (job {j})" for m, j in claimed.items() if j in sent))
         return sent
 
     def wake(self, mappings: set[str], conn: sa.Connection | None = None) -> None:

@@ -49,3 +49,16 @@ def test_odata_benchmark_smoke() -> None:
     out = run("odata_bench.py", "--rows", "200", "--runs", "1", "--changes", "20")
     result = json.loads(out.strip().splitlines()[-1])
     assert result["rows"] == 200 and result["initial_records_per_s"]["tablesync"] > 0
+
+
+def test_latency_benchmark_smoke() -> None:
+    out = run("latency_bench.py", "--changes", "6", "--modes", "log", "--runs", "1")
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    assert set(results) == {"postgresql/log", "mariadb/log"}
+    assert all(r["missing"] == 0 and r["all"]["p50"] > 0 for r in results.values()), results
+
+
+def test_probe_cost_benchmark_smoke() -> None:
+    out = run("probe_cost_bench.py", "--mappings", "20", "--seconds", "2", "--changing", "2", "--warmup", "3")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["mappings"] == 20 and result["probe_statements"] > 0 and result["listen_idle"]["process_core_share"] >= 0

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import OwnPostgres, wait_for
+from tests.conftest import OwnPostgres, free_port, wait_for
+from tests.dashboards import expressions, metric_names
 from tests.integration.helpers import customer_rows, setup_customer_sync, sync
+from tests.integration.test_metrics import LISTENER, scrape, value
 
 pytestmark = pytest.mark.integration
 SLOTS = "SELECT slot_name FROM pg_replication_slots"
@@ -92,9 +94,11 @@ def update_burst(erp: sa.Engine, updates: int, stop: threading.Event | None = No
     return done
 
 
-def test_a_change_arrives_without_a_tick_and_a_burst_of_10000_updates_makes_a_handful_of_jobs(env: Any, logged: Any) -> None:
+def test_a_change_arrives_without_a_tick_and_a_burst_of_10000_updates_makes_a_handful_of_jobs(
+        env: Any, logged: Any, request: pytest.FixtureRequest) -> None:
     erp, crm = logged
-    env.start_listener()
+    port = free_port()
+    env.start_listener(TABLESYNC_LISTEN_METRICS_PORT=str(port), TABLESYNC_LISTEN_HEARTBEAT_SECONDS="0.5")
     wait_for(lambda: "following" in (env.tmp / "listen-1.log").read_text(), 30, what="the listener to follow the log")
     with erp.begin() as conn:
         conn.execute(sa.text("INSERT INTO customers (id, number, name, email, credit_limit, modified_at) "
@@ -105,7 +109,21 @@ def test_a_change_arrives_without_a_tick_and_a_burst_of_10000_updates_makes_a_ha
     assert update_burst(erp, 10_000) == 10_000
     wait_for(lambda: converged(erp, crm), 60, what=f"the CRM to catch up\n{env.logs()}")
     jobs = woken_jobs(env)
-    assert 2 <= len(jobs) <= 25, f"{len(jobs)} jobs for one burst"  # a handful, not one per change
+    assert 2 <= len(jobs) <= 25, f"{len(jobs)} jobs for one burst"
+    samples = scrape(port)
+    assert value(samples, "tablesync_capture_jobs_total", mapping="CUSTOMER") == len(jobs)
+    assert value(samples, "tablesync_capture_following", app="erp", mode="log") == 1
+    if request.node.callspec.params["logged"] == "postgresql":  # the slot's lag, and every listener metric the
+        def measured() -> dict[Any, float] | None:
+            found = scrape(port)
+            return found if value(found, "tablesync_capture_lag_seconds", app="erp") is not None else None
+
+        samples = wait_for(measured, 10, what="the lag measured by a heartbeat")
+        exported = {name for name, _ in samples}  # dashboard and alerts read is exported
+        for where, expr in expressions().items():
+            names = {n for n in metric_names(expr) if n.startswith(LISTENER)}
+            assert not names - exported, f"{where} reads metrics the listener does not export: {names - exported}"
+        assert 0 <= value(samples, "tablesync_capture_slot_lag_bytes", app="erp", slot="tablesync_erp") < 50_000_000  # type: ignore[operator]  # a handful, not one per change
 
 
 def test_changes_made_while_the_listener_is_down_or_killed_mid_burst_are_not_lost(env: Any, logged: Any) -> None:

@@ -28,7 +28,7 @@ CONDITIONS = {"service_started", "service_healthy", "service_completed_successfu
 def test_the_stack_has_every_part() -> None:
     assert {"store-db", "redis", "migrate", "scheduler", "worker", "prometheus", "grafana", "erp-db", "crm-db",
             "demo-seed", "demo-traffic"} <= SERVICES.keys()
-    assert {"migrate", "apply-config", "scheduler", "worker", "web", "demo-seed", "demo-traffic", "demo-odata-seed",
+    assert {"migrate", "apply-config", "scheduler", "worker", "listen", "web", "demo-seed", "demo-traffic", "demo-odata-seed",
             "demo-odata-traffic"} <= OURS.keys()
 
 
@@ -112,6 +112,8 @@ def test_workers_scale_and_prometheus_scrapes_the_served_ports() -> None:
     assert sd["names"] == ["worker"] and sd["port"] == defaults.worker_metrics_port
     assert jobs["tablesync-scheduler"]["static_configs"][0]["targets"] == [f"scheduler:{defaults.scheduler_metrics_port}"]
     assert jobs["tablesync-web"]["static_configs"][0]["targets"] == ["web:8080"] and "--port" in SERVICES["web"]["command"]
+    assert jobs["tablesync-listen"]["static_configs"][0]["targets"] == [f"listen:{defaults.listen_metrics_port}"]
+    assert f":{defaults.listen_metrics_port}/metrics" in str(SERVICES["listen"]["healthcheck"])
     assert SERVICES["web"]["command"][SERVICES["web"]["command"].index("--port") + 1] == "8080"
     grafana = SERVICES["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert grafana.endswith("/tablesync.json") and (ROOT / "dashboards" / "grafana" / "dashboards" / "tablesync.json").exists()
