@@ -159,7 +159,9 @@ class PgChangeLog:
                     cur.send_feedback(flush_lsn=ack)
                     ack = None
                 if beat.due():
-                    self._heartbeats[beat.send()] = time.monotonic()
+                    sent = beat.send()
+                    if sent is not None:
+                        self._heartbeats[sent] = time.monotonic()
                     on_lag(Lag(beat.lag_bytes(self.slot), self._lag_seconds()))
                 if msg is None:
                     select.select([cur], [], [], 0.05)
@@ -177,8 +179,6 @@ class PgChangeLog:
     def _lag_seconds(self) -> float | None:
         oldest = min(self._heartbeats.values(), default=None)
         waiting = time.monotonic() - oldest if oldest is not None else 0.0
-        if len(self._heartbeats) > 100:  # never read back (no privilege, other database): stop counting
-            self._heartbeats.clear()
         return max(waiting, self._round_trip or 0.0) if (oldest is not None or self._round_trip is not None) else None
 
 
@@ -195,11 +195,12 @@ class _Heartbeat:
     def due(self) -> bool:
         return time.monotonic() >= self.next
 
-    def send(self) -> str:
+    def send(self) -> str | None:
+        """Write a heartbeat; its id, or None if none could be written."""
         self.next = time.monotonic() + self.every
-        beat = uuid.uuid4().hex
         if self.failed:
-            return beat
+            return None
+        beat = uuid.uuid4().hex
         try:
             with self.engine.begin() as conn:
                 conn.execute(sa.text("SELECT pg_logical_emit_message(false, :p, :c)"), {"p": HEARTBEAT_PREFIX, "c": beat})
@@ -207,6 +208,7 @@ class _Heartbeat:
             self.failed = True  # the slot still moves on with every change; only idle lag goes unmeasured
             log.warning("heartbeat into %s failed, not tried again: %s", redact_url(str(self.engine.url)),
                         _first_line(exc.orig))
+            return None
         return beat
 
     def lag_bytes(self, slot: str) -> int | None:

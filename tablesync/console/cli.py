@@ -7,8 +7,10 @@ import getpass
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -312,10 +314,23 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK  # pragma: no cover - execv does not return
 
 
-def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
-    import threading
+def stop_on_signals() -> threading.Event:
+    """An event SIGINT and SIGTERM set: how a service process is told to finish what it does and end."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
+
+def serve_metrics(serve: Callable[[], object], port: int, variable: str) -> None:
+    """Start a process's metrics endpoint; a port that is taken is a usage error naming the setting."""
+    try:
+        serve()
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on port {port} ({variable}): {exc.strerror}") from None
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.scheduler.loop import run_scheduler
     from tablesync.worker.broker import setup_broker
 
@@ -323,22 +338,12 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     broker = setup_broker(settings)  # refused without TABLESYNC_BROKER_URL (SettingsError: exit 2)
     from tablesync.scheduler import metrics
 
-    try:
-        metrics.serve(engine, settings)
-    except OSError as exc:
-        raise UsageError(f"cannot serve metrics on port {settings.scheduler_metrics_port} "
-                         f"(TABLESYNC_SCHEDULER_METRICS_PORT): {exc.strerror}") from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    run_scheduler(engine, broker, settings, stop)
+    serve_metrics(lambda: metrics.serve(engine, settings), settings.scheduler_metrics_port, "TABLESYNC_SCHEDULER_METRICS_PORT")
+    run_scheduler(engine, broker, settings, stop_on_signals())
     return EXIT_OK
 
 
 def cmd_listen(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
-    import threading
-
     from prometheus_client import start_http_server
 
     from tablesync.scheduler.listen import Listener, drop_unused_slots
@@ -352,28 +357,17 @@ def cmd_listen(args: argparse.Namespace, settings: Settings) -> int:
     from tablesync.worker.enqueue import send_stored
 
     broker = setup_broker(settings)  # refused without TABLESYNC_BROKER_URL (SettingsError: exit 2)
-    try:
-        start_http_server(settings.listen_metrics_port)
-    except OSError as exc:
-        raise UsageError(f"cannot serve metrics on port {settings.listen_metrics_port} "
-                         f"(TABLESYNC_LISTEN_METRICS_PORT): {exc.strerror}") from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    Listener(engine, lambda job_id: send_stored(engine, broker, settings, job_id), settings).run(stop)
+    serve_metrics(lambda: start_http_server(settings.listen_metrics_port), settings.listen_metrics_port,
+                  "TABLESYNC_LISTEN_METRICS_PORT")
+    Listener(engine, lambda job_id: send_stored(engine, broker, settings, job_id), settings).run(stop_on_signals())
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
-    import threading
-
     from tablesync.console.inprocess import InProcess
 
     engine = store(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     with InProcess(engine, settings, threads=args.threads) as app:
         app.start_scheduler(stop)
         print(f"tablesync running: scheduler + {args.threads} worker thread(s); Ctrl-C to stop")

@@ -229,6 +229,10 @@ class SourceThread(threading.Thread):
                 log.error("%s (%s): %s; again in %.0fs", self.source.app, self.mode, _short(exc), backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+            except Exception:  # a bug or a library's surprise must not end the thread: the app would go unheard
+                log.exception("%s (%s) failed; again in %.0fs", self.source.app, self.mode, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
             finally:
                 FOLLOWING.labels(self.source.app, self.mode).set(0)
                 lock.release()

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tablesync.store.jobs import ACTIVE, create_jobs
+from tablesync.store.mappings import known_mappings
 from tablesync.store.pauses import paused
 from tablesync.store.schema import jobs, wakeups
 
@@ -55,6 +56,8 @@ def claim_due_wakes(store: sa.Engine, now: datetime, min_interval_seconds: float
         if not due:
             return {}
         held = paused(conn, list(due))
+        active = known_mappings(conn)
+        held.update({m: None for m in due if not active.get(m)})  # deactivated since: nothing to run
         status: dict[str, str] = {}
         for r in conn.execute(sa.select(jobs.c.mapping, jobs.c.status).where(jobs.c.mapping.in_(list(due)),
                                                                              jobs.c.status.in_(ACTIVE))):

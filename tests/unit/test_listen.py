@@ -16,7 +16,7 @@ from tablesync.db.engine import create_engine
 from tablesync.scheduler.listen import FAST_PROBE_SECONDS, Prober, capture_plan
 from tablesync.store.jobs import create_job
 from tablesync.store.mappings import active_mappings, apply_config
-from tablesync.store.schema import jobs, metadata, wakeups
+from tablesync.store.schema import jobs, mappings, metadata, wakeups
 from tablesync.store.wakeups import claim_due_wakes, next_due, request_wakes
 from tablesync.store.watermarks import set_watermark
 
@@ -25,8 +25,12 @@ T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
 
 @pytest.fixture
 def store(tmp_path: Path) -> sa.Engine:
+    """A store whose mappings A, RUN, QUEUED and P are active, and GONE deactivated."""
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
     metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(mappings), [{"name": name, "version": 1, "definition": {}, "digest": "", "active": name != "GONE",
+                                            "applied_at": T0} for name in ("A", "RUN", "QUEUED", "P", "GONE")])
     return engine
 
 
@@ -83,12 +87,12 @@ def test_under_a_steady_stream_a_mapping_runs_at_most_once_per_min_interval(stor
     assert len(job_statuses(store)) == 2
 
 
-def test_a_paused_mapping_is_not_woken(store: sa.Engine) -> None:
+def test_a_paused_or_deactivated_mapping_is_not_woken(store: sa.Engine) -> None:
     from tablesync.store.pauses import pause
 
     with store.begin() as conn:
         pause(conn, "P", "ops", "migration")
-    wake(store, "P")
+    wake(store, "P", "GONE")
     assert claim_due_wakes(store, T0 + timedelta(seconds=1)) == {} and job_statuses(store) == []
     with store.connect() as conn:
         assert next_due(conn) is None
