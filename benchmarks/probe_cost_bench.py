@@ -32,7 +32,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scheduler_bench import cpu_seconds  # noqa: E402
-from sync_bench import REDIS, ROOT, databases, execute  # noqa: E402
+from sync_bench import REDIS, ROOT, databases  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
 
@@ -45,9 +45,9 @@ MAPPING = """  - name: M{i:04d}
       - {{local: name, integration: name}}
 """
 TABLES = """DO $$ BEGIN FOR i IN 0..{last} LOOP
-  EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, name text, modified_at timestamptz NOT NULL DEFAULT now())',
-                 lpad(i::text, 4, '0'));
-  EXECUTE format('CREATE INDEX ON t%s (modified_at)', lpad(i::text, 4, '0'));
+  EXECUTE 'CREATE TABLE t' || lpad(i::text, 4, '0')
+          || ' (id int PRIMARY KEY, name text, modified_at timestamptz NOT NULL DEFAULT now())';
+  EXECUTE 'CREATE INDEX ON t' || lpad(i::text, 4, '0') || ' (modified_at)';
 END LOOP; END $$"""
 
 
@@ -81,7 +81,10 @@ def main() -> None:
     args = ap.parse_args()
     with databases("src", "dst", "store") as urls, tempfile.TemporaryDirectory() as tmp:
         for db in ("src", "dst"):
-            execute(urls[db], TABLES.format(last=args.mappings - 1))
+            engine = sa.create_engine(urls[db])
+            with engine.begin() as conn:
+                conn.exec_driver_sql(TABLES.format(last=args.mappings - 1))  # one DO block: not split on ";"
+            engine.dispose()
         config = Path(tmp) / "t.yaml"
         config.write_text(f'apps:\n  src: {{url: "{urls["src"]}", change_capture: poll}}\n  dst: {{url: "{urls["dst"]}"}}\n'
                           "mappings:\n" + "".join(MAPPING.format(i=i) for i in range(args.mappings)))

@@ -201,3 +201,36 @@ def test_config_check_says_what_the_log_needs(env: Any) -> None:
         pytest.skip("the shared server already has wal_level=logical")
     assert checked.returncode != 0
     assert f"app erp, change_capture: log: wal_level is {wal_level}, needs logical" in checked.stdout + checked.stderr
+
+
+def test_config_check_says_what_the_binlog_needs(env: Any, mariadb_url: str) -> None:
+    """The shared MariaDB writes no binlog: `config check` says so; SQLite has no log at all."""
+    with sa.create_engine(mariadb_url).connect() as conn:
+        log_bin = conn.execute(sa.text("SELECT @@log_bin")).scalar()
+    if log_bin:
+        pytest.skip("the shared MariaDB already writes a binlog")
+    (env.tmp / "tablesync.yaml").write_text(f'apps:\n  erp: {{url: "{mariadb_url}", change_capture: log}}\n'
+                                            f'  lite: {{url: "sqlite:///{env.tmp}/lite.db", change_capture: log}}\nmappings: []\n')
+    checked = env.cli("config", "check", check=False)
+    assert checked.returncode == 2
+    assert "app erp, change_capture: log: the server writes no binlog: start it with log-bin" in checked.stdout + checked.stderr
+    assert "app lite, change_capture: log: SQLite has no change log to follow; use change_capture: poll" in checked.stdout + checked.stderr
+
+
+def test_a_standby_listener_takes_over_when_the_leader_dies(env: Any, pg_logged: Any) -> None:
+    erp, crm = pg_logged
+    first, second = env.start_listener(), env.start_listener()
+    logs = [env.tmp / "listen-1.log", env.tmp / "listen-2.log"]
+
+    def leaders() -> list[int]:
+        return [i for i, path in enumerate(logs) if "following" in path.read_text()]
+
+    wait_for(lambda: leaders(), 30, what="a leader")
+    time.sleep(3)  # the other has tried the lock by now, more than once
+    assert len(leaders()) == 1, env.logs()  # one leader per source database
+    leader = leaders()[0]
+    os.killpg((first, second)[leader].pid, signal.SIGKILL)
+    wait_for(lambda: len(leaders()) == 2, 30, what=f"the standby to take over\n{env.logs()}")
+    with erp.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET name = 'after the takeover', modified_at = now() WHERE id = 3"))
+    wait_for(lambda: crm_state(crm)["C000003"][0] == "after the takeover", 30, what=f"the change\n{env.logs()}")
