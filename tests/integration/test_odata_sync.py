@@ -418,16 +418,16 @@ def test_two_workers_keep_the_apps_shared_rate_and_wait_out_throttling(env: Any,
 
 def test_polling_an_odata_app_brings_its_changes_within_seconds(env: Any, odata_crm: ODataCrm) -> None:  # noqa: F811
     """change_capture: poll on the HTTP app: the newest modifiedAt is probed (no tick in the hour)."""
-    erp, _ = erp_with(env, 2)
+    erp = stamped_erp(env, 2)
     configure(env, odata_crm, direction="bidirectional", crm_extra=", change_capture: poll")
     worker(env, odata_crm)
     assert run(env, odata_crm)["inserted"] == 2
     env.start_listener(CRM_ODATA_URL=odata_crm.url)
     wait_for(lambda: "polling" in (env.tmp / f"listen-{len(env.processes) - 1}.log").read_text(), 30, what="polling")
-    patch(odata_crm, accounts(odata_crm)["C000001"]["ID"], name="Renamed in the CRM")
+    patch(odata_crm, accounts(odata_crm)["E1"]["ID"], name="Renamed in the CRM")
 
     def erp_name() -> str:
         with erp.connect() as conn:
-            return str(conn.execute(sa.text("SELECT name FROM customers WHERE id = 1")).scalar())
+            return str(conn.execute(sa.text("SELECT name FROM customers WHERE number = 'E1'")).scalar())
 
     wait_for(lambda: erp_name() == "Renamed in the CRM", 30, what=f"the CRM's change in the ERP\n{env.logs()}")
