@@ -81,6 +81,9 @@ class AppSpec(_Strict):
     # wal2json, the MariaDB/MySQL row binlog); `poll`, a cheap probe of max(modified) every 0.5 s
     # while changes flow, backing off to the schedule when idle. The scheduled ticks go on in every mode.
     change_capture: Literal["schedule", "poll", "log"] = "schedule"
+    # The PostgreSQL replication slot `log` follows (default tablesync_<app>): name it when two
+    # tablesync deployments follow the same database with the same app name.
+    slot: str | None = Field(None, pattern=r"^[a-z0-9_]{1,63}$")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "AppSpec":
@@ -91,6 +94,9 @@ class AppSpec(_Strict):
             http_only = [n for n in ("auth", "rate_limit") if getattr(self, n) is not None]
             if http_only:
                 raise ValueError(f"{', '.join(http_only)} apply to an HTTP app (odata:), not to a database (url:)")
+        if self.slot is not None and self.change_capture != "log":
+            raise ValueError("slot names the replication slot of change_capture: log; this app has "
+                             f"change_capture: {self.change_capture}")
         if self.odata is not None and self.change_capture == "log":
             raise ValueError("change_capture: log needs a database's change log; an HTTP app (odata:) has none: use poll")
         for setting, message in self.auth.problems() if self.auth is not None else ():

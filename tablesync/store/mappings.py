@@ -34,15 +34,19 @@ class ApplyResult:
     deactivated: list[str]
 
 
+# App settings added after definitions were first stored: left out at their defaults, so that
+# definitions stored before them keep their digest (and their mappings are not "updated")
+_LATE_DEFAULTS = {"change_capture": "schedule", "slot": None}
+
+
 def _left_out(app: AppSpec) -> set[str]:
-    return {"change_capture"} if app.change_capture == "schedule" else set()
+    return {name for name, default in _LATE_DEFAULTS.items() if getattr(app, name) == default}
 
 
 def _definition(cfg: ConfigFile, m: MappingSpec) -> dict[str, Any]:
     used = {m.local.app, m.integration.app}
     return {
         "mapping": m.model_dump(mode="json", by_alias=True, exclude_none=True),
-        # change_capture: left out at its default, so that definitions stored before it existed keep their digest
         "apps": {name: cfg.apps[name].model_dump(mode="json", exclude=_left_out(cfg.apps[name])) for name in sorted(used)},
     }
 

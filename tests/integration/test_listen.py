@@ -23,10 +23,10 @@ pytestmark = pytest.mark.integration
 SLOTS = "SELECT slot_name FROM pg_replication_slots"
 
 
-def capture(env: Any, mode: str) -> None:
-    """Give the ERP app `change_capture: mode` and apply."""
+def capture(env: Any, mode: str, extra: str = "") -> None:
+    """Give the ERP app `change_capture: mode` (and `extra` settings) and apply."""
     path = env.tmp / "tablesync.yaml"
-    text = re.sub(r"  erp: \{.*\}\n", f'  erp: {{url: "${{ERP_DATABASE_URL}}", change_capture: {mode}}}\n', path.read_text())
+    text = re.sub(r"  erp: \{.*\}\n", f'  erp: {{url: "${{ERP_DATABASE_URL}}", change_capture: {mode}{extra}}}\n', path.read_text())
     assert f"change_capture: {mode}" in text
     path.write_text(text)
     env.cli("config", "apply")
@@ -217,8 +217,9 @@ def test_config_check_says_what_the_binlog_needs(env: Any, mariadb_url: str) -> 
     assert "app lite, change_capture: log: SQLite has no change log to follow; use change_capture: poll" in checked.stdout + checked.stderr
 
 
-def test_a_standby_listener_takes_over_when_the_leader_dies(env: Any, pg_logged: Any) -> None:
+def test_a_standby_listener_takes_over_when_the_leader_dies(env: Any, pg_logged: Any, logical_postgres: OwnPostgres) -> None:
     erp, crm = pg_logged
+    capture(env, "log", ", slot: erp_standby_test")  # a slot named in the config
     first, second = env.start_listener(), env.start_listener()
     logs = [env.tmp / "listen-1.log", env.tmp / "listen-2.log"]
 
@@ -226,6 +227,7 @@ def test_a_standby_listener_takes_over_when_the_leader_dies(env: Any, pg_logged:
         return [i for i, path in enumerate(logs) if "following" in path.read_text()]
 
     wait_for(lambda: leaders(), 30, what="a leader")
+    wait_for(lambda: "erp_standby_test" in slots(logical_postgres), 30, what="the named slot")
     time.sleep(3)  # the other has tried the lock by now, more than once
     assert len(leaders()) == 1, env.logs()  # one leader per source database
     leader = leaders()[0]

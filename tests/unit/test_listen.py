@@ -172,3 +172,23 @@ def test_slot_names_and_table_filters_are_what_postgresql_and_wal2json_take() ->
     assert _table_pattern(None, "customers") == "*.customers"
     assert _table_pattern("sales", "order items") == "sales.order\\ items"
     assert _table_pattern("a.b", "c,d") == "a\\.b.c\\,d"
+
+
+def test_capture_settings_at_their_defaults_leave_stored_definitions_as_they_were(store: sa.Engine) -> None:
+    """Definitions stored before change_capture existed keep their digest: applying the same file
+    again after an upgrade updates nothing; a slot without log is refused."""
+    import yaml
+
+    from tablesync.errors import ConfigError
+
+    plain = CONFIG.replace(", change_capture: poll", "")
+    apply_config(store, parse_config(yaml.safe_load(plain), "test.yaml"))
+    with store.connect() as conn:
+        stored = conn.execute(sa.select(mappings.c.definition).where(mappings.c.name == "A")
+                              .order_by(mappings.c.version.desc()).limit(1)).scalar()
+    assert "change_capture" not in stored["apps"]["erp"] and "slot" not in stored["apps"]["erp"]
+    assert apply_config(store, parse_config(yaml.safe_load(plain), "test.yaml")).unchanged == ["A", "B", "C"]
+    logged = CONFIG.replace("change_capture: poll", "change_capture: log, slot: erp_prod")
+    assert apply_config(store, parse_config(yaml.safe_load(logged), "test.yaml")).updated == ["A", "B", "C"]
+    with pytest.raises(ConfigError, match="slot names the replication slot of change_capture: log"):
+        parse_config(yaml.safe_load(CONFIG.replace("change_capture: poll", "slot: erp_prod")), "test.yaml")
