@@ -47,7 +47,19 @@ def job_object(row: Any) -> dict[str, Any]:
     out = {k: m[k] for k in JOB_FIELDS}
     for k in ("enqueued_at", "started_at", "finished_at"):
         out[k] = iso(out[k])
+    out["trigger"] = trigger(m["operator"], m["params"])
     return out
+
+
+def trigger(operator: str | None, params: Any) -> str | None:
+    """Why a job was made: an operator asked, a schedule tick came, or a change in the mapping's
+    source woke it (`tablesync listen`); None for the others (a takeover, a dependency's redo)."""
+    params = params if isinstance(params, dict) else {}
+    if operator:
+        return "operator"
+    if params.get("wake"):
+        return "change"
+    return "schedule" if "tick" in params else None
 
 
 def error_object(row: Any) -> dict[str, Any]:

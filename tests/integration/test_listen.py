@@ -4,6 +4,7 @@ only a wake-up can make a change arrive."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -105,6 +106,8 @@ def test_a_change_arrives_without_a_tick_and_a_burst_of_10000_updates_makes_a_ha
                              "VALUES (:id, :number, :name, :email, :credit_limit, :modified_at)"), customer_rows(21, 1))
     wait_for(lambda: len(crm_state(crm)) == 21, 30, what=f"the new customer in the CRM\n{env.logs()}")
     assert len(woken_jobs(env)) == 1
+    job = json.loads(env.cli("job", str(woken_jobs(env)[0]), "--json").stdout)  # the operator sees why it ran
+    assert job["trigger"] == "change" and job["operator"] is None and job["inserted"] == 1
 
     assert update_burst(erp, 10_000) == 10_000
     wait_for(lambda: converged(erp, crm), 60, what=f"the CRM to catch up\n{env.logs()}")

@@ -69,6 +69,7 @@ class JobOut(BaseModel):
     direction: str | None
     status: str
     operator: str | None
+    trigger: str | None = Field(None, description="operator, schedule, or change (woken by `tablesync listen`)")
     enqueued_at: str | None
     started_at: str | None
     finished_at: str | None
