@@ -370,7 +370,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stop = stop_on_signals()
     with InProcess(engine, settings, threads=args.threads) as app:
         app.start_scheduler(stop)
-        print(f"tablesync running: scheduler + {args.threads} worker thread(s); Ctrl-C to stop")
+        if args.listen:
+            app.start_listener(stop)
+        print(f"tablesync running: scheduler + {args.threads} worker thread(s){' + listen' if args.listen else ''}; "
+              "Ctrl-C to stop")
         stop.wait()
     return EXIT_OK
 
@@ -556,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", cmd_run, "scheduler and worker threads in one process (in-process broker if none is set)")
     sp.add_argument("--threads", type=bounded(int, 1, 256), default=2, help="worker threads (default 2)")
+    sp.add_argument("--listen", action="store_true", help="also run `tablesync listen` as a thread (change_capture: log or poll)")
     sp.set_defaults(service=True)
 
     sp = add("web", cmd_web, "serve the web console and its JSON API (/api/, OpenAPI at /api/openapi.json)")

@@ -32,6 +32,7 @@ class InProcess:
 
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, queues=set(queues(settings).values()), worker_timeout=IDLE_POLL_MS)
         self._scheduler: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
         self._stop = threading.Event()
 
     def __enter__(self) -> "InProcess":
@@ -40,8 +41,9 @@ class InProcess:
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         self._stop.set()
-        if self._scheduler is not None:
-            self._scheduler.join(timeout=10)
+        for thread in (self._scheduler, self._listener):
+            if thread is not None:
+                thread.join(timeout=10)
         self.worker.stop()
 
     def start_scheduler(self, stop: threading.Event | None = None) -> None:
@@ -51,6 +53,16 @@ class InProcess:
         self._scheduler = threading.Thread(target=run_scheduler, args=(self.store, self.broker, self.settings, self._stop, "run"),
                                            name="scheduler", daemon=True)
         self._scheduler.start()
+
+    def start_listener(self, stop: threading.Event | None = None) -> None:
+        """`tablesync listen` as a thread of this process (`tablesync run --listen`)."""
+        from tablesync.scheduler.listen import Listener
+        from tablesync.worker.enqueue import send_stored
+
+        self._stop = stop or self._stop
+        listener = Listener(self.store, lambda job_id: send_stored(self.store, self.broker, self.settings, job_id), self.settings)
+        self._listener = threading.Thread(target=listener.run, args=(self._stop,), name="listen", daemon=True)
+        self._listener.start()
 
     def wait_job(self, job_id: int, timeout: float = 300.0) -> str:
         """Block until the job has a final status, and return it."""
