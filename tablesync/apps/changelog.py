@@ -68,15 +68,83 @@ class Lag:
     seconds: float | None = None
 
 
+class Wal2Json:
+    """wal2json's format 2: one JSON object per change, filtered to the tables on the server."""
+
+    plugin = "wal2json"
+    decode = True
+
+    def __init__(self, tables: frozenset[tuple[str | None, str]]) -> None:
+        self.options = {"format-version": "2", "include-transaction": "false", "include-types": "false",
+                        "include-type-oids": "false", "add-msg-prefixes": HEARTBEAT_PREFIX,
+                        "add-tables": ",".join(sorted(_table_pattern(s, t) for s, t in tables))}
+
+    def read(self, payload: Any) -> tuple[tuple[str, str] | None, str | None]:
+        """(the (schema, table) a change is in, or a heartbeat's content)."""
+        change = json.loads(payload)
+        if change.get("action") == "M":
+            return None, change.get("prefix") == HEARTBEAT_PREFIX and change.get("content", "") or None
+        return ((change.get("schema", ""), change["table"]) if "table" in change else None), None
+
+
+class PgOutput:
+    """PostgreSQL's built-in pgoutput (protocol 1) on a publication the database's owner made: no
+    plugin to install. Binary messages; only which relation a change is in is read: a Relation
+    message names it (schema, table) before its first change on the connection, and Insert,
+    Update, Delete and Truncate carry its id. Changes outside the mapped tables are skipped."""
+
+    plugin = "pgoutput"
+    decode = False
+
+    def __init__(self, publication: str, tables: frozenset[tuple[str | None, str]]) -> None:
+        self.options = {"proto_version": "1", "publication_names": publication, "messages": "true"}
+        self.tables = tables
+        self.relations: dict[int, tuple[str, str]] = {}
+
+    def read(self, payload: bytes) -> tuple[tuple[str, str] | None, str | None]:
+        kind = payload[:1]
+        if kind == b"R":
+            relid = int.from_bytes(payload[1:5], "big")
+            schema, _, rest = payload[5:].partition(b"\0")
+            table = rest.partition(b"\0")[0]
+            self.relations[relid] = (schema.decode() or "pg_catalog", table.decode())
+        elif kind in (b"I", b"U", b"D"):
+            return self._mapped(int.from_bytes(payload[1:5], "big")), None
+        elif kind == b"T":
+            count = int.from_bytes(payload[1:5], "big")
+            relids = [int.from_bytes(payload[6 + 4 * i:10 + 4 * i], "big") for i in range(count)]
+            hits = [t for t in map(self._mapped, relids) if t is not None]
+            return (hits[0] if hits else None), None
+        elif kind == b"M":  # flags (1), lsn (8), prefix, length (4), content
+            prefix, _, rest = payload[10:].partition(b"\0")
+            if prefix.decode() == HEARTBEAT_PREFIX:
+                return None, rest[4:4 + int.from_bytes(rest[:4], "big")].decode()
+        return None, None
+
+    def _mapped(self, relid: int) -> tuple[str, str] | None:
+        found = self.relations.get(relid)
+        if found is None:
+            return None
+        if found in self.tables or (None, found[1]) in self.tables:
+            return found
+        return None
+
+
 @dataclass
 class PgChangeLog:
-    """One database's change log, filtered to `tables` ((schema or None, table) pairs)."""
+    """One database's change log, filtered to `tables` ((schema or None, table) pairs): through
+    wal2json, or through pgoutput on `publication` where the database has one."""
 
     url: str  # expanded
     slot: str
     tables: frozenset[tuple[str | None, str]]
+    publication: str | None = None
     _heartbeats: dict[str, float] = field(default_factory=dict)
     _round_trip: float | None = None
+
+    @property
+    def plugin(self) -> str:
+        return "pgoutput" if self.publication else PLUGIN
 
     @property
     def label(self) -> str:
@@ -93,8 +161,9 @@ class PgChangeLog:
             raise ChangeLogError(f"cannot open a replication connection to {self.label}: {_first_line(exc)}") from None
 
     def ensure_slot(self) -> bool:
-        """Create the slot unless it exists; True if it was made now. A slot of that name with
-        another plugin is refused rather than used."""
+        """Create the slot unless it exists; True if it was made now. tablesync's slot of that
+        name made for the other plugin (the app's `publication` was set or removed since) is made
+        again: what changed in between arrives at the next scheduled tick."""
         import psycopg2
 
         engine = create_engine(self.url, poolclass=sa.pool.NullPool)
@@ -104,14 +173,14 @@ class PgChangeLog:
                                       {"s": self.slot}).scalar()
         finally:
             engine.dispose()
-        if plugin is not None:
-            if plugin != PLUGIN:
-                raise ChangeLogError(f"{self.label}: a slot of that name exists with plugin {plugin}, not {PLUGIN}: "
-                                     f"drop it (SELECT pg_drop_replication_slot('{self.slot}')) or rename the app")
+        if plugin == self.plugin:
             return False
+        if plugin is not None:
+            log.warning("%s: the slot decodes with %s, the app now needs %s: made again", self.label, plugin, self.plugin)
+            drop_slot(self.url, self.slot)
         conn = self._replication()
         try:
-            conn.cursor().create_replication_slot(self.slot, output_plugin=PLUGIN)
+            conn.cursor().create_replication_slot(self.slot, output_plugin=self.plugin)
         except psycopg2.errors.DuplicateObject:
             return False  # another listener made it in between
         except psycopg2.Error as exc:
@@ -130,12 +199,10 @@ class PgChangeLog:
 
         conn = self._replication()
         beat = _Heartbeat(self.url, heartbeat_seconds)
+        decoder = PgOutput(self.publication, self.tables) if self.publication else Wal2Json(self.tables)
         try:
             cur = conn.cursor()
-            options = {"format-version": "2", "include-transaction": "false", "include-types": "false",
-                       "include-type-oids": "false", "add-msg-prefixes": HEARTBEAT_PREFIX,
-                       "add-tables": ",".join(sorted(_table_pattern(s, t) for s, t in self.tables))}
-            cur.start_replication(slot_name=self.slot, decode=True, options=options)
+            cur.start_replication(slot_name=self.slot, decode=decoder.decode, options=decoder.options)
             pending: set[tuple[str, str]] = set()
             ack: int | None = None
             batch_started = 0.0
@@ -143,13 +210,13 @@ class PgChangeLog:
                 msg = cur.read_message()
                 if msg is not None:
                     ack = msg.data_start
-                    change = json.loads(msg.payload)
-                    if change.get("action") == "M":
-                        self._heard(change.get("content", ""))
-                    elif "table" in change:
+                    table, heartbeat = decoder.read(msg.payload)
+                    if heartbeat is not None:
+                        self._heard(heartbeat)
+                    elif table is not None:
                         if not pending:
                             batch_started = time.monotonic()
-                        pending.add((change.get("schema", ""), change["table"]))
+                        pending.add(table)
                     if not pending or time.monotonic() - batch_started < BATCH_SECONDS:
                         continue
                 if pending:
@@ -248,10 +315,11 @@ def drop_slot(url: str, slot: str, attempts: int = 20) -> bool:
         engine.dispose()
 
 
-def slot_problems(url: str) -> list[str]:
+def slot_problems(url: str, publication: str | None = None) -> list[str]:
     """What keeps this database from being followed (`config check`): the settings and the
-    privilege logical decoding needs, each said with what to change."""
+    privilege logical decoding needs, and the plugin or the publication, each said with what to change."""
     engine = create_engine(url, poolclass=sa.pool.NullPool)
+    plugin = "pgoutput" if publication else PLUGIN
     problems: list[str] = []
     try:
         with engine.connect() as conn:
@@ -267,8 +335,12 @@ def slot_problems(url: str) -> list[str]:
             if int(settings.get("max_replication_slots", 0)) <= used:
                 problems.append(f"max_replication_slots ({settings.get('max_replication_slots')}) are all in use")
             allowed = settings.get("output_plugin_libraries")
-            if allowed is not None and PLUGIN not in [p.strip() for p in allowed.split(",")]:
-                problems.append(f"output_plugin_libraries ({allowed}) does not allow {PLUGIN}: add it")
+            if allowed is not None and plugin not in [p.strip() for p in allowed.split(",")]:
+                problems.append(f"output_plugin_libraries ({allowed}) does not allow {plugin}: add it")
+            if publication and conn.execute(sa.text("SELECT count(*) FROM pg_publication WHERE pubname = :p"),
+                                            {"p": publication}).scalar() == 0:
+                problems.append(f"publication {publication!r} does not exist: the database's owner makes it "
+                                f"(CREATE PUBLICATION {publication} FOR TABLE …, the mapped tables)")
     finally:
         engine.dispose()
     return problems

@@ -49,7 +49,7 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
                 pass
             engines[name] = engine
             if app.change_capture == "log":
-                problems.extend(Problem(f"{where}, change_capture", p) for p in _log_problems(engine, url))
+                problems.extend(Problem(f"{where}, change_capture", p) for p in _log_problems(engine, url, app))
         except Exception as exc:  # any driver or URL failure is this app's problem, reported, not raised
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problems.append(Problem(where, f"cannot connect to {redact_url(url)}: {reason}"))
@@ -67,10 +67,10 @@ def check_live(cfg: ConfigFile, env: dict[str, str] | None = None) -> list[Probl
     return problems
 
 
-def _log_problems(engine: sa.Engine, url: str) -> list[str]:
+def _log_problems(engine: sa.Engine, url: str, app: AppSpec) -> list[str]:
     """Why `change_capture: log` cannot follow this database, each with what to change."""
     if engine.dialect.name == "postgresql":
-        return [f"log: {p}" for p in slot_problems(url)]
+        return [f"log: {p}" for p in slot_problems(url, app.publication)]
     if engine.dialect.name == "sqlite":
         return ["log: SQLite has no change log to follow; use change_capture: poll"]
     if engine.dialect.name in ("mysql", "mariadb"):

@@ -84,6 +84,9 @@ class AppSpec(_Strict):
     # The PostgreSQL replication slot `log` follows (default tablesync_<app>): name it when two
     # tablesync deployments follow the same database with the same app name.
     slot: str | None = Field(None, pattern=r"^[a-z0-9_]{1,63}$")
+    # `log` on PostgreSQL through the built-in pgoutput plugin and this publication (made by the
+    # database's owner over the mapped tables) instead of wal2json: no plugin to install.
+    publication: str | None = Field(None, min_length=1, max_length=63)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "AppSpec":
@@ -94,9 +97,9 @@ class AppSpec(_Strict):
             http_only = [n for n in ("auth", "rate_limit") if getattr(self, n) is not None]
             if http_only:
                 raise ValueError(f"{', '.join(http_only)} apply to an HTTP app (odata:), not to a database (url:)")
-        if self.slot is not None and self.change_capture != "log":
-            raise ValueError("slot names the replication slot of change_capture: log; this app has "
-                             f"change_capture: {self.change_capture}")
+        for name in ("slot", "publication"):
+            if getattr(self, name) is not None and self.change_capture != "log":
+                raise ValueError(f"{name} is a setting of change_capture: log; this app has change_capture: {self.change_capture}")
         if self.odata is not None and self.change_capture == "log":
             raise ValueError("change_capture: log needs a database's change log; an HTTP app (odata:) has none: use poll")
         for setting, message in self.auth.problems() if self.auth is not None else ():

@@ -252,7 +252,8 @@ class SourceThread(threading.Thread):
 
     def follow_postgresql(self, url: str, lock: MappingLock) -> None:
         app = self.source.app
-        changelog = PgChangeLog(url, self.source.spec.slot or slot_name(app), frozenset(self.source.tables))
+        changelog = PgChangeLog(url, self.source.spec.slot or slot_name(app), frozenset(self.source.tables),
+                                self.source.spec.publication)
         if changelog.ensure_slot():
             log.info("%s: replication slot %s created", app, changelog.slot)
         with self.listener.store.begin() as conn:

@@ -36,7 +36,7 @@ class ApplyResult:
 
 # App settings added after definitions were first stored: left out at their defaults, so that
 # definitions stored before them keep their digest (and their mappings are not "updated")
-_LATE_DEFAULTS = {"change_capture": "schedule", "slot": None}
+_LATE_DEFAULTS = {"change_capture": "schedule", "slot": None, "publication": None}
 
 
 def _left_out(app: AppSpec) -> set[str]:

@@ -59,22 +59,26 @@ def slots(server: OwnPostgres) -> list[str]:
         return list(conn.execute(sa.text(SLOTS)).scalars())
 
 
-def follow(env: Any, erp_url: str) -> tuple[sa.Engine, sa.Engine]:
-    """The ERP at `erp_url`, synced once, its app on change_capture: log; a worker."""
+def follow(env: Any, erp_url: str, publication: str | None = None) -> tuple[sa.Engine, sa.Engine]:
+    """The ERP at `erp_url`, synced once, its app on change_capture: log (through pgoutput on
+    `publication`, which the database's owner makes, if given); a worker."""
     env.erp_url = erp_url
     erp, crm, _, _ = setup_customer_sync(env, rows=20, schedule="every 1h")
-    capture(env, "log")
+    if publication:
+        with erp.begin() as conn:
+            conn.execute(sa.text(f"CREATE PUBLICATION {publication} FOR TABLE customers"))
+    capture(env, "log", f", publication: {publication}" if publication else "")
     env.start_worker(threads=2)
     assert sync(env)["inserted"] == 20
     return erp, crm
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
+@pytest.fixture(params=["postgresql", "pgoutput", "mariadb"])
 def logged(request: pytest.FixtureRequest, env: Any) -> tuple[sa.Engine, sa.Engine]:
-    """The ERP on a server of the test's own with a change log: PostgreSQL with logical decoding,
-    or MariaDB with a ROW binlog."""
-    server = request.getfixturevalue("logical_postgres" if request.param == "postgresql" else "binlog_mariadb")
-    return follow(env, server.create_db("erp"))
+    """The ERP on a server of the test's own with a change log: PostgreSQL with logical decoding
+    (wal2json, or pgoutput on a publication), or MariaDB with a ROW binlog."""
+    server = request.getfixturevalue("binlog_mariadb" if request.param == "mariadb" else "logical_postgres")
+    return follow(env, server.create_db("erp"), "erp_changes" if request.param == "pgoutput" else None)
 
 
 @pytest.fixture
@@ -116,7 +120,7 @@ def test_a_change_arrives_without_a_tick_and_a_burst_of_10000_updates_makes_a_ha
     samples = scrape(port)
     assert value(samples, "tablesync_capture_jobs_total", mapping="CUSTOMER") == len(jobs)
     assert value(samples, "tablesync_capture_following", app="erp", mode="log") == 1
-    if request.node.callspec.params["logged"] == "postgresql":  # the slot's lag, and every listener metric the
+    if request.node.callspec.params["logged"] != "mariadb":  # the slot's lag, and every listener metric the
         def measured() -> dict[Any, float] | None:
             found = scrape(port)
             return found if value(found, "tablesync_capture_lag_seconds", app="erp") is not None else None
@@ -196,7 +200,8 @@ def test_config_check_says_what_the_log_needs(env: Any) -> None:
     """The shared server has wal_level=replica: `config check` says so, and what to change."""
     setup_customer_sync(env, rows=0)
     path = env.tmp / "tablesync.yaml"
-    path.write_text(re.sub(r"  erp: \{.*\}\n", '  erp: {url: "${ERP_DATABASE_URL}", change_capture: log}\n', path.read_text()))
+    path.write_text(re.sub(r"  erp: \{.*\}\n", '  erp: {url: "${ERP_DATABASE_URL}", change_capture: log, publication: nope}\n',
+                           path.read_text()))
     with sa.create_engine(env.erp_url).connect() as conn:
         wal_level = conn.execute(sa.text("SHOW wal_level")).scalar()
     checked = env.cli("config", "check", check=False)
@@ -204,6 +209,7 @@ def test_config_check_says_what_the_log_needs(env: Any) -> None:
         pytest.skip("the shared server already has wal_level=logical")
     assert checked.returncode != 0
     assert f"app erp, change_capture: log: wal_level is {wal_level}, needs logical" in checked.stdout + checked.stderr
+    assert "app erp, change_capture: log: publication 'nope' does not exist: the database's owner makes it" in checked.stderr
 
 
 def test_config_check_says_what_the_binlog_needs(env: Any, mariadb_url: str) -> None:

@@ -190,5 +190,25 @@ def test_capture_settings_at_their_defaults_leave_stored_definitions_as_they_wer
     assert apply_config(store, parse_config(yaml.safe_load(plain), "test.yaml")).unchanged == ["A", "B", "C"]
     logged = CONFIG.replace("change_capture: poll", "change_capture: log, slot: erp_prod")
     assert apply_config(store, parse_config(yaml.safe_load(logged), "test.yaml")).updated == ["A", "B", "C"]
-    with pytest.raises(ConfigError, match="slot names the replication slot of change_capture: log"):
+    with pytest.raises(ConfigError, match="slot is a setting of change_capture: log; this app has change_capture: schedule"):
         parse_config(yaml.safe_load(CONFIG.replace("change_capture: poll", "slot: erp_prod")), "test.yaml")
+
+
+def test_pgoutput_messages_are_read_for_their_table_and_heartbeats() -> None:
+    """pgoutput's binary protocol 1: a Relation names an id; Insert, Update, Delete and Truncate
+    carry it; a logical message with tablesync's prefix is a heartbeat."""
+    from tablesync.apps.changelog import HEARTBEAT_PREFIX, PgOutput
+
+    decoder = PgOutput("pub", frozenset({(None, "customers")}))
+    relid = (16385).to_bytes(4, "big")
+    other = (16390).to_bytes(4, "big")
+    assert decoder.read(b"R" + relid + b"public\0customers\0d" + b"\0\x02") == (None, None)
+    assert decoder.read(b"R" + other + b"public\0orders\0d" + b"\0\x01") == (None, None)
+    for kind in (b"I", b"U", b"D"):
+        assert decoder.read(kind + relid + b"N\0\x02") == (("public", "customers"), None)
+        assert decoder.read(kind + other + b"N\0\x01") == (None, None)  # not a mapped table
+    assert decoder.read(b"T" + (2).to_bytes(4, "big") + b"\0" + other + relid) == (("public", "customers"), None)
+    content = b"beat-1"
+    message = b"M" + b"\0" + (123).to_bytes(8, "big") + HEARTBEAT_PREFIX.encode() + b"\0" + len(content).to_bytes(4, "big") + content
+    assert decoder.read(message) == (None, "beat-1")
+    assert decoder.read(b"B" + bytes(20)) == (None, None)  # begin, commit, …: nothing to tell
