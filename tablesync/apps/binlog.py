@@ -31,7 +31,7 @@ log = logging.getLogger("tablesync.listen")
 # binlog_row_metadata=FULL: tablesync reads no columns from the binlog, only which tables changed
 logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
 SERVER_ID = random.randint(1 << 30, (1 << 31) - 1)  # a replica id of this process, far from real replicas'
-IDLE_SAVE_SECONDS = 5.0  # how often an idle stream's position is stored
+IDLE_SAVE_SECONDS = 5.0  # how often the position is stored when no mapped table changes
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,9 @@ class Binlog:
                     continue
                 position = Position(stream.log_file, stream.log_pos)
                 if isinstance(event, XidEvent):  # a transaction's end: its changes may be handed over
-                    if pending and time.monotonic() - batch_started >= BATCH_SECONDS:
+                    due = time.monotonic() - batch_started >= BATCH_SECONDS if pending else \
+                        time.monotonic() - saved >= IDLE_SAVE_SECONDS  # a server busy with other tables is never idle
+                    if due:
                         on_changes(pending, position)
                         pending, saved = set(), time.monotonic()
                     continue

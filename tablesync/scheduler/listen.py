@@ -2,8 +2,9 @@
 
 One thread per source app whose `change_capture` is `log` or `poll`, each the leader for its app by
 a lock in the store (replicas of `listen` stand by and take over when the leader dies):
-- `log`: follows the database's change log (`apps.changelog`, PostgreSQL logical decoding) and
-  records a wake-up for each mapping whose source table changed, before the log moves on;
+- `log`: follows the database's change log (`apps.changelog`: PostgreSQL logical decoding;
+  `apps.binlog`: the MariaDB/MySQL binlog) and records a wake-up for each mapping whose source
+  table changed, before the log moves on;
 - `poll`: probes max(modified) of the source tables, one statement per app, every 0.5 s while
   changes flow, backing off to the mapping's schedule period when idle.
 The main thread turns due wake-ups into jobs (`store.wakeups`: debounce, one follow-up after a
@@ -43,6 +44,7 @@ log = logging.getLogger("tablesync.listen")
 FAST_PROBE_SECONDS = 0.5
 DISPATCH_SECONDS = 0.05  # how often due wake-ups are looked for while some are pending
 IDLE_CHECK_SECONDS = 1.0  # … and when none is known: another replica's, or left by a dead leader
+BINLOG_HEARTBEAT_SECONDS = 0.1  # the binlog server's heartbeat when idle: the end of a burst is seen within it
 
 WAKEUPS = Counter("tablesync_capture_wakeups", "Wake-ups recorded for a mapping by a change in its source.", ["mapping"])
 WOKEN_JOBS = Counter("tablesync_capture_jobs", "Sync jobs sent because a change woke their mapping.", ["mapping"])
@@ -54,7 +56,6 @@ SLOT_LAG_BYTES = Gauge("tablesync_capture_slot_lag_bytes",
 LAG_SECONDS = Gauge("tablesync_capture_lag_seconds",
                     "How far behind the change log the listener reads (heartbeat round trip, or the oldest unanswered one).",
                     ["app"])
-BINLOG_HEARTBEAT_SECONDS = 0.1  # the binlog server's heartbeat when idle: the end of a burst is seen within it
 PROBES = Counter("tablesync_capture_probes", "Polling probes of max(modified) run (one statement per app).", ["app"])
 
 

@@ -22,6 +22,8 @@ from tablesync.store.mappings import known_mappings
 from tablesync.store.pauses import paused
 from tablesync.store.schema import jobs, wakeups
 
+RUNNING_RECHECK = timedelta(seconds=0.2)  # how soon a wake-up that waits for a running job is looked at again
+
 
 def request_wakes(conn: sa.Connection, mappings: Iterable[str], now: datetime, debounce_seconds: float) -> None:
     """Wake `mappings`: due `debounce_seconds` after the first change of their burst."""
@@ -68,9 +70,10 @@ def claim_due_wakes(store: sa.Engine, now: datetime, min_interval_seconds: float
         # paused: its runs after the resume read the change; queued: that job has not read yet
         dropped = [m for m in due if m in held or status.get(m) == "queued"]
         todo = [m for m in due if m not in held and m not in status and m not in soon]
-        for mapping, when in soon.items():
-            if mapping in todo or mapping in dropped or status.get(mapping) == "running":
-                continue
+        later = {m: when for m, when in soon.items() if m not in dropped}
+        # a running job's follow-up is looked at again shortly, not at every pass of the dispatcher
+        later.update({m: now + RUNNING_RECHECK for m in due if status.get(m) == "running" and m not in held})
+        for mapping, when in later.items():
             conn.execute(sa.update(wakeups).where(wakeups.c.mapping == mapping).values(due_at=when))
         if dropped:
             conn.execute(sa.update(wakeups).where(wakeups.c.mapping.in_(dropped)).values(due_at=None, first_change_at=None))
