@@ -39,6 +39,7 @@ from tablesync.store.locks import MappingLock
 from tablesync.store.mappings import StoredMapping, active_mappings, active_versions
 from tablesync.store.wakeups import claim_due_wakes, next_due, request_wakes
 from tablesync.store.watermarks import get_watermark
+from tablesync.worker.enqueue import send_waiting
 
 log = logging.getLogger("tablesync.listen")
 FAST_PROBE_SECONDS = 0.5
@@ -124,6 +125,9 @@ class Listener:
                 if time.monotonic() - last_check >= IDLE_CHECK_SECONDS:
                     last_check = time.monotonic()
                     self.refresh()
+                    # a job made but not sent (a listener killed between the two, a broker away)
+                    # would hold back its mapping's wake-ups as "queued": send it, as a scheduler does
+                    send_waiting(self.store, self.send)
                     with self.store.connect() as conn:
                         due_at = next_due(conn)
                 if self.woken.is_set():

@@ -18,7 +18,7 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.integration
 
-JOB_KEYS = {"id", "mapping", "kind", "direction", "status", "operator", "enqueued_at", "started_at", "finished_at",
+JOB_KEYS = {"id", "mapping", "kind", "direction", "status", "operator", "trigger", "enqueued_at", "started_at", "finished_at",
             "inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled", "conflicts", "skipped", "failed",
             "message"}
 
