@@ -245,3 +245,18 @@ def test_a_standby_listener_takes_over_when_the_leader_dies(env: Any, pg_logged:
     with erp.begin() as conn:
         conn.execute(sa.text("UPDATE customers SET name = 'after the takeover', modified_at = now() WHERE id = 3"))
     wait_for(lambda: crm_state(crm)["C000003"][0] == "after the takeover", 30, what=f"the change\n{env.logs()}")
+
+
+def test_a_job_made_but_never_sent_does_not_hold_back_the_wake_ups(env: Any) -> None:
+    """A job written to the store and not sent (its sender died between the two, or had no
+    broker) is queued: it would swallow its mapping's wake-ups forever. The listener sends it."""
+    erp, crm, _, _ = setup_customer_sync(env, rows=5, schedule="every 1h")
+    capture(env, "poll")
+    env.start_worker(threads=2)
+    assert sync(env)["inserted"] == 5
+    with erp.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET name = 'waited', modified_at = now() WHERE id = 2"))
+    job_id = int(env.cli("sync", "CUSTOMER", TABLESYNC_BROKER_URL="").stdout.split()[-1])  # no broker: left unsent
+    env.start_listener()  # no scheduler runs in this test
+    wait_for(lambda: crm_state(crm)["C000002"][0] == "waited", 30, what="the unsent job to be sent and run")
+    assert json.loads(env.cli("job", str(job_id), "--json").stdout)["status"] == "succeeded"
